@@ -1,0 +1,35 @@
+# spdf-kit: every target sets up its own virtualenv (.venv) from requirements.lock on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+PRESET ?= tiny
+WORKERS ?= 2
+
+.PHONY: venv reproduce test lint lab bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+## The README's first command: every figure of the tiny preset (FLOP tables, SPDF, Primer, exams, report).
+reproduce: $(STAMP)
+	$(BIN)/spdf reproduce --preset $(PRESET) --workers $(WORKERS)
+
+## The README's second command: lint, unit tests, and every notebook under nbval with its smoke parameters.
+test: $(STAMP)
+	$(BIN)/ruff check spdf_lib tests bench
+	SPDF_RUNS_DIR=$$(mktemp -d) $(BIN)/pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

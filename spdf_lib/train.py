@@ -1,0 +1,413 @@
+"""The one training loop: pre-training on a packed token stream and fine-tuning on (prompt, target) pairs,
+in one process or data-parallel under `torchrun` (DDP: gloo on CPU, nccl on CUDA).
+
+What it does each optimizer step (the SPDF recipe, ../shared/docs/papers.md §1): draw the step's global batch
+(a pure function of seed and step, so a resumed run sees exactly the batches it would have seen), give each rank
+its share, accumulate gradients over micro-batches, normalise the loss by the global number of target tokens
+(so 1 process and N processes compute the same gradient), clip to 1.0, AdamW (β 0.9/0.95, weight decay 0.1
+on matrices only) at a learning rate with linear warm-up then cosine decay to 10%.
+
+Records: `metrics.jsonl` rows (step, tokens, loss, lr, training FLOPs so far from `spdf_lib.flops`, elapsed
+training seconds, eval loss when evaluated). Checkpoints every N steps hold the weights (safetensors), the
+optimizer, RNG states and counters; a run restarted with the same `out_dir` resumes from the newest one and
+ends with bitwise the same weights as an uninterrupted run (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from spdf_lib import flops as flop_counter
+from spdf_lib.records import atomic_write_text, read_jsonl
+
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    """How to train. `batch_size` is global (sequences per optimizer step, over all ranks and micro-batches);
+    `micro_batch_size` is what one rank runs in one forward pass (default: all of its share)."""
+
+    max_steps: int
+    batch_size: int = 16
+    micro_batch_size: int | None = None
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    precision: str = "bf16"  # "bf16" (autocast on CPU and CUDA) or "fp32"
+    eval_every: int = 0  # 0: only at the end
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: no checkpoints
+    keep_checkpoints: int = 2
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    desc: str = "train"
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        self.betas = tuple(self.betas)
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+class TrainData(Protocol):
+    """A source of training examples: `examples(step, n)` must depend only on (its seed, step)."""
+
+    def examples(self, step: int, n: int) -> list: ...
+    def eval_examples(self) -> list: ...
+    def collate(self, examples: list) -> dict[str, torch.Tensor]: ...
+
+
+def _generator(seed: int, index: int) -> torch.Generator:
+    """A generator that depends only on (seed, index): batches need no RNG state to resume."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + index) % (1 << 63))
+
+
+class PackedStream:
+    """Pre-training data: windows of `seq_len` tokens at random offsets of one concatenated token stream.
+
+    `train_ids`/`val_ids` are 1-D token tensors (documents joined by EOS). Eval uses `eval_windows` windows at
+    evenly spaced offsets of the validation stream.
+    """
+
+    def __init__(self, train_ids: torch.Tensor, val_ids: torch.Tensor, seq_len: int, seed: int = 0,
+                 eval_windows: int = 32):
+        if len(train_ids) <= seq_len + 1:
+            raise ValueError(f"training stream has {len(train_ids)} tokens, fewer than seq_len + 1 = {seq_len + 1}")
+        if len(val_ids) <= seq_len + 1:
+            raise ValueError(f"validation stream has {len(val_ids)} tokens, fewer than seq_len + 1 = {seq_len + 1}")
+        self.train_ids, self.val_ids, self.seq_len, self.seed = train_ids.long(), val_ids.long(), seq_len, seed
+        last = len(val_ids) - seq_len
+        n = min(eval_windows, last)
+        self._eval = [("val", int(i * last / n)) for i in range(n)]
+
+    def examples(self, step: int, n: int) -> list:
+        starts = torch.randint(0, len(self.train_ids) - self.seq_len, (n,), generator=_generator(self.seed, step))
+        return [("train", int(s)) for s in starts]
+
+    def eval_examples(self) -> list:
+        return self._eval
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        ids = torch.stack([
+            (self.train_ids if split == "train" else self.val_ids)[s : s + self.seq_len] for split, s in examples
+        ])
+        return {"input_ids": ids, "labels": ids}
+
+
+class PairData:
+    """Fine-tuning data: (prompt ids, target ids) pairs; the loss is on the target only.
+
+    Each sequence is prompt + target (the target should end with EOS), truncated to `max_len` from the left of
+    the prompt, right-padded. Epochs are shuffled with a generator seeded by (seed, epoch).
+    """
+
+    def __init__(self, train: Sequence[tuple[list[int], list[int]]], eval: Sequence[tuple[list[int], list[int]]],
+                 pad_id: int, max_len: int, seed: int = 0):
+        if not train:
+            raise ValueError("fine-tuning set is empty")
+        self.train, self.eval, self.pad_id, self.max_len, self.seed = list(train), list(eval), pad_id, max_len, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(len(self.train), generator=_generator(self.seed, epoch))}
+        return self._perms[epoch]
+
+    def examples(self, step: int, n: int) -> list:
+        out = []
+        for i in range(step * n, (step + 1) * n):
+            epoch, j = divmod(i, len(self.train))
+            out.append(self.train[int(self._perm(epoch)[j])])
+        return out
+
+    def eval_examples(self) -> list:
+        return self.eval
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        seqs, labels = [], []
+        for prompt, target in examples:
+            target = target[: self.max_len - 1]
+            prompt = prompt[-(self.max_len - len(target)):]
+            seqs.append(prompt + target)
+            labels.append([IGNORE] * len(prompt) + target)
+        T = max(map(len, seqs))
+        ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
+        lab = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+        for i, (s, lb) in enumerate(zip(seqs, labels, strict=True)):
+            ids[i, : len(s)] = torch.tensor(s)
+            lab[i, : len(lb)] = torch.tensor(lb)
+        # Right padding needs no attention mask: under the causal mask no real token sees a pad.
+        return {"input_ids": ids, "labels": lab}
+
+
+# --- distributed ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the process group that `torchrun` describes in the environment (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _all_reduce(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------
+
+
+def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
+    mc = model.config.to_dict()
+    keep = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation", "mdha",
+            "mdha_kernel", "sparse_params")
+    tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "desc", "device", "log_every",
+                                                                          "eval_every", "checkpoint_every",
+                                                                          "keep_checkpoints")}
+    return {"model": {k: mc.get(k) for k in keep}, "train": json.loads(json.dumps(tc))}
+
+
+def _checkpoints(out_dir: Path) -> list[Path]:
+    root = out_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step-*") if (p / "state.json").is_file()), key=lambda p: int(p.name[5:]))
+
+
+def _save_checkpoint(out_dir: Path, model, opt, state: dict, keep: int) -> None:
+    root = out_dir / "checkpoints"
+    final = root / f"step-{state['step']:08d}"
+    tmp = root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the folder complete
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in _checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(path: Path, model, opt, fingerprint: dict) -> dict:
+    state = json.loads((path / "state.json").read_text())
+    if state["fingerprint"] != fingerprint:
+        diff = _first_difference(state["fingerprint"], fingerprint)
+        raise ValueError(f"checkpoint {path} was written by another configuration ({diff}); use a new output "
+                         f"folder, or delete its checkpoints/ to start over")
+    weights = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:  # the LM head is tied to the embedding
+        raise ValueError(f"checkpoint {path} does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    rng = torch.load(path / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    return f"{path}: checkpoint has {a!r}, this run has {b!r}"
+
+
+# --- the loop -------------------------------------------------------------------------------------------------
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr_ratio · lr` at `max_steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def make_optimizer(model, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices (and convolution kernels) only, not on biases or norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=device.startswith("cuda"),
+    )
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return "cpu"
+    return device
+
+
+def _token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the target tokens, and their count."""
+    with autocast():
+        logits = model(input_ids=batch["input_ids"]).logits
+    targets = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                           reduction="sum")
+    return loss, int((targets != IGNORE).sum())
+
+
+@torch.no_grad()
+def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precision: str = "bf16",
+             d: Dist | None = None) -> float:
+    """Mean next-token loss over `data.eval_examples()` (sharded across ranks)."""
+    d = d or Dist()
+    was_training = model.training
+    model.eval()
+    autocast = _autocast_factory(device, precision)
+    ex = data.eval_examples()[d.rank :: d.world]
+    total = torch.zeros(2, dtype=torch.float64)
+    for i in range(0, len(ex), micro_batch_size):
+        batch = {k: v.to(device) for k, v in data.collate(ex[i : i + micro_batch_size]).items()}
+        loss, n = _token_loss(model, batch, autocast)
+        total += torch.tensor([loss.item(), n], dtype=torch.float64)
+    _all_reduce(total, d)
+    model.train(was_training)
+    return float(total[0] / max(total[1], 1))
+
+
+def _autocast_factory(device: str, precision: str):
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    if precision == "bf16":
+        return lambda: torch.autocast(dev_type, dtype=torch.bfloat16)
+    return lambda: torch.autocast(dev_type, enabled=False)
+
+
+def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None = None, run=None) -> dict[str, Any]:
+    """Train `model` in place for `cfg.max_steps` optimizer steps; returns the final metrics.
+
+    `out_dir` holds checkpoints (and is where a restarted run resumes from); `run` (a `records.Run`) receives
+    the metrics rows. Under `torchrun`, every rank calls this with the same arguments; rank 0 writes.
+    """
+    device = resolve_device(cfg.device)
+    d = init_distributed(device)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    local_n = cfg.batch_size // d.world
+    if cfg.batch_size % d.world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {d.world} processes")
+    micro = cfg.micro_batch_size or local_n
+    if local_n % micro:
+        raise ValueError(f"each process's {local_n} sequences per step do not split into micro-batches of {micro}")
+
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    model.train()
+    opt = make_optimizer(model, cfg, device)
+    shape = flop_counter.shape_from_model(model)
+    fingerprint = _fingerprint(model, cfg)
+    state = {"step": 0, "tokens": 0, "flops": 0.0, "elapsed_s": 0.0, "fingerprint": fingerprint}
+    ckpts = _checkpoints(out_dir) if out_dir is not None else []
+    if ckpts:
+        state = _load_checkpoint(ckpts[-1], model, opt, fingerprint)
+        if run is not None and d.main:  # drop metrics logged after that checkpoint by the interrupted session
+            rows = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["step"] <= state["step"]]
+            atomic_write_text(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=None) if d.world > 1 else model
+    autocast = _autocast_factory(device, cfg.precision)
+
+    last: dict[str, Any] = {}
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.desc, disable=not (cfg.progress and d.main),
+               dynamic_ncols=True)
+    while state["step"] < cfg.max_steps:
+        step = state["step"]
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        mine = data.examples(step, cfg.batch_size)[d.rank :: d.world]
+        batches = [data.collate(mine[i : i + micro]) for i in range(0, local_n, micro)]
+        n_tokens = torch.tensor([sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)], dtype=torch.float64)
+        n_global = float(_all_reduce(n_tokens, d).item())
+        step_flops = sum(b["input_ids"].shape[0] * flop_counter.training_flops_per_sequence(shape, b["input_ids"].shape[1])
+                         for b in batches)
+        loss_sum = 0.0
+        for i, batch in enumerate(batches):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            sync = i == len(batches) - 1 or d.world == 1  # all-reduce gradients once, after the last micro-batch
+            with contextlib.nullcontext() if sync else ddp.no_sync():
+                loss, _ = _token_loss(ddp, batch, autocast)
+                # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
+                (loss * (d.world / n_global)).backward()
+            loss_sum += loss.item()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        totals = _all_reduce(torch.tensor([loss_sum, step_flops, sum(b["input_ids"].numel() for b in batches)],
+                                          dtype=torch.float64), d)
+        state["step"] = step + 1
+        state["flops"] += float(totals[1])
+        state["tokens"] += int(totals[2])
+        state["elapsed_s"] += time.perf_counter() - t0
+        row = {"step": state["step"], "tokens": state["tokens"], "loss": float(totals[0]) / n_global, "lr": lr,
+               "flops": state["flops"], "elapsed_s": round(state["elapsed_s"], 4)}
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+        done = state["step"] == cfg.max_steps
+        if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or done:
+            row["eval_loss"] = evaluate(model, data, micro, device, cfg.precision, d)
+        if run is not None and d.main and (state["step"] % cfg.log_every == 0 or done or "eval_loss" in row):
+            run.log(row)
+        last = row
+        if out_dir is not None and d.main and cfg.checkpoint_every and (state["step"] % cfg.checkpoint_every == 0 or done):
+            _save_checkpoint(out_dir, model, opt, state, cfg.keep_checkpoints)
+        if d.world > 1:
+            dist.barrier()
+    bar.close()
+    if not last:  # resumed from a checkpoint of the final step: nothing left to train
+        last = {k: state[k] for k in ("step", "tokens", "flops", "elapsed_s")}
+        last["eval_loss"] = evaluate(model, data, micro, device, cfg.precision, d)
+    return last
+
