@@ -1,0 +1,58 @@
+"""Shared pieces of the benchmarks: the result record and a side-by-side timer."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Result:
+    """One comparison measured in one run. `ratio` = candidate / baseline."""
+
+    name: str
+    baseline_label: str
+    baseline: float
+    candidate_label: str
+    candidate: float
+    unit: str
+    higher_is_better: bool
+    target: float | None = None  # e.g. 1.05 for "candidate time at most 1.05x baseline", 2.0 for ">= 2x throughput"
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.candidate / self.baseline
+
+    def meets_target(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+
+    def line(self) -> str:
+        tgt = ""
+        if self.target is not None:
+            tgt = f"{'>=' if self.higher_is_better else '<='} {self.target:g}  {'ok' if self.meets_target() else 'MISSED'}"
+        b = f"{self.baseline:.4g} {self.unit} ({self.baseline_label})"
+        c = f"{self.candidate:.4g} {self.unit} ({self.candidate_label})"
+        return f"{self.name:<44} {b:>22} {c:>22} {self.ratio:7.3f}  {tgt}" + (f"  {self.note}" if self.note else "")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio, "meets_target": self.meets_target()}
+
+
+def interleaved_median(fns: dict[str, Callable[[], None]], repeats: int = 7, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, timed in interleaved rounds (A, B, A, B, …) so that machine
+    noise hits every side alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
