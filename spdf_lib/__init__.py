@@ -6,4 +6,11 @@ Modules: `modeling_gpt` (the GPT family, Primer options), `sparsity` (static mas
 `params` (typed parameters), `records` (run records), `experiments` (what each notebook runs), `cli` (`spdf`).
 """
 
+import os
+
+# GNU OpenMP's default busy-waiting makes torch's CPU threads spin against each other (and against notebook
+# kernels, sweep workers and the tokenizer's threads) on a small machine: measured here, a smoke pre-training run
+# took 35 s with it and 1.1 s with passive waiting. Set before torch loads libgomp; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from spdf_lib import sweep_cli
+
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
     from spdf_lib.data.registry import REGISTRY, is_available
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--seq-len", type=int, default=None, help="default: the model's context length")
     fl.add_argument("--convention", default="spdf")
     fl.set_defaults(func=_cmd_flops)
+
+    sweep_cli.register(sub)  # spdf sweep, spdf results
     return p
 
 

@@ -178,9 +178,9 @@ def count(
     `model_or_config`: a model (non-zeros from its masks), a `GPTConfig`, or a size name (`gpt3-xl`, …) with a
     nominal `sparsity`. `seq_len` defaults to the context length.
     """
-    conv = CONVENTIONS[convention] if isinstance(convention, str) else convention
     if isinstance(convention, str) and convention not in CONVENTIONS:
         raise ValueError(f"unknown FLOP convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
+    conv = CONVENTIONS[convention] if isinstance(convention, str) else convention
     if not (isinstance(tokens, (int, float)) and math.isfinite(tokens) and tokens >= 0):
         raise ValueError(f"tokens must be a non-negative number, got {tokens!r}")
     shape = shape_from_model(model_or_config) if hasattr(model_or_config, "masks") else shape_from_config(

@@ -274,10 +274,14 @@ class GPTPreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
 
-def _zero_masked_grad(mask: torch.Tensor):
+def _zero_masked_grad(module: nn.Module, buffer: str):
     # torch.where, not multiplication, as the reference implementation does: a NaN/inf gradient at a masked
-    # position must not leak into the update.
-    return lambda grad: torch.where(mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+    # position must not leak into the update. The mask is looked up at call time, so a buffer replaced by
+    # `from_pretrained` or `load_state_dict` is the one applied.
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return torch.where(module._buffers[buffer], grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+
+    return hook
 
 
 class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
@@ -297,10 +301,26 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self._mask_hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        # weight name -> (id of the hooked Parameter, hook handle); see `_sync_mask_hooks`
+        self._mask_hooks: dict[str, tuple[int, torch.utils.hooks.RemovableHandle]] = {}
         for name in config.sparse_params:
             self.attach_mask(name, torch.ones_like(self.get_parameter(name), dtype=torch.bool))
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, except that a checkpoint whose weights or sparsity masks are missing
+        or do not fit the configuration is an error (transformers would re-initialise them with a warning)."""
+        want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("ignore_mismatched_sizes", True)  # checked below, with a one-line message
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        problems = [f"{_key(k)} has another shape in the checkpoint" for k in sorted(info["mismatched_keys"], key=str)]
+        problems += [f"{k} is missing from the checkpoint" for k in sorted(info["missing_keys"])]
+        if problems:
+            raise ValueError(f"{pretrained_model_name_or_path}: {problems[0]}"
+                             f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; the weights do not fit "
+                             f"the checkpoint's config.json")
+        return (model, info) if want_info else model
 
     # --- static sparsity masks (the values are chosen by spdf_lib.sparsity) -------------------------------
 
@@ -317,16 +337,28 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             module._buffers[buf].copy_(mask)
         else:
             module.register_buffer(buf, mask.clone())
-        if name not in self._mask_hooks:
-            self._mask_hooks[name] = weight.register_hook(_zero_masked_grad(module._buffers[buf]))
         if name not in self.config.sparse_params:
             self.config.sparse_params = [*self.config.sparse_params, name]
+        self._sync_mask_hooks()
+
+    def _sync_mask_hooks(self) -> None:
+        """Make sure every masked weight's *current* Parameter carries the gradient hook. Loading a checkpoint
+        (`from_pretrained` materialises new Parameters) would otherwise leave the hook on a discarded tensor."""
+        for name in self.config.sparse_params:
+            module_name, _, param_name = name.rpartition(".")
+            module = self.get_submodule(module_name)
+            weight = getattr(module, param_name)
+            hooked = self._mask_hooks.get(name)
+            if hooked is None or hooked[0] != id(weight):
+                if hooked is not None:
+                    hooked[1].remove()
+                self._mask_hooks[name] = (id(weight), weight.register_hook(_zero_masked_grad(module, f"{param_name}_mask")))
 
     def detach_mask(self, name: str) -> None:
         """Drop the mask of weight `name`: its pruned (zero) entries are free to learn again."""
         module_name, _, param_name = name.rpartition(".")
         del self.get_submodule(module_name)._buffers[f"{param_name}_mask"]
-        self._mask_hooks.pop(name).remove()
+        self._mask_hooks.pop(name)[1].remove()
         self.config.sparse_params = [p for p in self.config.sparse_params if p != name]
 
     def masks(self) -> dict[str, torch.Tensor]:
@@ -379,6 +411,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         labels: (B, T) targets, -100 ignored; shifted inside, so `labels = input_ids` trains next-token prediction.
         """
         cache = cache if cache is not None else past_key_values
+        if self.config.sparse_params and torch.is_grad_enabled():
+            self._sync_mask_hooks()
         B, T = input_ids.shape
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
@@ -419,6 +453,10 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
                 logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+
+
+def _key(k) -> str:
+    return k[0] if isinstance(k, tuple) else str(k)
 
 
 # Named sizes. CPU sizes keep FFN = 4·d and head dim >= 16; paper sizes follow the SPDF paper (§4).

@@ -12,6 +12,7 @@ what `make reproduce` runs) and `paper` (the papers' configurations, for GPUs).
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,11 +50,13 @@ class Params(BaseModel):
 P = TypeVar("P", bound=Params)
 
 
-def _one_line(e: ValidationError, source: str) -> str:
+def _one_line(e: ValidationError, source: str, schema: type[BaseModel]) -> str:
     err = e.errors()[0]
     key = ".".join(str(x) for x in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}; allowed keys are listed in the experiment's schema"
+        close = difflib.get_close_matches(key, list(schema.model_fields), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(schema.model_fields)}"
+        return f"{source}: unknown key {key!r}; {hint}"
     msg = err["msg"].removeprefix("Value error, ")
     msg = msg.replace("Input should be", "must be")
     more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
@@ -65,10 +68,11 @@ def validate(schema: type[P], values: dict[str, Any], source: str = "parameters"
     try:
         return schema(**values)
     except ValidationError as e:
-        raise ParamsError(_one_line(e, source)) from None
+        raise ParamsError(_one_line(e, source, schema)) from None
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A parameter file as a dict. `base: NAME` inherits `NAME.yaml` from the same folder (then overrides it)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such parameter file")
@@ -80,6 +84,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: must be a mapping of parameter names to values")
+    if "base" in data:
+        base = path.with_name(f"{data.pop('base')}.yaml")
+        if base.resolve() in _seen:
+            raise ParamsError(f"{path}: 'base' chain loops back to {base}")
+        data = {**read_yaml(base, (*_seen, path.resolve())), **data}
     return data
 
 

@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -102,14 +103,11 @@ def package_versions() -> dict[str, Any]:
 
 def device_info() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # only if the run uses it: importing torch here would cost seconds
+    if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
     return info
 
 

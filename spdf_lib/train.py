@@ -216,13 +216,25 @@ def _checkpoints(out_dir: Path) -> list[Path]:
     return sorted((p for p in root.glob("step-*") if (p / "state.json").is_file()), key=lambda p: int(p.name[5:]))
 
 
+def unique_state_dict(model) -> dict[str, torch.Tensor]:
+    """The state dict without the second name of a tied tensor (the LM head shares the embedding), as
+    safetensors requires; loading restores the tie."""
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        if v.data_ptr() in seen:
+            continue
+        seen.add(v.data_ptr())
+        out[k] = v.contiguous()
+    return out
+
+
 def _save_checkpoint(out_dir: Path, model, opt, state: dict, keep: int) -> None:
     root = out_dir / "checkpoints"
     final = root / f"step-{state['step']:08d}"
     tmp = root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file(unique_state_dict(model), str(tmp / "model.safetensors"))
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "rng.pt")

@@ -1,0 +1,81 @@
+"""Figures shared by the notebooks and the report: one function per figure, saved as PNG and PDF."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+if "ipykernel" not in sys.modules:  # headless scripts and tests; notebooks keep their inline backend
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from spdf_lib.records import read_jsonl  # noqa: E402
+
+sns.set_theme(context="paper", style="whitegrid")
+
+
+def save(fig: plt.Figure, path: str | Path) -> list[Path]:
+    """Save `fig` as `<path>.png` and `<path>.pdf` (parent folders created); returns both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p, bbox_inches="tight", dpi=150)
+    return out
+
+
+def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
+    """A run's metrics.jsonl as a DataFrame."""
+    return pd.DataFrame(read_jsonl(Path(run_dir) / "metrics.jsonl"))
+
+
+def loss_curve(run_dir: str | Path, x: str = "tokens", title: str = "") -> plt.Figure:
+    """Training loss (and eval loss where logged) of one run against tokens, FLOPs or seconds."""
+    df = metrics_frame(run_dir)
+    labels = {"tokens": "tokens seen", "flops": "training FLOPs", "elapsed_s": "training time (s)", "step": "step"}
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(df[x], df["loss"], label="train loss")
+    if "eval_loss" in df:
+        ev = df.dropna(subset=["eval_loss"])
+        ax.plot(ev[x], ev["eval_loss"], "o-", label="validation loss")
+    ax.set(xlabel=labels.get(x, x), ylabel="cross-entropy (nats/token)", title=title)
+    if x == "flops":
+        ax.set_xscale("log")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def flops_reduction(by_size: pd.DataFrame) -> plt.Figure:
+    """Pre-training FLOP reduction vs dense against sparsity, one line per model size."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    sns.lineplot(by_size, x="sparsity", y="reduction_vs_dense", hue="model", marker="o", ax=ax)
+    top = by_size["sparsity"].max()
+    ax.plot([0, top], [1, 1 / (1 - top)], "k:", lw=1, label="ideal 1/(1-s)")
+    ax.set(xlabel="static sparsity s of the six SPDF matrices", ylabel="training FLOPs: dense / sparse (x)",
+           title="Why small models gain less: dense attention and logits")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def flops_breakdown(by_size: pd.DataFrame, sizes: list[str] | None = None) -> plt.Figure:
+    """Stacked share of training FLOPs per term (projections, FFN, attention, logits, ...) per size and sparsity."""
+    df = by_size if sizes is None else by_size[by_size["model"].isin(sizes)]
+    shares = [c for c in df.columns if c.startswith("share_") and df[c].any()]
+    labels = [f"{m}\ns={s:g}" for m, s in zip(df["model"], df["sparsity"], strict=True)]
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(df)), 3.8))
+    bottom = None
+    for c in shares:
+        vals = df[c].to_numpy()
+        ax.bar(labels, vals, bottom=bottom, label=c.removeprefix("share_"))
+        bottom = vals if bottom is None else bottom + vals
+    ax.set(ylabel="share of training FLOPs", title="FLOPs per term (SPDF convention, one context-length sequence)")
+    ax.tick_params(axis="x", labelsize=6, labelrotation=60)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,87 @@
+"""The Primer experiment (So et al. 2021): variants, speedups as the paper defines them, power-law fits.
+
+Primer-EZ = squared ReLU + multi-dconv-head attention (both options of `spdf_lib.modeling_gpt`). The paper's
+speedup (§4, "speedup factor"): the baseline's training compute to reach *its own final quality*, divided by the
+compute the variant needs to reach that same quality (each read where its validation-loss curve first reaches
+that loss, interpolating between evaluations). Here compute is training FLOPs (analytic, counted by the
+training loop) or wall-clock training seconds, and quality is the validation loss. When a variant never reaches
+the baseline's final loss, the speedup is below 1: the baseline's compute to reach the *variant's* final loss
+over the variant's total compute (the same ratio read from the other side).
+
+Power laws (§4.2, Fig. 1): at each model size the end point (compute, final loss) of each architecture is fitted
+with loss = a · C^(−k); with a shared exponent k, the two lines are parallel in log-log space and the compute
+saving is the constant factor (a_baseline / a_variant)^(1/k).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from spdf_lib.flops import compute_to_reach
+
+VARIANTS: dict[str, dict] = {
+    "baseline": {"activation": "gelu", "mdha": False},
+    "relu2": {"activation": "relu2", "mdha": False},
+    "mdha": {"activation": "gelu", "mdha": True},
+    "primer-ez": {"activation": "relu2", "mdha": True},
+}
+
+
+def eval_curve(metrics: pd.DataFrame, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """(compute, validation loss) points of a run's metrics, compute = `x` ("flops" or "elapsed_s")."""
+    ev = metrics.dropna(subset=["eval_loss"]).sort_values("step")
+    return ev[x].to_numpy(float), ev["eval_loss"].to_numpy(float)
+
+
+def speedup(base: pd.DataFrame, variant: pd.DataFrame, x: str = "flops") -> float:
+    """The paper's speedup of `variant` over `base` (metrics frames with eval_loss), in compute `x`."""
+    bx, bl = eval_curve(base, x)
+    vx, vl = eval_curve(variant, x)
+    if len(bx) == 0 or len(vx) == 0:
+        raise ValueError("both runs need logged validation losses (set eval_every)")
+    # Both sides read at their first crossing of the target, so a run compared with itself gives exactly 1
+    # even when its validation loss is noisy (the baseline can touch its final loss before the end).
+    reached = compute_to_reach(vx, vl, bl[-1])
+    if reached is not None and reached > 0:
+        return float(compute_to_reach(bx, bl, bl[-1]) / reached)
+    base_reach = compute_to_reach(bx, bl, vl[-1])  # the variant ends above the baseline's final loss
+    return float(base_reach / vx[-1]) if base_reach is not None else float("nan")
+
+
+@dataclass
+class PowerLaw:
+    a: float
+    k: float
+
+    def __call__(self, c: np.ndarray) -> np.ndarray:
+        return self.a * np.power(c, -self.k)
+
+
+def fit_power_law(compute: Sequence[float], loss: Sequence[float]) -> PowerLaw:
+    """Least-squares fit of log(loss) = log(a) − k·log(C)."""
+    c, l = np.log(np.asarray(compute, float)), np.log(np.asarray(loss, float))
+    if len(c) < 2:
+        raise ValueError("a power-law fit needs at least 2 model sizes")
+    slope, intercept = np.polyfit(c, l, 1)
+    return PowerLaw(float(np.exp(intercept)), float(-slope))
+
+
+def shared_slope_fit(points: pd.DataFrame) -> tuple[float, dict[str, float]]:
+    """Fit loss = a_arch · C^(−k) with one k for all architectures (columns: arch, compute, loss).
+
+    Returns (k, {arch: a}); the constant compute saving of arch B over A is (a_A / a_B)^(1/k).
+    """
+    archs = sorted(points["arch"].unique())
+    X = np.column_stack([-np.log(points["compute"].to_numpy(float))] +
+                        [(points["arch"] == a).to_numpy(float) for a in archs])
+    coef, *_ = np.linalg.lstsq(X, np.log(points["loss"].to_numpy(float)), rcond=None)
+    return float(coef[0]), {a: float(np.exp(c)) for a, c in zip(archs, coef[1:], strict=True)}
+
+
+def constant_speedup(k: float, a: dict[str, float], base: str, variant: str) -> float:
+    """Compute saving implied by parallel power laws: baseline compute / variant compute at equal loss."""
+    return float((a[base] / a[variant]) ** (1.0 / k))

@@ -1,0 +1,49 @@
+"""Shared test set-up: offline data from the mirror beside the checkout, a private cache and runs folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_MIRROR = REPO.parent / "shared" / "data"
+if "SPDF_DATA_MIRROR" not in os.environ and _MIRROR.is_dir():
+    os.environ["SPDF_DATA_MIRROR"] = str(_MIRROR)
+# A private cache and runs folder for the whole session (notebook kernels inherit them).
+_TMP = Path(tempfile.mkdtemp(prefix="spdf-tests-"))
+os.environ.setdefault("SPDF_CACHE", str(_TMP / "cache"))
+os.environ.setdefault("SPDF_RUNS_DIR", str(_TMP / "runs"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = Path(os.environ["SPDF_DATA_MIRROR"])
+    if not path.is_dir():
+        pytest.skip("these tests need the data mirror folder (SPDF_DATA_MIRROR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare_tokens():
+    """(tokenizer, train ids, val ids) of the offline Shakespeare corpus at a small vocabulary."""
+    from spdf_lib.experiments import tokenized_corpus
+
+    tok, train, val, _ = tokenized_corpus("shakespeare", 512, seed=0, max_chars=300_000)
+    return tok, train, val
+
+
+def tiny_model(vocab_size: int = 97, seed: int = 0, **overrides):
+    """A 2-layer, 32-wide GPT for fast tests."""
+    import torch
+
+    from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+
+    torch.manual_seed(seed)
+    cfg = gpt_config("nano", n_embd=32, n_head=4, vocab_size=vocab_size, n_positions=64,
+                     bos_token_id=0, eos_token_id=0, pad_token_id=1, **overrides)
+    return GPTForCausalLM(cfg).eval()

@@ -1,0 +1,118 @@
+"""The training loop: learning, the schedule, target-only loss, bitwise resume after a kill, DDP equivalence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model
+from safetensors.torch import load_file
+
+from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+from spdf_lib.records import read_jsonl
+from spdf_lib.train import IGNORE, PackedStream, PairData, TrainConfig, evaluate, lr_at, train
+
+WORKER = Path(__file__).with_name("train_worker.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent)}
+
+
+def test_pretraining_on_shakespeare_lowers_the_validation_loss(shakespeare_tokens):
+    tok, train_ids, val_ids = shakespeare_tokens
+    torch.manual_seed(0)
+    model = GPTForCausalLM(gpt_config("nano", vocab_size=len(tok), n_positions=64))
+    data = PackedStream(train_ids, val_ids, 64, eval_windows=8)
+    before = evaluate(model, data, 8, "cpu")
+    last = train(model, data, TrainConfig(max_steps=40, batch_size=8, lr=3e-3, progress=False))
+    assert last["eval_loss"] < before - 1.0
+    assert last["tokens"] == 40 * 8 * 64
+    assert last["flops"] > 0
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(max_steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0) and lr_at(100, cfg) == pytest.approx(0.1)
+    assert all(lr_at(i, cfg) >= lr_at(i + 1, cfg) for i in range(10, 100))
+
+
+def test_fine_tuning_loss_is_on_the_target_only():
+    data = PairData([([5, 6, 7], [8, 9, 0])], [], pad_id=1, max_len=16)
+    batch = data.collate([([5, 6, 7], [8, 9, 0]), ([5], [8, 0])])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 0], [5, 8, 0, 1, 1, 1]]
+    assert batch["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 8, 9, 0], [IGNORE, 8, 0, IGNORE, IGNORE, IGNORE]]
+    # after training, the target tokens are predicted and the prompt's own continuations are not learned
+    m = tiny_model()
+    train(m, PairData([([5, 6, 7], [8, 9, 0])] * 4, [([5, 6, 7], [8, 9, 0])], pad_id=1, max_len=16),
+          TrainConfig(max_steps=40, batch_size=4, lr=1e-2, progress=False))
+    probs = m(torch.tensor([[5, 6, 7, 8, 9]])).logits.softmax(-1)[0]
+    assert min(probs[2, 8], probs[3, 9], probs[4, 0]) > 0.8
+    assert max(probs[0, 6], probs[1, 7]) < 0.1
+
+
+def test_empty_fine_tuning_set_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        PairData([], [], pad_id=1, max_len=8)
+
+
+def _run_worker(out: Path, steps: int, every: int, precision: str = "bf16", dropout: float = 0.1) -> subprocess.Popen:
+    # dropout > 0 makes the resumed run depend on the restored RNG state too
+    return subprocess.Popen([sys.executable, str(WORKER), str(out), str(steps), str(every), precision, str(dropout)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_resume_after_a_kill_gives_bitwise_the_same_weights(tmp_path, shakespeare_tokens):
+    straight = tmp_path / "straight"
+    p = _run_worker(straight, 16, 4)
+    assert p.wait() == 0, p.stderr.read()
+    interrupted = tmp_path / "interrupted"
+    p = _run_worker(interrupted, 16, 4)
+    ckpt = interrupted / "checkpoints" / "step-00000008"
+    while not ckpt.exists() and p.poll() is None:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (interrupted / "final.safetensors").exists(), "the run finished before it could be killed"
+    p = _run_worker(interrupted, 16, 4)
+    assert p.wait() == 0, p.stderr.read()
+    a, b = load_file(straight / "final.safetensors"), load_file(interrupted / "final.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [r["step"] for r in read_jsonl(interrupted / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 16  # no duplicated rows from the killed session
+    assert [r["loss"] for r in read_jsonl(interrupted / "metrics.jsonl")] == [
+        r["loss"] for r in read_jsonl(straight / "metrics.jsonl")]
+
+
+def test_resuming_with_another_configuration_is_refused(tmp_path, shakespeare_tokens):
+    tok, train_ids, val_ids = shakespeare_tokens
+    data = PackedStream(train_ids, val_ids, 32, eval_windows=2)
+    model = GPTForCausalLM(gpt_config("nano", vocab_size=len(tok), n_positions=32))
+    train(model, data, TrainConfig(max_steps=2, batch_size=2, checkpoint_every=1, progress=False), out_dir=tmp_path)
+    other = GPTForCausalLM(gpt_config("nano", n_embd=32, vocab_size=len(tok), n_positions=32))
+    with pytest.raises(ValueError, match="another configuration .*n_embd"):
+        train(other, data, TrainConfig(max_steps=4, batch_size=2, checkpoint_every=1, progress=False), out_dir=tmp_path)
+
+
+def test_two_process_ddp_matches_one_process(tmp_path, shakespeare_tokens):
+    one = tmp_path / "one"
+    p = _run_worker(one, 6, 0, "fp32", dropout=0.0)
+    assert p.wait() == 0, p.stderr.read()
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER),
+           str(two), "6", "0", "fp32", "0"]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    l1 = [r["loss"] for r in read_jsonl(one / "metrics.jsonl")]
+    l2 = [r["loss"] for r in read_jsonl(two / "metrics.jsonl")]
+    assert len(l1) == len(l2) == 6
+    torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-5, atol=1e-5)
+    a, b = load_file(one / "final.safetensors"), load_file(two / "final.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
