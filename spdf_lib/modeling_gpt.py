@@ -131,7 +131,8 @@ ACTIVATIONS = {"gelu": lambda: nn.GELU(approximate="tanh"), "relu2": SquaredReLU
 class MultiDConvHead(nn.Module):
     """Causal depthwise convolution along the sequence, one width-k kernel per channel, no bias.
 
-    Applied to the output of a Q, K or V projection, channel c (= head h, head-dim j) at position t becomes
+    It acts on the concatenated projections [Q | K | V] (3·d channels: rows 0..d-1 of `weight` are Q's kernels,
+    then K's, then V's), so channel c (= projection, head, head-dim) at position t becomes
     sum_i w[c, i] · x[c, t - (k-1) + i]: it mixes positions t, t-1, …, t-k+1, zero-padded on the past side only.
     With a KV cache, the last k-1 *pre-convolution* projections are all the convolution needs from the past.
     """
@@ -155,7 +156,8 @@ class MultiDConvHead(nn.Module):
         x = x.transpose(1, 2)  # (B, C, P+T)
         x = F.pad(x, (self.kernel - 1 - (x.shape[-1] - T), 0))  # zero-pad the past up to k-1 positions
         y = F.conv1d(x, self.weight, groups=x.shape[1])  # (B, C, T)
-        return y.transpose(1, 2)
+        # back to (B, T, C) memory order: attention kernels are much slower on the time-major strides
+        return y.transpose(1, 2).contiguous()
 
 
 # --- the Transformer --------------------------------------------------------------------------------------
@@ -176,11 +178,7 @@ class CausalSelfAttention(nn.Module):
         self.o_proj.residual_out = True  # scaled init, see GPTPreTrainedModel._init_weights
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
-        if config.mdha:
-            self.q_dconv = MultiDConvHead(d, config.mdha_kernel)
-            self.k_dconv = MultiDConvHead(d, config.mdha_kernel)
-            self.v_dconv = MultiDConvHead(d, config.mdha_kernel)
-        self.mdha = config.mdha
+        self.mdha = MultiDConvHead(3 * d, config.mdha_kernel) if config.mdha else None
         self.config = config
 
     def forward(
@@ -191,20 +189,23 @@ class CausalSelfAttention(nn.Module):
         token_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         B, T, C = x.shape  # batch, new positions, n_embd
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # each (B, T, C)
-        if self.mdha:
+        # Q, K and V in one GEMM; the three weights stay separate parameters (masks, FLOPs, names).
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3C, C)
+        b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        qkv = F.linear(x, w, b)  # (B, T, 3C)
+        if self.mdha is not None:
             if token_mask is not None:  # padding must look like the convolution's zero padding
-                q, k, v = (z * token_mask for z in (q, k, v))
-            past_qk = past_v = None
+                qkv = qkv * token_mask
+            past = None
             if cache is not None:
-                # The pre-convolution Q|K and V of the last k-1 positions live in a sliding-window cache layer.
+                # The pre-convolution Q|K|V of the last k-1 positions live in a sliding-window cache layer
+                # (as its "keys" Q|K and "values" V), so beam search reorders them with the KV cache.
                 conv_layer = self.n_layer + self.layer_idx
                 n_past = cache.layers[conv_layer].keys.shape[2] if cache.layers[conv_layer].is_initialized else 0
-                full_qk, full_v = cache.update(torch.cat([q, k], -1)[:, None], v[:, None], conv_layer)
-                past_qk, past_v = full_qk[:, 0, :n_past], full_v[:, 0, :n_past]
-            q = self.q_dconv(q, None if past_qk is None else past_qk[..., :C])
-            k = self.k_dconv(k, None if past_qk is None else past_qk[..., C:])
-            v = self.v_dconv(v, past_v)
+                full_qk, full_v = cache.update(qkv[:, None, :, : 2 * C], qkv[:, None, :, 2 * C :], conv_layer)
+                past = torch.cat([full_qk, full_v], -1)[:, 0, :n_past]
+            qkv = self.mdha(qkv, past)
+        q, k, v = qkv.split(C, dim=-1)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)

@@ -63,10 +63,10 @@ class PowerLaw:
 
 def fit_power_law(compute: Sequence[float], loss: Sequence[float]) -> PowerLaw:
     """Least-squares fit of log(loss) = log(a) − k·log(C)."""
-    c, l = np.log(np.asarray(compute, float)), np.log(np.asarray(loss, float))
-    if len(c) < 2:
+    log_c, log_l = np.log(np.asarray(compute, float)), np.log(np.asarray(loss, float))
+    if len(log_c) < 2:
         raise ValueError("a power-law fit needs at least 2 model sizes")
-    slope, intercept = np.polyfit(c, l, 1)
+    slope, intercept = np.polyfit(log_c, log_l, 1)
     return PowerLaw(float(np.exp(intercept)), float(-slope))
 
 

@@ -27,7 +27,8 @@ def test_mdha_adds_three_depthwise_kernels_per_layer():
 
 
 def test_mdha_official_init():
-    conv = tiny_model(mdha=True).transformer.h[0].attn.q_dconv
+    conv = tiny_model(mdha=True).transformer.h[0].attn.mdha
+    assert conv.weight.shape == (3 * 32, 1, 3)  # one kernel per channel of Q, K and V
     assert torch.all(conv.weight[..., -1] == 0.5)
     torch.testing.assert_close(conv.weight[..., :-1], torch.full_like(conv.weight[..., :-1], 0.5 / 3))
 
@@ -45,12 +46,15 @@ def test_dconv_is_a_causal_depthwise_convolution():
 
 def test_changing_a_future_token_never_changes_the_past_on_any_path():
     m = tiny_model(mdha=True)
+    C = m.config.n_embd
     for block in m.transformer.h:  # random kernels, so that every tap matters
-        for conv in (block.attn.q_dconv, block.attn.k_dconv, block.attn.v_dconv):
-            torch.nn.init.normal_(conv.weight)
+        torch.nn.init.normal_(block.attn.mdha.weight)
     captured: dict[str, torch.Tensor] = {}
-    hooks = [getattr(m.transformer.h[1].attn, f"{p}_dconv").register_forward_hook(
-        lambda mod, inp, out, p=p: captured.__setitem__(p, out)) for p in "qkv"]
+
+    def capture(mod, inp, out):  # the convolved Q, K and V of the last layer
+        captured.update(zip("qkv", out.split(C, dim=-1), strict=True))
+
+    hooks = [m.transformer.h[1].attn.mdha.register_forward_hook(capture)]
     x = torch.randint(2, 97, (1, 12))
     for t in range(11):
         m(x)
@@ -71,7 +75,7 @@ def test_generate_with_cached_convolution_state_equals_recomputation():
     for k in (3, 4):
         m = tiny_model(mdha=True, mdha_kernel=k, activation="relu2")
         for block in m.transformer.h:
-            torch.nn.init.normal_(block.attn.k_dconv.weight, std=0.5)
+            torch.nn.init.normal_(block.attn.mdha.weight, std=0.5)
         x = torch.randint(2, 97, (2, 6))
         out = m.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=15, do_sample=False, eos_token_id=None)
         ref = x
@@ -94,8 +98,8 @@ def test_static_masks_apply_to_primer_models_but_not_to_the_kernels():
     sparsify(m, 0.75)
     names = set(m.config.sparse_params)
     assert names == set(target_params(m)) and len(names) == 6 * m.config.n_layer
-    assert not any("dconv" in n for n in names)
+    assert not any("mdha" in n for n in names)
     for name, mask in m.masks().items():
         w = m.get_parameter(name)
         assert torch.all(w[~mask] == 0)
-    assert all(torch.count_nonzero(b.attn.q_dconv.weight) == b.attn.q_dconv.weight.numel() for b in m.transformer.h)
+    assert all(torch.count_nonzero(b.attn.mdha.weight) == b.attn.mdha.weight.numel() for b in m.transformer.h)
