@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from spdf_lib import sweep_cli
 
@@ -53,6 +54,37 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from spdf_lib import results, sweep
+    from spdf_lib.notebooks import run_notebook
+    from spdf_lib.params import PARAMS_DIR
+    from spdf_lib.records import figures_dir
+
+    plan = sweep.plan_sweep(PARAMS_DIR / "sweeps" / f"{args.preset}.yaml", root=args.root)  # validates every point
+    done = sum(sweep.point_status(p) == "done" for p in plan.points)
+    print(f"reproduce ({args.preset}): {len(plan.points)} runs, {done} already done (re-running resumes); "
+          f"records in {plan.dir}", flush=True)
+    try:
+        statuses = sweep.run_sweep(plan, workers=args.workers)
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to resume ({plan.dir})", file=sys.stderr)
+        return 130
+    table = results.load_results(plan.dir)
+    results.write_results(table, plan.dir / results.TABLE_NAME)
+    figures = Path(args.figures or figures_dir())
+    print("drawing the report ...", flush=True)
+    run_notebook("report", overrides={"runs_root": str(plan.dir), "figures_dir": str(figures)},
+                 run_dir=plan.dir / "report")
+    failed = sorted(pid for pid, st in statuses.items() if st not in ("ok", "done"))
+    print(f"figures: {figures}/\nsummary: {figures / 'summary.md'}\nresults table: {plan.dir / results.TABLE_NAME}"
+          f"\nexecuted report notebook: {plan.dir / 'report' / 'notebook.ipynb'}")
+    if failed:
+        print(f"{len(failed)} run(s) did not complete ({', '.join(failed[:5])}); see their error.txt and log.txt "
+              f"under {plan.dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spdf", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -81,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     fl.set_defaults(func=_cmd_flops)
 
     sweep_cli.register(sub)  # spdf sweep, spdf results
+
+    rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")
+    rp.add_argument("--preset", default="tiny", help="params/sweeps/<preset>.yaml: smoke, tiny or paper")
+    rp.add_argument("--workers", type=int, default=2, help="runs at once, each in its own process")
+    rp.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
+    rp.add_argument("--figures", help="figures folder (default: figures/ or $SPDF_FIGURES_DIR)")
+    rp.set_defaults(func=_cmd_reproduce)
     return p
 
 

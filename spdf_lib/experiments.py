@@ -40,8 +40,9 @@ def _known_size(v: str) -> str:
 def _known_corpus(v: str) -> str:
     from spdf_lib.data.corpora import CORPORA
 
-    if v not in CORPORA:
-        raise ValueError(f"unknown corpus {v!r}; choose one of {', '.join(CORPORA)}")
+    for part in v.split("+"):
+        if part not in CORPORA:
+            raise ValueError(f"unknown corpus {part!r}; choose one of {', '.join(CORPORA)} (combine with '+')")
     return v
 
 
@@ -81,6 +82,39 @@ class PretrainParams(Params):
 
     _size = field_validator("model_size")(classmethod(lambda cls, v: _known_size(v)))
     _corpus = field_validator("corpus")(classmethod(lambda cls, v: _known_corpus(v)))
+
+
+class FinetuneParams(Params):
+    """Fine-tuning a pre-trained checkpoint on a data-to-text task, then decoding and scoring (SPDF §4)."""
+
+    checkpoint: str = ""  # a spdf_pretrain model folder (<run_dir>/model); needed for every mode
+    mode: Literal["dense", "sparse", "scratch"] = "dense"  # dense = SPDF; sparse = masks kept; scratch = no pre-training
+    task: Literal["e2e", "webnlg", "dart"] = "webnlg"
+    setup: Literal["offline", "paper"] = "offline"  # which splits (see spdf_lib.data.tasks); offline = mirror files
+    train_split: str | None = None  # override the setup's training split
+    eval_split: str | None = None  # override the setup's evaluation split
+    train_fraction: float = Field(1.0, gt=0, le=1)  # of the training inputs (each with all its references)
+    subset_seed: int = 0  # which inputs a fraction keeps (fixed across modes and seeds)
+    max_eval_examples: int | None = Field(None, ge=1)  # evaluate on the first N inputs of the eval split
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    micro_batch_size: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_len: int = Field(128, ge=8)  # tokens of source + target
+    num_beams: int = Field(1, ge=1)
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    max_new_tokens: int = Field(64, ge=1)
+    decode_batch_size: int = Field(32, ge=1)
+    metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]] = [
+        "bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]
+    metric_workers: int = Field(1, ge=1)
+    precision: Literal["bf16", "fp32"] = "bf16"
+    log_every: int = Field(10, ge=1)
+    device: str = "auto"
+    progress: bool = True
 
 
 class PrimerParams(Params):
@@ -282,6 +316,124 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
     return results
 
 
+# --- fine-tuning ---------------------------------------------------------------------------------------------
+
+
+def architecture_name(config: dict) -> str:
+    """`gpt`, `relu2`, `mdha` or `primer-ez` for a model config (dict)."""
+    relu2, mdha = config.get("activation") == "relu2", bool(config.get("mdha"))
+    return {(False, False): "gpt", (True, False): "relu2", (False, True): "mdha", (True, True): "primer-ez"}[relu2, mdha]
+
+
+def check_checkpoint(path: str | Path, max_len: int | None = None) -> dict[str, Any]:
+    """Validate a pre-trained checkpoint folder before any work: it exists, holds a kit GPT and the tokenizer it
+    was trained with (same vocabulary size, with the fine-tuning special tokens). Returns its config dict."""
+    import json
+
+    from spdf_lib.data.tasks import special_ids
+    from spdf_lib.modeling_gpt import MODEL_TYPE
+    from spdf_lib.tokenizer import load_tokenizer
+
+    path = Path(path)
+    if not str(path) or not (path / "config.json").is_file():
+        raise P.ParamsError(f"checkpoint {str(path)!r} is not a model folder (no config.json); give the `model` "
+                            f"folder of a spdf_pretrain run")
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") != MODEL_TYPE:
+        raise P.ParamsError(f"checkpoint {path} is a {config.get('model_type')!r} model, not the kit's {MODEL_TYPE!r}")
+    if not (path / "tokenizer.json").is_file():
+        raise P.ParamsError(f"checkpoint {path} has no tokenizer.json; it was not saved by spdf_pretrain")
+    tok = load_tokenizer(path)
+    if len(tok) != config["vocab_size"]:
+        raise P.ParamsError(f"checkpoint {path}: its tokenizer has {len(tok)} tokens but the model {config['vocab_size']}"
+                            f"; the tokenizer belongs to another model")
+    special_ids(tok)
+    if max_len is not None and max_len > config["n_positions"]:
+        raise P.ParamsError(f"max_len={max_len} exceeds the checkpoint's context of {config['n_positions']} tokens")
+    return config
+
+
+def _subset(examples: list, fraction: float, seed: int) -> list:
+    if fraction >= 1.0:
+        return examples
+    keep = max(1, round(fraction * len(examples)))
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:keep]
+    return [examples[i] for i in sorted(order.tolist())]
+
+
+def load_finetune_model(p: FinetuneParams):
+    """(model, tokenizer) for a fine-tuning mode: `dense` drops the masks (SPDF), `sparse` keeps them,
+    `scratch` re-initialises the checkpoint's architecture (seeded) without its weights or masks."""
+    from spdf_lib.modeling_gpt import GPTConfig, GPTForCausalLM
+    from spdf_lib.sparsity import densify
+    from spdf_lib.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(p.checkpoint)
+    if p.mode == "scratch":
+        config = GPTConfig.from_pretrained(p.checkpoint)
+        config.sparse_params, config.sparsity = [], 0.0
+        torch.manual_seed(p.seed)
+        return GPTForCausalLM(config), tok
+    model = GPTForCausalLM.from_pretrained(p.checkpoint)
+    if p.mode == "dense":
+        densify(model)
+    return model, tok
+
+
+def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Fine-tune, decode the evaluation split, score it; writes records, generations.jsonl and metrics.json."""
+    from spdf_lib.data.tasks import encode_examples, load_task
+    from spdf_lib.decoding import DecodeConfig, config_dict, generate
+    from spdf_lib.metrics import score_examples, write_generations
+    from spdf_lib.records import write_json
+    from spdf_lib.train import PairData, TrainConfig, train
+
+    config = check_checkpoint(p.checkpoint, p.max_len)  # fail fast, before data or compute
+    decode = DecodeConfig(num_beams=p.num_beams, length_penalty=p.length_penalty,
+                          no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
+                          batch_size=p.decode_batch_size)
+    data = load_task(p.task, p.setup, p.train_split, p.eval_split, max_eval=p.max_eval_examples)
+    train_examples = _subset(data.train, p.train_fraction, p.subset_seed)
+    run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_finetune"))
+    model, tok = load_finetune_model(p)
+    pairs = encode_examples(tok, train_examples, p.max_len)
+    eval_pairs = encode_examples(tok, data.eval[: max(1, min(len(data.eval), 64))], p.max_len)
+    steps = max(1, math.ceil(p.epochs * len(pairs) / p.batch_size))
+    run = Run(run_dir, "spdf_finetune", p.model_dump(), p.seed) if _is_main() else None
+    if run:
+        run.add_data(data.checksums)
+    cfg = TrainConfig(
+        max_steps=steps, batch_size=p.batch_size, micro_batch_size=p.micro_batch_size, lr=p.lr,
+        warmup_steps=int(p.warmup_fraction * steps), weight_decay=p.weight_decay, precision=p.precision,
+        log_every=p.log_every, seed=p.seed, device=p.device, progress=p.progress,
+        desc=f"finetune {p.task} {p.mode}",
+    )
+    last = train(model, PairData(pairs, eval_pairs, tok.pad_token_id, p.max_len, seed=p.seed), cfg,
+                 out_dir=run_dir, run=run)
+    if not run:
+        return last
+    model.eval()
+    hyps = generate(model, tok, [e.source for e in data.eval], decode, progress=p.progress)
+    write_generations(run_dir / "generations.jsonl", data.eval, hyps)
+    scored = score_examples(data.eval, hyps, p.metrics, workers=p.metric_workers)
+    write_json(run_dir / "metrics.json", {"scores": scored.scores, "missing": scored.missing,
+                                          "signatures": scored.signatures, "decoding": config_dict(decode),
+                                          "train_split": data.train_split, "eval_split": data.eval_split})
+    pre = Path(p.checkpoint).parent / "results.json"
+    pretrain_flops = read_json(pre)["train_flops"] if p.mode != "scratch" and pre.is_file() else 0.0
+    results = {
+        **{k.replace("++", "pp"): v for k, v in scored.scores.items()},
+        "pretrain_sparsity": 0.0 if p.mode == "scratch" else float(config.get("sparsity", 0.0)),
+        "arch": architecture_name(config),
+        "finetune_flops": last["flops"], "pretrain_flops": pretrain_flops,
+        "total_flops": pretrain_flops + last["flops"], "finetune_steps": last["step"],
+        "finetune_eval_loss": last["eval_loss"], "n_train_inputs": len(train_examples), "n_train_pairs": len(pairs),
+        "n_eval": len(data.eval), "finetune_seconds": last["elapsed_s"],
+    }
+    run.finish(results)
+    return results
+
+
 # --- Primer ----------------------------------------------------------------------------------------------------
 
 
@@ -357,7 +509,8 @@ def run_primer(p: PrimerParams, run_dir: str | Path | None = None) -> dict[str, 
 
 # --- command line (used by `spdf sweep` for torchrun points) ----------------------------------------------------
 
-RUNNERS = {"spdf_pretrain": ("spdf_lib.experiments", "run_pretrain"), "primer": ("spdf_lib.experiments", "run_primer"),
+RUNNERS = {"spdf_pretrain": ("spdf_lib.experiments", "run_pretrain"), "spdf_finetune": ("spdf_lib.experiments", "run_finetune"),
+           "primer": ("spdf_lib.experiments", "run_primer"),
            "flops": ("spdf_lib.experiments", "run_flops")}
 
 

@@ -480,5 +480,9 @@ def gpt_config(name: str, **overrides) -> GPTConfig:
     return GPTConfig(**{**NAMED_CONFIGS[name], **overrides})
 
 
+# With spdf_lib imported, the Auto classes know the model type. Without it (lm-eval, `transformers serve`),
+# `save_pretrained` ships this file and an `auto_map`, so `trust_remote_code=True` loads the same code.
 AutoConfig.register(MODEL_TYPE, GPTConfig, exist_ok=True)
 AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM, exist_ok=True)
+GPTConfig.register_for_auto_class()
+GPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")

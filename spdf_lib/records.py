@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIGURES_DIR = REPO_ROOT / "figures"
 RUNS_ENV = "SPDF_RUNS_DIR"
+FIGURES_ENV = "SPDF_FIGURES_DIR"
+
+
+def figures_dir() -> Path:
+    """Where the report's figures go: `$SPDF_FIGURES_DIR`, default `figures/` in the repository."""
+    return Path(os.environ.get(FIGURES_ENV) or REPO_ROOT / "figures")
 
 
 def runs_dir() -> Path:

@@ -174,6 +174,8 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device: str = "cpu"  # where collectives run: nccl needs CUDA tensors
+    enabled: bool = False  # a process group exists (under torchrun, even with one process)
 
     @property
     def main(self) -> bool:
@@ -181,19 +183,24 @@ class Dist:
 
 
 def init_distributed(device: str) -> Dist:
-    """Join the process group that `torchrun` describes in the environment (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
+    """Join the process group that `torchrun` describes in the environment (gloo on CPU, nccl on CUDA).
+    Under torchrun the group is created even for one process, so one GPU exercises the same DDP path."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Dist(device=device)
     if not dist.is_initialized():
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), device, True)
 
 
 def _all_reduce(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.world > 1:
-        dist.all_reduce(t)
-    return t
+    """Sum `t` over the ranks (in place where possible); returns the result on `t`'s original device."""
+    if not d.enabled:
+        return t
+    on = t.to(d.device)
+    dist.all_reduce(on)
+    return on.to(t.device)
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------------
@@ -325,7 +332,7 @@ def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precisi
         batch = {k: v.to(device) for k, v in data.collate(ex[i : i + micro_batch_size]).items()}
         loss, n = _token_loss(model, batch, autocast)
         total += torch.tensor([loss.item(), n], dtype=torch.float64)
-    _all_reduce(total, d)
+    total = _all_reduce(total, d)
     model.train(was_training)
     return float(total[0] / max(total[1], 1))
 
@@ -366,7 +373,10 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         if run is not None and d.main:  # drop metrics logged after that checkpoint by the interrupted session
             rows = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["step"] <= state["step"]]
             atomic_write_text(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=None) if d.world > 1 else model
+    ddp = model
+    if d.enabled:
+        ids = [torch.device(device).index] if device.startswith("cuda") else None
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     autocast = _autocast_factory(device, cfg.precision)
 
     last: dict[str, Any] = {}
@@ -387,7 +397,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         loss_sum = 0.0
         for i, batch in enumerate(batches):
             batch = {k: v.to(device) for k, v in batch.items()}
-            sync = i == len(batches) - 1 or d.world == 1  # all-reduce gradients once, after the last micro-batch
+            sync = i == len(batches) - 1 or not d.enabled  # all-reduce gradients once, after the last micro-batch
             with contextlib.nullcontext() if sync else ddp.no_sync():
                 loss, _ = _token_loss(ddp, batch, autocast)
                 # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
@@ -415,7 +425,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         last = row
         if out_dir is not None and d.main and cfg.checkpoint_every and (state["step"] % cfg.checkpoint_every == 0 or done):
             _save_checkpoint(out_dir, model, opt, state, cfg.keep_checkpoints)
-        if d.world > 1:
+        if d.enabled:
             dist.barrier()
     bar.close()
     if not last:  # resumed from a checkpoint of the final step: nothing left to train

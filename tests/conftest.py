@@ -16,6 +16,7 @@ if "SPDF_DATA_MIRROR" not in os.environ and _MIRROR.is_dir():
 _TMP = Path(tempfile.mkdtemp(prefix="spdf-tests-"))
 os.environ.setdefault("SPDF_CACHE", str(_TMP / "cache"))
 os.environ.setdefault("SPDF_RUNS_DIR", str(_TMP / "runs"))
+os.environ.setdefault("SPDF_FIGURES_DIR", str(_TMP / "figures"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

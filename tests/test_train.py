@@ -114,5 +114,5 @@ def test_two_process_ddp_matches_one_process(tmp_path, shakespeare_tokens):
     assert len(l1) == len(l2) == 6
     torch.testing.assert_close(torch.tensor(l2), torch.tensor(l1), rtol=1e-5, atol=1e-5)
     a, b = load_file(one / "final.safetensors"), load_file(two / "final.safetensors")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    for k in a:  # Adam turns last-bit gradient differences of near-zero gradients into lr-sized steps
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)

@@ -9,6 +9,8 @@ A corpus is a list of documents split into train and validation text. Where a da
 - `wikitext-2`: WikiText-2 (tokens version), train on `train.txt`, validate on `valid.txt`.
 - `wikitext-2-mirror`: the same corpus restricted to the files the offline mirror has (`test.txt` for
   training, `valid.txt` for validation), so offline presets can use Wikipedia text.
+
+Corpora combine with `+`: `shakespeare+wikitext-2-mirror` trains and validates on both.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def _read(paths: dict[str, Path]) -> list[str]:
 
 def load_corpus(name: str) -> Corpus:
     """The train/validation documents of corpus `name` (see the module docstring)."""
+    if "+" in name:
+        parts = [load_corpus(n) for n in name.split("+")]
+        return Corpus(name, [d for c in parts for d in c.train], [d for c in parts for d in c.val],
+                      {k: v for c in parts for k, v in c.checksums.items()})
     if name not in CORPORA:
         raise DataError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
     spec = CORPORA[name]
