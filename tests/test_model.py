@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import tiny_model
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -110,3 +111,22 @@ def test_too_long_input_is_a_clear_error():
         assert "n_positions=64" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_a_saved_model_loads_without_the_kit_through_trust_remote_code(tmp_path):
+    """For the ecosystem (lm-eval, `transformers serve`): the folder carries the modeling code."""
+    import subprocess
+    import sys
+
+    from spdf_lib.sparsity import sparsify
+
+    m = tiny_model(mdha=True)
+    sparsify(m, 0.5)
+    m.save_pretrained(tmp_path)
+    code = ("import sys, torch; sys.modules['spdf_lib'] = None\n"  # importing the kit would fail
+            "from transformers import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)\n"
+            "print(len(m.masks()), m(torch.tensor([[3, 4, 5]])).logits.double().sum().item())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) == 6 * m.config.n_layer
+    assert float(out[1]) == pytest.approx(m(torch.tensor([[3, 4, 5]])).logits.double().sum().item(), rel=1e-6)

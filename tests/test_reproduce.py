@@ -33,3 +33,27 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     planned, done = map(int, re.search(r"(\d+) runs, (\d+) already done", second.stdout).groups())
     assert planned == done > 0  # every point was kept and skipped
+
+
+def test_paper_sweep_launches_training_with_torchrun():
+    from spdf_lib.params import PARAMS_DIR
+    from spdf_lib.sweep import plan_sweep
+
+    plan = plan_sweep(PARAMS_DIR / "sweeps" / "paper.yaml", torchrun={"nnodes": 2, "node_rank": 1,
+                                                                       "master_addr": "10.0.0.1"})
+    training = [p for p in plan.points if p.experiment in ("spdf_pretrain", "spdf_finetune")]
+    assert training and all(p.launcher == "torchrun" for p in training)
+    assert all(p.torchrun["nnodes"] == 2 and p.torchrun["node_rank"] == 1 for p in training)
+    assert {p.params["sparsity"] for p in training if p.experiment == "spdf_pretrain"} == {0.0, 0.5, 0.75}
+
+
+def test_torchrun_training_point_at_two_cpu_processes(tmp_path):
+    """The paper sweep's launch path (torchrun -m spdf_lib.experiments), at 2 CPU processes on the smoke preset."""
+    sweep = tmp_path / "ddp.yaml"
+    sweep.write_text("stages:\n  pretrain:\n    notebook: spdf_pretrain\n    preset: smoke\n    launcher: torchrun\n"
+                     "    torchrun: {nproc_per_node: 2}\n    params: {progress: false}\n")
+    res = subprocess.run([sys.executable, "-m", "spdf_lib.cli", "sweep", str(sweep), "--root", str(tmp_path / "runs"),
+                          "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    table = pd.read_parquet(tmp_path / "runs" / "ddp" / TABLE_NAME)
+    assert list(table["status"]) == ["ok"] and table["eval_loss"].iloc[0] < 6.0

@@ -341,13 +341,9 @@ def test_torchrun_points_run_two_processes_each(toy, tmp_path, monkeypatch):
     assert read_json(bad.dir / "point.json")["error"] == "rank 1: ValueError: rank 1 refuses sparsity > 0.6"
 
 
-SMOKE = REPO_ROOT / "params" / "sweeps" / "smoke.yaml"
-
-
-def test_smoke_sweep_file_plans():
-    """The shipped smoke sweep plans (and so validates) once its experiments exist."""
-    missing = [n for n in ("spdf_pretrain", "spdf_finetune") if not (REPO_ROOT / "notebooks" / f"{n}.ipynb").is_file()]
-    if missing:
-        pytest.skip(f"not in the repository yet: {', '.join(missing)}")
-    plan = S.plan_sweep(SMOKE, root=REPO_ROOT / "runs")
-    assert plan.stages == ["pretrain", "finetune"] and all(p.needs for p in plan.points if p.stage == "finetune")
+@pytest.mark.parametrize("name", ["smoke", "tiny", "paper"])
+def test_shipped_sweep_files_plan(name, tmp_path):
+    """Every shipped sweep validates all its points; fine-tuning waits for its pre-trained checkpoint."""
+    plan = S.plan_sweep(REPO_ROOT / "params" / "sweeps" / f"{name}.yaml", root=tmp_path)
+    assert {"pretrain", "finetune"} <= set(plan.stages)
+    assert all(p.needs for p in plan.points if p.stage == "finetune")
