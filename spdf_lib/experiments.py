@@ -495,11 +495,8 @@ def run_primer(p: PrimerParams, run_dir: str | Path | None = None) -> dict[str, 
             results[f"{m}_{r.variant}_{r.size}"] = getattr(r, m)
     powerlaw = pd.DataFrame()
     if len(p.sizes) >= 2 and "baseline" in p.variants:
-        pts = summary.rename(columns={"variant": "arch", "train_flops": "compute", "eval_loss": "loss"})
-        k, a = primer.shared_slope_fit(pts)
-        powerlaw = pd.DataFrame([{"arch": arch, "a": a[arch], "k": k,
-                                  "constant_speedup": primer.constant_speedup(k, a, "baseline", arch)} for arch in a])
-        results["powerlaw_k"] = k
+        powerlaw = primer.powerlaw_table(summary)
+        results["powerlaw_k"] = powerlaw["k"].iloc[0]
         results |= {f"powerlaw_speedup_{r.arch}": r.constant_speedup for r in powerlaw.itertuples()}
     for name, table in (("runs", runs), ("speedups", speedups), ("summary", summary), ("powerlaw", powerlaw)):
         atomic_write_text(run_dir / f"primer_{name}.csv", table.to_csv(index=False))

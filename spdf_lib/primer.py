@@ -85,3 +85,12 @@ def shared_slope_fit(points: pd.DataFrame) -> tuple[float, dict[str, float]]:
 def constant_speedup(k: float, a: dict[str, float], base: str, variant: str) -> float:
     """Compute saving implied by parallel power laws: baseline compute / variant compute at equal loss."""
     return float((a[base] / a[variant]) ** (1.0 / k))
+
+
+def powerlaw_table(summary: pd.DataFrame, base: str = "baseline") -> pd.DataFrame:
+    """Shared-slope power laws over model sizes from per-(size, variant) end points (columns `variant`,
+    `train_flops`, `eval_loss`): one row per architecture with a, k and its constant speedup over `base`."""
+    points = summary.rename(columns={"variant": "arch", "train_flops": "compute", "eval_loss": "loss"})
+    k, a = shared_slope_fit(points)
+    return pd.DataFrame([{"arch": arch, "a": a[arch], "k": k, "constant_speedup": constant_speedup(k, a, base, arch)}
+                         for arch in a])

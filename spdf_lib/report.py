@@ -172,18 +172,17 @@ def primer_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
     if runs.empty:
         rep.summary += ["- No Primer runs in the results table yet.", ""]
         return
-    speedups = pd.concat([pd.read_csv(rep.folder(r) / "primer_speedups.csv") for r in runs["run"]], ignore_index=True)
-    summary = pd.concat([pd.read_csv(rep.folder(r) / "primer_summary.csv") for r in runs["run"]], ignore_index=True)
+    tables = {name: pd.concat([pd.read_csv(rep.folder(r) / f"primer_{name}.csv") for r in runs["run"]],
+                              ignore_index=True) for name in ("speedups", "summary", "runs")}
+    speedups, summary = tables["speedups"], tables["summary"]
     rep.tables["primer_speedups"], rep.tables["primer_summary"] = speedups, summary
     rep.save(plots.primer_speedups(speedups), figures / "primer_speedups")
     for variant, g in speedups[speedups["variant"] != "baseline"].groupby("variant", sort=False):
         rep.summary.append(f"- {variant}: speedup in training FLOPs {_mean_sd(g['speedup_flops'])}, in wall-clock "
                            f"{_mean_sd(g['speedup_time'])} (all sizes and seeds).")
     if summary["size"].nunique() >= 2:
-        pts = summary.rename(columns={"variant": "arch", "train_flops": "compute", "eval_loss": "loss"})
-        k, a = primer.shared_slope_fit(pts)
-        powerlaw = pd.DataFrame([{"arch": arch, "a": a[arch], "k": k,
-                                  "constant_speedup": primer.constant_speedup(k, a, "baseline", arch)} for arch in a])
+        powerlaw = primer.powerlaw_table(summary)
+        k = powerlaw["k"].iloc[0]
         rep.tables["primer_powerlaw"] = powerlaw
         rep.save(plots.primer_power_law(summary, powerlaw), figures / "primer_power_law")
         ez = powerlaw.set_index("arch")["constant_speedup"].get("primer-ez")
@@ -192,8 +191,9 @@ def primer_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
             where = "within" if lo <= ez <= hi else ("below" if ez < lo else "above")
             rep.summary.append(f"- Power laws over {summary['size'].nunique()} sizes (shared exponent k = {k:.3f}): "
                                f"Primer-EZ's implied constant compute saving is **{ez:.2f}x**, {where} the paper's "
-                               f"{lo}x–{hi}x at 35M parameters (the kit's models are 0.1M–5M parameters trained for "
-                               f"minutes).")
+                               f"{lo}x–{hi}x at 35M parameters (the kit's models here: "
+                               f"{tables['runs']['n_params'].min() / 1e6:.2f}M–{tables['runs']['n_params'].max() / 1e6:.2f}M "
+                               f"parameters, {tables['runs']['tokens'].max():.3g} tokens at most).")
     rep.summary.append("")
 
 
