@@ -29,7 +29,14 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-$(shell cat requirements-bench.lock | sha1sum | cut -c1-12)
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-bench.lock
+	@rm -f $(VENV)/.bench-* && touch $@
+
+## Benchmarks: each speed claim measured side by side with its baseline, printed as ratios.
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from spdf_lib import sweep_cli
+from spdf_lib.exams.cli import register as register_exam
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     fl.set_defaults(func=_cmd_flops)
 
     sweep_cli.register(sub)  # spdf sweep, spdf results
+    register_exam(sub)  # spdf exam
 
     rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")
     rp.add_argument("--preset", default="tiny", help="params/sweeps/<preset>.yaml: smoke, tiny or paper")

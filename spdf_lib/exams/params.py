@@ -1,0 +1,48 @@
+"""Parameters of the certification-exam evaluation (`params/exams/<preset>.yaml`, notebook `exams.ipynb`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from spdf_lib.params import Params
+
+
+class ExamParams(Params):
+    """Which model takes which exams, how it is scored, and the pass rule.
+
+    Selection: `certifications` (exact names) and `fields` (field ids from fields.yaml) filter the
+    certifications; `sample_certifications` then keeps a `seed`-random sample of that many; `limit` keeps whole
+    certifications, in that seeded order, up to at most `limit` scored questions (0 = no limit). A run always
+    scores whole certifications, so that pass/fail keeps its meaning.
+    """
+
+    model: str = "smollm2"  # `smollm2`, a save_pretrained folder, or (backend api) the served model's name
+    backend: Literal["local", "api"] = "local"
+    mode: Literal["loglik", "generate"] = "loglik"
+    circular: bool = True  # CircularEval: also ask every rotation of the options
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # local models' weights and activations
+    threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch's default
+    batch_tokens: int = Field(2048, ge=64)  # padded tokens per log-likelihood batch
+    max_new_tokens: int = Field(16, ge=1, le=512)  # generation mode
+
+    certifications: list[str] = []
+    fields: list[str] = []
+    sample_certifications: int = Field(0, ge=0)
+    limit: int = Field(0, ge=0)
+
+    pass_threshold: float = Field(0.7, gt=0, le=1)
+    pass_rule: Literal[">", ">="] = ">"  # the paper: "over 70%"
+    answer_count: Literal["key", "stated"] = "key"  # letters to give: the key's size, or the stem's "choose two"
+
+    data_file: str = ""  # empty: the registry's verified certify/certification_exams.csv
+    fields_file: str = ""  # empty: spdf_lib/exams/fields.yaml
+
+    @model_validator(mode="after")
+    def _check(self) -> ExamParams:
+        if not self.model.strip():
+            raise ValueError("model must name a model (smollm2, a folder, or a served model)")
+        if self.backend == "api" and self.mode != "generate":
+            raise ValueError("backend api can only generate: set mode=generate")
+        return self

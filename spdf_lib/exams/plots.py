@@ -1,0 +1,67 @@
+"""Figures of the exam evaluation: pass share per field (model vs baselines), scores, letter bias."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from spdf_lib.plots import save  # noqa: F401  (re-exported for the notebook: plots.save(fig, path))
+
+_SERIES = {
+    "pass_share": "model",
+    "circular_pass_share": "model, CircularEval",
+    "random_pass_share": "random guessing (expected)",
+    "best_always_pass_share": "best always-X",
+    "majority_per_cert_pass_share": "majority letter per cert.",
+}
+
+
+def pass_share_by_field(headline: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Horizontal bars: per field (and all certifications), the share of certifications passed by the model
+    and by each baseline on the same questions. Field labels carry the number of certifications."""
+    t = headline.copy()
+    cols = [c for c in _SERIES if c in t and t[c].notna().any()]
+    t["name"] = [f"{lab} ({n})" for lab, n in zip(t["label"], t["certifications"], strict=True)]
+    t = t.iloc[::-1]  # `all` at the top
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) * max(1, len(cols)) / 2.5 + 1.2))
+    h = 0.8 / len(cols)
+    for i, c in enumerate(cols):
+        ax.barh([y + (len(cols) - 1 - i) * h - 0.4 + h / 2 for y in range(len(t))], t[c].fillna(0), height=h,
+                label=_SERIES[c])
+    ax.set_yticks(range(len(t)), t["name"])
+    ax.set_xlabel("share of certifications passed (score over the threshold)")
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(title or "Certifications passed, by field")
+    fig.tight_layout()
+    return fig
+
+
+def score_distribution(certifications: pd.DataFrame, threshold: float = 0.7) -> plt.Figure:
+    """Histogram of certification scores (plain and CircularEval when present), with the pass threshold."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = [i / 20 for i in range(21)]
+    ax.hist(certifications["score"], bins=bins, alpha=0.7, label="model")
+    if "circular_correct" in certifications:
+        ax.hist(certifications["circular_correct"] / certifications["questions"], bins=bins, alpha=0.5,
+                label="model, CircularEval")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"pass threshold {threshold:g}")
+    ax.set_xlabel("certification score (share of questions correct)")
+    ax.set_ylabel("certifications")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def letter_bias(letters: pd.DataFrame) -> plt.Figure:
+    """Share of each letter among the model's choices and among the answer keys (single-answer questions)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    x = range(len(letters))
+    ax.bar([i - 0.2 for i in x], letters["model_share"], width=0.4, label="model's choices")
+    ax.bar([i + 0.2 for i in x], letters["key_share"], width=0.4, label="answer keys")
+    ax.set_xticks(list(x), letters["letter"])
+    ax.set_ylabel("share of questions")
+    ax.legend(fontsize="small")
+    ax.set_title("Chosen letter vs key letter")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,254 @@
+"""Exam backends end to end on tiny locally built models: log-likelihood scoring, greedy generation, a real
+OpenAI-compatible server (`transformers serve` on 127.0.0.1), run records, the CLI and the notebook."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from spdf_lib.exams.backends import ApiLM, LocalLM
+from spdf_lib.exams.params import ExamParams
+from spdf_lib.exams.parse import load_questions
+from spdf_lib.exams.prompts import chat_messages, loglik_prompt
+from spdf_lib.exams.scoring import score
+from spdf_lib.params import ParamsError, validate
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def questions(mirror):
+    qs, _ = load_questions()
+    return qs
+
+
+@pytest.fixture(scope="module")
+def short_questions(questions):
+    """Scored questions of 4 short certifications (whole certifications, so passes mean something)."""
+    by_cert: dict[str, list] = {}
+    for q in questions:
+        if q.scored:
+            by_cert.setdefault(q.certification, []).append(q)
+    short = [c for c, qs in sorted(by_cert.items()) if len(qs) == 4 and all(len(loglik_prompt(q)) < 400 for q in qs)]
+    return [q for c in short[:4] for q in by_cert[c]]
+
+
+def _tokenizer(questions):
+    from spdf_lib.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([loglik_prompt(q) for q in questions if q.scored][:1500], vocab_size=600)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory, questions):
+    """A randomly initialised 2-layer Llama with a BPE tokenizer that has a chat template."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _tokenizer(questions)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # larger logits than the default init, so greedy replies vary from token to token
+        model.lm_head.weight.normal_(0, 0.5)
+    d = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def gpt_dir(tmp_path_factory, questions):
+    """The kit's own GPT (save_pretrained + tokenizer), as a trained checkpoint would be saved."""
+    from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+
+    tok = _tokenizer(questions)
+    torch.manual_seed(0)
+    cfg = gpt_config("nano", vocab_size=len(tok), n_positions=2048, bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    d = tmp_path_factory.mktemp("tiny-gpt")
+    GPTForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def _reference_logprobs(lm: LocalLM, prompt: str, n: int) -> list[float]:
+    """log P(" X" | prompt) the slow way: one unpadded forward of prompt + letter per letter."""
+    out = []
+    for k in range(n):
+        ctx, cont = lm.encode_pair(prompt, " " + "ABCDEFGHIJ"[k])
+        ids = torch.tensor([ctx + cont])
+        with torch.no_grad():
+            logits = lm.model(input_ids=ids).logits[0].float()
+        lp = torch.log_softmax(logits[len(ctx) - 1 : -1], -1)
+        out.append(float(sum(lp[i, t] for i, t in enumerate(cont))))
+    return out
+
+
+@pytest.mark.parametrize("which", ["llama_dir", "gpt_dir"])
+def test_batched_single_pass_scores_equal_one_forward_per_letter(which, request, short_questions):
+    lm = LocalLM.load(str(request.getfixturevalue(which)), dtype="float32")
+    prompts = [loglik_prompt(q) for q in short_questions]
+    n = [len(q.options) for q in short_questions]
+    batched = lm.letter_logprobs(prompts, n, batch_tokens=512)  # several length-bucketed, padded batches
+    for p, k, got in zip(prompts, n, batched, strict=True):
+        assert got == pytest.approx(_reference_logprobs(lm, p, k), abs=2e-4)
+
+
+def test_scoring_records_and_circular_eval(llama_dir, short_questions):
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    recs = score(lm, short_questions, mode="loglik", circular=True)
+    assert len(recs) == len(short_questions)
+    for r, q in zip(recs, short_questions, strict=True):
+        assert r["qid"] == q.qid and r["options"] == list(q.options) and len(r["letter_logprobs"]) == len(q.options)
+        assert len(r["rotation_choices"]) == len(q.options)
+        assert r["choice"] == r["rotation_choices"][0]
+        assert r["circular_correct"] == all(c == r["key"] for c in r["rotation_choices"])
+        assert r["correct"] == (r["choice"] == r["key"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(llama_dir):
+    """`transformers serve` pinned to the tiny Llama on 127.0.0.1; shut down after the tests."""
+    port = _free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    log = open(llama_dir / "serve.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [str(exe), "serve", str(llama_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+         "--dtype", "float32"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"transformers serve did not start: {(llama_dir / 'serve.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_api_backend_answers_like_the_local_backend(server, llama_dir, short_questions, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    qs = short_questions[:6]
+    chats = [chat_messages(q, len(q.key)) for q in qs]
+    local = LocalLM.load(str(llama_dir), dtype="float32").generate(chats, max_new_tokens=12)
+    api = ApiLM(str(llama_dir)).generate(chats, max_new_tokens=12)
+    assert api == local
+    assert len({*local}) > 1  # the replies differ between questions: the comparison is not vacuous
+
+
+def test_run_exam_through_the_api_keeps_the_key_out_of_records(server, llama_dir, short_questions, tmp_path,
+                                                               monkeypatch):
+    from spdf_lib.exams.run import run_exam
+
+    secret = "sk-sentinel-4f1c9e"
+    monkeypatch.setenv("OPENAI_BASE_URL", server)
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    certs = sorted({q.certification for q in short_questions})[:2]
+    common = dict(model=str(llama_dir), mode="generate", circular=False, certifications=certs, max_new_tokens=8)
+    api = run_exam(ExamParams(backend="api", **common), tmp_path / "api")
+    local = run_exam(ExamParams(backend="local", dtype="float32", **common), tmp_path / "local")
+    assert api["accuracy"] == local["accuracy"] and api["pass_share"] == local["pass_share"]
+    a = [json.loads(x) for x in (tmp_path / "api" / "records.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "local" / "records.jsonl").read_text().splitlines()]
+    assert [r["reply"] for r in a] == [r["reply"] for r in b]
+    for f in (tmp_path / "api").iterdir():
+        assert secret not in f.read_text(errors="ignore"), f.name
+
+
+def test_run_exam_writes_records_tables_and_results(llama_dir, short_questions, tmp_path):
+    from spdf_lib.exams.run import run_exam
+
+    certs = sorted({q.certification for q in short_questions})
+    p = ExamParams(model=str(llama_dir), dtype="float32", certifications=certs)
+    res = run_exam(p, tmp_path)
+    for f in ["manifest.json", "results.json", "records.parquet", "records.jsonl", "certifications.csv",
+              "headline.csv", "letters.csv", "data_report.json"]:
+        assert (tmp_path / f).is_file(), f
+    assert res["questions"] == len(short_questions) and res["certifications"] == len(certs)
+    for key in ["accuracy", "pass_share", "circular_pass_share", "baseline_random_pass_share",
+                "baseline_majority_per_cert_pass_share", "letter_bias_tvd"]:
+        assert 0 <= res[key] <= 1, key
+    assert any(k.startswith("pass_share_") for k in res)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == pytest.approx(res)
+    report = json.loads((tmp_path / "data_report.json").read_text())
+    assert report["rows_loaded"] == 6137 and report["selected_questions"] == len(short_questions)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["data"] and manifest["status"] == "ok"
+
+
+def test_cli_prints_the_headline_table(gpt_dir, tmp_path, capsys):
+    from spdf_lib.exams.cli import register
+
+    ap = argparse.ArgumentParser(prog="spdf")
+    register(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(["exam", "--model", str(gpt_dir), "--limit", "8", "--dtype", "float32",
+                          "--run-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "all certifications" in out and "random" in out and "pass(circ)" in out
+    assert (tmp_path / "headline.csv").is_file()
+
+
+def test_bad_input_fails_early_with_one_line(tmp_path, monkeypatch):
+    with pytest.raises(ParamsError, match="backend api can only generate: set mode=generate"):
+        validate(ExamParams, {"backend": "api", "mode": "loglik"})
+    with pytest.raises(ParamsError, match="pass_threshold"):
+        validate(ExamParams, {"pass_threshold": 1.5})
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ValueError, match=r"\$OPENAI_BASE_URL"):
+        ApiLM("some-model")
+    with pytest.raises(FileNotFoundError, match="not a folder with config.json"):
+        LocalLM.load(str(tmp_path / "nowhere"))
+    closed = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    with pytest.raises(RuntimeError, match=r"chat API at http://127\.0\.0\.1:\d+/v1 \(model 'm'\)"):
+        ApiLM("m", base_url=closed, timeout=5).generate([[{"role": "user", "content": "hi"}]])
+
+
+def test_notebook_runs_on_a_local_model(llama_dir, tmp_path):
+    from spdf_lib.notebooks import run_notebook
+
+    out = run_notebook("exams", overrides={"model": str(llama_dir), "dtype": "float32", "limit": 8},
+                       run_dir=tmp_path)
+    for fig in ["pass_share_by_field", "score_distribution", "letter_bias"]:
+        assert (out / "figures" / f"{fig}.png").is_file()
+    assert json.loads((out / "results.json").read_text())["questions"] > 0

