@@ -94,6 +94,7 @@ class FinetuneParams(Params):
     train_split: str | None = None  # override the setup's training split
     eval_split: str | None = None  # override the setup's evaluation split
     train_fraction: float = Field(1.0, gt=0, le=1)  # of the training inputs (each with all its references)
+    max_train_pairs: int | None = Field(None, ge=1)  # then at most this many (input, reference) pairs
     subset_seed: int = 0  # which inputs a fraction keeps (fixed across modes and seeds)
     max_eval_examples: int | None = Field(None, ge=1)  # evaluate on the first N inputs of the eval split
     epochs: float = Field(1.0, gt=0)
@@ -353,12 +354,20 @@ def check_checkpoint(path: str | Path, max_len: int | None = None) -> dict[str, 
     return config
 
 
-def _subset(examples: list, fraction: float, seed: int) -> list:
-    if fraction >= 1.0:
-        return examples
-    keep = max(1, round(fraction * len(examples)))
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:keep]
-    return [examples[i] for i in sorted(order.tolist())]
+def training_subset(examples: list, fraction: float, max_pairs: int | None, seed: int) -> list:
+    """A `seed`-random `fraction` of the training inputs, then (with `max_pairs`) whole inputs in that random
+    order until their references reach `max_pairs` pairs: the same subset for every mode and seed."""
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = order[: max(1, round(fraction * len(examples)))]
+    if max_pairs is not None:
+        kept, pairs = [], 0
+        for i in order:
+            if pairs >= max_pairs:
+                break
+            kept.append(i)
+            pairs += len(examples[i].references)
+        order = kept
+    return [examples[i] for i in sorted(order)]
 
 
 def load_finetune_model(p: FinetuneParams):
@@ -393,7 +402,7 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
                           no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
                           batch_size=p.decode_batch_size)
     data = load_task(p.task, p.setup, p.train_split, p.eval_split, max_eval=p.max_eval_examples)
-    train_examples = _subset(data.train, p.train_fraction, p.subset_seed)
+    train_examples = training_subset(data.train, p.train_fraction, p.max_train_pairs, p.subset_seed)
     run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_finetune"))
     model, tok = load_finetune_model(p)
     pairs = encode_examples(tok, train_examples, p.max_len)

@@ -176,7 +176,7 @@ def spdf_quality_vs_flops(ft: pd.DataFrame, metric: str = "bleu") -> plt.Figure:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         g = ft[ft["task"] == task]
-        stats = g.groupby(["mode", "arch", "sparsity", "train_fraction"]).agg(
+        stats = g.groupby(["mode", "arch", "sparsity", "n_train_pairs"]).agg(
             flops=("total_flops", "mean"), m=(metric, "mean"), sd=(metric, "std")).reset_index()
         for (mode, arch), gm in stats.groupby(["mode", "arch"]):
             ax.errorbar(gm["flops"], gm["m"], yerr=gm["sd"].fillna(0), capsize=3, ls="none",
