@@ -1,0 +1,55 @@
+"""Fine-tuning: the training subset, and bad input stopped before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from spdf_lib.data.registry import DataError
+from spdf_lib.data.tasks import Example
+from spdf_lib.experiments import FinetuneParams, check_checkpoint, run_finetune, training_subset
+from spdf_lib.params import ParamsError, validate
+
+
+def _examples(n: int) -> list[Example]:
+    return [Example(f"x/{i}", f"s{i}", tuple(f"r{i}.{j}" for j in range(1 + i % 3)), {}) for i in range(n)]
+
+
+def test_training_subset_is_fixed_and_capped_in_whole_inputs():
+    ex = _examples(50)
+    a = training_subset(ex, 0.5, None, seed=0)
+    assert len(a) == 25 and a == training_subset(ex, 0.5, None, seed=0) != training_subset(ex, 0.5, None, seed=1)
+    capped = training_subset(ex, 1.0, 10, seed=0)
+    pairs = sum(len(e.references) for e in capped)
+    assert 10 <= pairs < 10 + 3  # whole inputs until the cap is reached
+    assert training_subset(ex, 1.0, None, seed=0) == ex
+
+
+def test_bad_input_fails_before_any_work(tmp_path):
+    with pytest.raises(ParamsError, match="task"):
+        validate(FinetuneParams, {"task": "xsum"})
+    with pytest.raises(ParamsError, match="not a model folder"):
+        check_checkpoint(tmp_path / "missing")
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')
+    with pytest.raises(ParamsError, match="not the kit's 'spdf_gpt'"):
+        check_checkpoint(tmp_path)
+    with pytest.raises(ParamsError, match="not a model folder"):
+        run_finetune(FinetuneParams(checkpoint=str(tmp_path / "nope")), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_with_another_tokenizer_is_refused(tmp_path, shakespeare_tokens):
+    from conftest import tiny_model
+
+    tok = shakespeare_tokens[0]
+    model = tiny_model(vocab_size=len(tok) + 3)  # a model whose vocabulary is not this tokenizer's
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(ParamsError, match="tokenizer belongs to another model"):
+        check_checkpoint(tmp_path)
+
+
+def test_an_empty_split_is_a_clear_error():
+    from spdf_lib.data.tasks import load_task
+
+    with pytest.raises(DataError):
+        load_task("webnlg", "offline", max_train=0)
