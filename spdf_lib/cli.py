@@ -71,11 +71,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"interrupted; run the same command again to resume ({plan.dir})", file=sys.stderr)
         return 130
     table = results.load_results(plan.dir)
-    results.write_results(table, plan.dir / results.TABLE_NAME)
+    table = table[table["point"].isin({p.id for p in plan.points})]  # not runs left by other sweep files
+    table_path = results.write_results(table, plan.dir / results.TABLE_NAME)
     figures = Path(args.figures or figures_dir())
     print("drawing the report ...", flush=True)
-    run_notebook("report", overrides={"runs_root": str(plan.dir), "figures_dir": str(figures)},
-                 run_dir=plan.dir / "report")
+    run_notebook("report", run_dir=plan.dir / "report", overrides={
+        "runs_root": str(plan.dir), "results_table": str(table_path), "figures_dir": str(figures)})
     failed = sorted(pid for pid, st in statuses.items() if st not in ("ok", "done"))
     print(f"figures: {figures}/\nsummary: {figures / 'summary.md'}\nresults table: {plan.dir / results.TABLE_NAME}"
           f"\nexecuted report notebook: {plan.dir / 'report' / 'notebook.ipynb'}")

@@ -204,6 +204,7 @@ class ReportParams(Params):
     """The report: every figure from the results table."""
 
     runs_root: str = ""  # folder of runs to aggregate; empty: runs/
+    results_table: str = ""  # a results table (parquet/csv) of runs under runs_root; empty: scan runs_root
     figures_dir: str = ""  # empty: figures/ in the repository
 
 

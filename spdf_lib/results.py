@@ -144,6 +144,12 @@ def write_results(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def read_results(path: str | Path) -> pd.DataFrame:
+    """A table written by `write_results` (Parquet, or CSV by its suffix)."""
+    path = Path(path)
+    return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+
+
 def varying_columns(df: pd.DataFrame) -> list[str]:
     """The columns worth printing: run, experiment, status, the parameters that differ between rows, every
     metric, and error when some run has one."""
