@@ -61,6 +61,13 @@ def _mean_sd(x: pd.Series) -> str:
     return f"{x.mean():.2f} ± {x.std(ddof=1):.2f} (n={len(x)})" if len(x) > 1 else f"{x.mean():.2f} (n=1)"
 
 
+def _difference(a: pd.Series, b: pd.Series) -> tuple[float, bool]:
+    """mean(a) − mean(b), and whether it lies outside two standard deviations of the seed spread of both."""
+    diff = a.mean() - b.mean()
+    noise = np.sqrt((a.var(ddof=1) if len(a) > 1 else 0) + (b.var(ddof=1) if len(b) > 1 else 0))
+    return float(diff), bool(noise > 0 and abs(diff) > 2 * noise)
+
+
 # --- SPDF --------------------------------------------------------------------------------------------------
 
 
@@ -73,6 +80,8 @@ def finetune_frame(results: pd.DataFrame) -> pd.DataFrame:
         "task": _col(ft, "task"), "mode": _col(ft, "mode"), "arch": _col(ft, "arch"),
         "sparsity": _col(ft, "pretrain_sparsity").astype(float), "n_train_pairs": _col(ft, "n_train_pairs"), "seed": _col(ft, "seed"), "total_flops": _col(ft, "total_flops"),
     })
+    if "finetune_eval_loss" in ft:
+        out["finetune_eval_loss"] = ft["finetune_eval_loss"].astype(float)
     for m in ("bleu", "chrfpp", "ter", "rouge_l", "nist", "meteor", "cider"):
         if m in ft:
             out[m] = ft[m].astype(float)
@@ -117,27 +126,35 @@ def spdf_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
                                f"{_mean_sd(sp) if len(sp) else '—'} | {_mean_sd(sc) if len(sc) else '—'} |")
     rep.summary += [""]
     for task, g in full[full["mode"] == "dense"].groupby("task"):
-        base = g[g["sparsity"] == 0][METRIC]
-        sc = scratch[scratch["task"] == task][METRIC]
+        base = g[g["sparsity"] == 0]
+        sc = scratch[scratch["task"] == task]
         for s, gs in g[g["sparsity"] > 0].groupby("sparsity"):
-            diff = gs[METRIC].mean() - base.mean()
-            noise = np.sqrt((gs[METRIC].var(ddof=1) if len(gs) > 1 else 0) + (base.var(ddof=1) if len(base) > 1 else 0))
-            same = abs(diff) <= 2 * noise if noise > 0 else False
+            diff, clear = _difference(gs[METRIC], base[METRIC])
             rep.summary.append(
                 f"- {task}, dense fine-tuning from {s:g} sparse vs dense pre-training: {diff:+.2f} {METRIC.upper()} "
-                f"({'within' if same else 'outside'} two standard deviations of the seed spread). The paper finds no "
-                f"significant loss at 75% for GPT-3 XL; " + ("this run agrees." if same or diff >= 0 else
+                f"({'outside' if clear else 'within'} two standard deviations of the seed spread). The paper finds no "
+                f"significant loss at 75% for GPT-3 XL; " + ("this run agrees." if not clear or diff >= 0 else
                                                              "this run does not: a CPU-scale model loses quality."))
         if len(sc) and len(base):
-            margin = base.mean() - sc.mean()
-            rep.summary.append(f"- {task}: dense pre-trained (s=0) minus from-scratch = {margin:+.2f} {METRIC.upper()} "
-                               f"({_mean_sd(base)} vs {_mean_sd(sc)}).")
+            diff, clear = _difference(base[METRIC], sc[METRIC])
+            line = (f"- {task}: dense pre-trained (s=0) minus from-scratch = {diff:+.2f} {METRIC.upper()} "
+                    f"({_mean_sd(base[METRIC])} vs {_mean_sd(sc[METRIC])}): "
+                    + ("a clear margin (outside two standard deviations)" if clear and diff > 0 else
+                       "**not a clear margin** (within two standard deviations of the seed spread)"))
+            if "finetune_eval_loss" in g:
+                loss_diff, loss_clear = _difference(base["finetune_eval_loss"], sc["finetune_eval_loss"])
+                line += (f"; fine-tuning eval loss {loss_diff:+.3f} nats/token "
+                         f"({_mean_sd(base['finetune_eval_loss'])} vs {_mean_sd(sc['finetune_eval_loss'])}, "
+                         f"{'outside' if loss_clear else 'within'} two standard deviations)")
+            rep.summary.append(line + ".")
         sp = full[(full["task"] == task) & (full["mode"] == "sparse")]
         for s, gs in sp[sp["sparsity"] > 0].groupby("sparsity"):
-            dense_s = g[g["sparsity"] == s][METRIC]
-            rep.summary.append(f"- {task}, sparsity {s:g}: dense minus sparse fine-tuning = "
-                               f"{dense_s.mean() - gs[METRIC].mean():+.2f} {METRIC.upper()} (the paper: dense "
-                               f"fine-tuning recovers what sparse fine-tuning loses).")
+            diff, clear = _difference(g[g["sparsity"] == s][METRIC], gs[METRIC])
+            verdict = ("agrees" if diff > 0 else "disagrees") if clear else "neither agrees nor disagrees at this noise"
+            rep.summary.append(f"- {task}, sparsity {s:g}: dense minus sparse fine-tuning = {diff:+.2f} "
+                               f"{METRIC.upper()} ({'outside' if clear else 'within'} two standard deviations); the "
+                               f"paper finds dense fine-tuning recovers what sparse fine-tuning loses — this run "
+                               f"{verdict}.")
     if len(beyond):
         for task, g in beyond.groupby("task"):
             rep.summary.append(f"- Beyond the papers: Primer-EZ pre-trained at 75% sparsity, then densely fine-tuned, "
@@ -221,9 +238,11 @@ def exams_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
     if runs.empty:
         rep.summary += ["- No exam runs in the results table yet.", ""]
         return
-    rows = []
+    rows, oscp_keys = [], set()
     for r in runs.itertuples():
         folder = rep.folder(r.run)
+        records = pd.read_parquet(folder / "records.parquet", columns=["certification", "key"])
+        oscp_keys |= set(records.loc[records["certification"].str.contains("OSCP", regex=False), "key"])
         headline = pd.read_csv(folder / "headline.csv")
         label = _model_label(str(_col(runs, "model").loc[r.Index]))
         rep.save(exam_plots.pass_share_by_field(headline, title=label), figures / f"exams_pass_share_{label}")
@@ -238,9 +257,6 @@ def exams_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
                      "oscp": f"{oscp['correct'].iloc[0]}/{oscp['questions'].iloc[0]}" if len(oscp) else "—"})
     table = pd.DataFrame(rows)
     rep.tables["exams"] = table
-    from spdf_lib.exams.parse import load_questions
-
-    oscp_keys = {"".join(sorted(q.key)) for q in load_questions()[0] if "OSCP" in q.certification}
     rep.summary += ["Share of the selected certifications passed (score over 70%), beside the baselines that must "
                     "always be read with it:", "", table.to_markdown(index=False, floatfmt=".3f"), ""]
     for row in rows:
@@ -250,10 +266,17 @@ def exams_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
             f"against {row['random']:.0%} expected from random guessing and {row['majority_per_cert']:.0%} from always "
             f"answering each certification's majority letter — {'above' if beats else 'not above'} the letter "
             f"baselines. The paper's GPT-3 passed {PAPER['vocational_gpt3_pass_share']:.0%} of 1,149 certifications; "
-            f"OSCP (the paper: 100% for Turbo GPT-3.5) scores {row['oscp']} here; its answer keys are "
-            + (f"all '{next(iter(oscp_keys))}', so always answering that letter scores 100% too." if len(oscp_keys) == 1
-               else f"{len(oscp_keys)} different letters."))
+            + _oscp_sentence(row["oscp"], oscp_keys))
     rep.summary.append("")
+
+
+def _oscp_sentence(score: str, keys: set[str]) -> str:
+    """The paper's OSCP result (100% for Turbo GPT-3.5) read beside this subset's answer keys."""
+    if not keys:
+        return "OSCP (the paper: 100% for Turbo GPT-3.5) is not in this subset."
+    said = (f"all '{next(iter(keys))}', so always answering that letter scores 100% too" if len(keys) == 1
+            else f"{len(keys)} different letters")
+    return f"OSCP (the paper: 100% for Turbo GPT-3.5) scores {score} here; its answer keys are {said}."
 
 
 def build_report(results: pd.DataFrame, root: str | Path, figures_dir: str | Path) -> Report:
