@@ -21,7 +21,13 @@ def discover() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: python -m bench [substring ...]\nbenchmarks: {', '.join(discover())}")
+        return 0
     names = [n for n in discover() if not argv or any(a in n for a in argv)]
+    if not names:
+        print(f"error: no benchmark matches {argv}; choose from {', '.join(discover())}", file=sys.stderr)
+        return 2
     results: list[Result] = []
     for name in names:
         t0 = time.perf_counter()

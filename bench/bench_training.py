@@ -4,7 +4,9 @@
 - MDHA overhead: `mini` with multi-dconv-head attention vs without (target: at most 1.15x the time; the Primer
   paper saw 6–14% fewer steps per second at 35M on its hardware);
 - our GPT vs Hugging Face `GPT2LMHeadModel` of the same dimensions (sdpa attention, same batch): tokens per
-  second of each (target: ours at least as fast).
+  second of each (target: ours at least as fast);
+- a noise floor: the dense step against an identical second copy of it (no target; read the other ratios
+  against its distance from 1).
 """
 
 from __future__ import annotations
@@ -43,14 +45,15 @@ def _gpt(**overrides) -> GPTForCausalLM:
 
 def run() -> list[Result]:
     batch = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0))
-    dense, sparse, mdha = _gpt(), _gpt(), _gpt(mdha=True)
+    dense, dense_copy, sparse, mdha = _gpt(), _gpt(), _gpt(), _gpt(mdha=True)
     sparsify(sparse, 0.75)
     c = dense.config
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=T, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
                                     n_inner=c.n_inner, activation_function="gelu_new", resid_pdrop=0.0,
                                     embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa"))
     t = interleaved_median({"dense": _step_fn(dense, batch), "sparse": _step_fn(sparse, batch),
-                            "mdha": _step_fn(mdha, batch), "hf": _step_fn(hf, batch)}, repeats=9, warmup=2)
+                            "mdha": _step_fn(mdha, batch), "hf": _step_fn(hf, batch),
+                            "dense copy": _step_fn(dense_copy, batch)}, repeats=15, warmup=2)
     tokens = B * T
     shape = f"mini {c.n_layer}x{c.n_embd}, batch {B}x{T}, bf16, {torch.get_num_threads()} threads"
     return [
@@ -60,4 +63,6 @@ def run() -> list[Result]:
                higher_is_better=False, target=1.15, note=shape),
         Result("ours vs HF GPT2LMHeadModel (tokens/s)", "HF GPT-2", tokens / t["hf"], "spdf GPT", tokens / t["dense"],
                "tok/s", higher_is_better=True, target=1.0, note=shape),
+        Result("noise floor (identical dense models)", "dense", t["dense"], "dense copy", t["dense copy"], "s/step",
+               higher_is_better=False, note=shape),
     ]

@@ -241,7 +241,7 @@ def exams_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
     rows, oscp_keys = [], set()
     for r in runs.itertuples():
         folder = rep.folder(r.run)
-        records = pd.read_parquet(folder / "records.parquet", columns=["certification", "key"])
+        records = pd.read_parquet(folder / "records.parquet", columns=["certification", "key", "choice"])
         oscp_keys |= set(records.loc[records["certification"].str.contains("OSCP", regex=False), "key"])
         headline = pd.read_csv(folder / "headline.csv")
         label = _model_label(str(_col(runs, "model").loc[r.Index]))
@@ -254,8 +254,9 @@ def exams_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
                      "circular_pass_share": top["circular_pass_share"], "random": top["random_pass_share"],
                      "best_always_letter": f"{top['best_always_letter']} {top['best_always_pass_share']:.2f}",
                      "majority_per_cert": top["majority_per_cert_pass_share"],
-                     "oscp": f"{oscp['correct'].iloc[0]}/{oscp['questions'].iloc[0]}" if len(oscp) else "—"})
-    table = pd.DataFrame(rows)
+                     "oscp": f"{oscp['correct'].iloc[0]}/{oscp['questions'].iloc[0]}" if len(oscp) else "—",
+                     "top_choice": _top_choice(records["choice"])})
+    table = pd.DataFrame(rows).drop(columns="top_choice")
     rep.tables["exams"] = table
     rep.summary += ["Share of the selected certifications passed (score over 70%), beside the baselines that must "
                     "always be read with it:", "", table.to_markdown(index=False, floatfmt=".3f"), ""]
@@ -265,9 +266,15 @@ def exams_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
             f"- {row['model']}: {row['pass_share']:.0%} passed ({row['circular_pass_share']:.0%} under CircularEval) "
             f"against {row['random']:.0%} expected from random guessing and {row['majority_per_cert']:.0%} from always "
             f"answering each certification's majority letter — {'above' if beats else 'not above'} the letter "
-            f"baselines. The paper's GPT-3 passed {PAPER['vocational_gpt3_pass_share']:.0%} of 1,149 certifications; "
+            f"baselines; it answered {row['top_choice']}. The paper's GPT-3 passed {PAPER['vocational_gpt3_pass_share']:.0%} of 1,149 certifications; "
             + _oscp_sentence(row["oscp"], oscp_keys))
     rep.summary.append("")
+
+
+def _top_choice(choices: pd.Series) -> str:
+    """The model's most frequent answer and its share, e.g. "'A' for 86 of 86 questions" (the letter-bias check)."""
+    counts = choices.astype(str).value_counts()
+    return f"'{counts.index[0]}' for {counts.iloc[0]} of {len(choices)} questions" if len(counts) else "nothing"
 
 
 def _oscp_sentence(score: str, keys: set[str]) -> str:
