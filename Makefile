@@ -23,7 +23,7 @@ reproduce: $(STAMP)
 
 ## The README's second command: lint, unit tests, and every notebook under nbval with its smoke parameters.
 test: $(STAMP)
-	$(BIN)/ruff check spdf_lib tests bench
+	$(BIN)/ruff check spdf_lib tests bench notebooks
 	SPDF_RUNS_DIR=$$(mktemp -d) $(BIN)/pytest tests notebooks --nbval-lax -p no:cacheprovider
 
 lab: $(STAMP)

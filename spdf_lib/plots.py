@@ -12,6 +12,7 @@ if "ipykernel" not in sys.modules:  # headless scripts and tests; notebooks keep
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from spdf_lib.records import read_jsonl  # noqa: E402
 
@@ -186,6 +187,10 @@ def spdf_quality_vs_flops(ft: pd.DataFrame, metric: str = "bleu") -> plt.Figure:
                 ax.annotate(f"s={r.sparsity:g}", (r.flops, r.m), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set(xscale="log", xlabel="total training FLOPs (pre-training + fine-tuning)",
                ylabel=f"{metric.upper()} (test, %)", title=task)
+        # ticks at 1, 2 and 5 per decade, all labelled: the runs span about one decade
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+", "e")))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -111,7 +111,10 @@ def spdf_section(results: pd.DataFrame, figures: Path, rep: Report) -> None:
     beyond = ft[(ft["arch"] == "primer-ez") & (ft["mode"] == "dense")]
     if len(full):
         rep.save(plots.spdf_quality_vs_sparsity(full, scratch, beyond, METRIC), figures / "spdf_bleu_vs_sparsity")
-        rep.save(plots.spdf_quality_vs_flops(ft, METRIC), figures / "spdf_bleu_vs_total_flops")
+        # the main training-set size only: the dataset-size runs have a figure of their own
+        same_size = pd.concat([full, scratch, beyond])
+        same_size = same_size[same_size["n_train_pairs"] == same_size["task"].map(main_size)]
+        rep.save(plots.spdf_quality_vs_flops(same_size, METRIC), figures / "spdf_bleu_vs_total_flops")
     sizes = main[(main["task"] == "webnlg") & (main["mode"] == "dense")]
     if sizes["n_train_pairs"].nunique() > 1:
         rep.save(plots.spdf_quality_vs_train_size(sizes, METRIC), figures / "spdf_bleu_vs_train_size")
