@@ -5,6 +5,8 @@ A run directory holds
   package versions, parameters, data checksums, device, seed, start and end time, status;
 - `metrics.jsonl`: one JSON object per logged training/eval step;
 - `results.json`: the run's final metrics (flat `{name: number}`), which `spdf results` aggregates;
+- tables the run writes through `Run.write_table(name, frame)`, listed by name under "artifacts" in the
+  manifest and read back with `read_table(run_dir, name)` (the report reads runs only through these);
 - whatever else the experiment writes (generations, checkpoints, figures).
 
 All whole-file writes are atomic (temp file + rename), so an interrupted run never leaves a torn record.
@@ -148,6 +150,31 @@ class Run:
         self.manifest["data"].update(checksums)
         write_json(self.dir / "manifest.json", self.manifest)
 
+    def describe(self, **info: Any) -> None:
+        """Add facts about how the run ran (backend, dtype, endpoint, ...) to the manifest, under "info"."""
+        check_no_secrets(info)
+        self.manifest.setdefault("info", {}).update(info)
+        self.manifest["device"] = device_info()  # torch may have been imported since the run started
+        write_json(self.dir / "manifest.json", self.manifest)
+
+    def write_table(self, name: str, frame: Any, fmt: str = "csv") -> Path:
+        """Write a pandas table atomically as `<name>.csv` (or `.parquet`) and list it in the manifest, so that
+        `read_table(run_dir, name)` finds it without knowing the file name."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"table format must be 'csv' or 'parquet', got {fmt!r}")
+        path = self.dir / f"{name}.{fmt}"
+        if fmt == "csv":
+            atomic_write_text(path, frame.to_csv(index=False))
+        else:
+            import io
+
+            buf = io.BytesIO()
+            frame.to_parquet(buf, index=False)
+            atomic_write_bytes(path, buf.getvalue())
+        self.manifest.setdefault("artifacts", {})[name] = path.name
+        write_json(self.dir / "manifest.json", self.manifest)
+        return path
+
     def log(self, row: dict[str, Any], name: str = "metrics.jsonl") -> None:
         with (self.dir / name).open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=_jsonable) + "\n")
@@ -156,6 +183,18 @@ class Run:
         write_json(self.dir / "results.json", results)
         self.manifest.update(end=now(), status=status)
         write_json(self.dir / "manifest.json", self.manifest)
+
+
+def read_table(run_dir: str | Path, name: str):
+    """A table a run wrote with `Run.write_table` (a pandas DataFrame); a clear error when it has none."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    artifacts = read_json(run_dir / "manifest.json").get("artifacts", {})
+    if name not in artifacts:
+        raise FileNotFoundError(f"run {run_dir} has no table {name!r}; it has: {', '.join(artifacts) or 'none'}")
+    path = run_dir / artifacts[name]
+    return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
