@@ -1,16 +1,43 @@
-"""The `spdf` command line: data, single notebook runs, FLOP counts, sweeps, results and the reproduction.
+"""The `spdf` command line: data, single notebook runs, sweeps, results, FLOP counts, exams and the reproduction.
 
-Every subcommand validates its input before doing any work and reports problems as one line on stderr.
+Every subcommand validates its input before doing any work and reports a problem as one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
-from spdf_lib import sweep_cli
-from spdf_lib.exams.cli import register as register_exam
+EXAMPLES = """examples:
+  spdf run spdf_pretrain --params params/spdf_pretrain/tiny-s75.yaml -p tokens=2e6
+  spdf run spdf_finetune -p checkpoint=runs/spdf_pretrain/<stamp>/model -p task=e2e
+  spdf sweep params/sweeps/tiny.yaml --workers 2 --dry-run
+  spdf results --experiment spdf_finetune
+  spdf flops --model gpt3-xl --sparsity 0.75 --tokens 26.3e9
+  spdf exam --model smollm2 --limit 40
+  spdf reproduce --preset tiny
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (`spdf flops: error: ...; see --help`), like the
+    kit's other errors, rather than the usage text followed by the error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def report_errors(prog: str, func: Callable[[], int]) -> int:
+    """Run a command; a user error (bad parameters, data, sweep file, ...) becomes one line on stderr and exit
+    code 2, instead of a traceback."""
+    try:
+        return func()
+    except (ValueError, RuntimeError, FileNotFoundError) as e:  # ParamsError, DataError, SweepError among them
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
@@ -44,9 +71,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_flops(args: argparse.Namespace) -> int:
     from spdf_lib import flops
 
-    seq_len = args.seq_len
-    result = flops.count(args.model, args.tokens, args.sparsity, seq_len, args.convention)
-    dense = flops.count(args.model, args.tokens, 0.0, seq_len, args.convention)["total"]
+    result = flops.count(args.model, args.tokens, args.sparsity, args.seq_len, args.convention)
+    dense = flops.count(args.model, args.tokens, 0.0, args.seq_len, args.convention)["total"]
     print(f"model {args.model}, sparsity {args.sparsity}, {args.tokens:.4g} tokens, convention {args.convention}")
     for term, v in result.items():
         if term != "total" and v:
@@ -55,11 +81,60 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from spdf_lib import results, sweep
+    from spdf_lib.params import parse_override
+
+    torchrun = dict(parse_override(item) for item in args.torchrun)
+    plan = sweep.plan_sweep(args.sweep, root=args.root, stages=args.stage or None, torchrun=torchrun)
+    if args.dry_run:
+        print("\n".join(sweep.format_plan(plan)))
+        return 0
+    print(f"sweep {plan.name}: {len(plan.points)} points -> {plan.dir} ({args.workers} worker(s))")
+    try:
+        statuses = sweep.run_sweep(plan, workers=args.workers, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"sweep {plan.name}: interrupted; finished points are kept, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    table = results.load_results(plan.dir)
+    if "point" in table.columns:  # not the points of earlier versions of the file
+        table = table[table["point"].isin(list(plan.by_id))]
+    out = results.write_results(table, plan.dir / results.TABLE_NAME)
+    counts = {s: list(statuses.values()).count(s) for s in dict.fromkeys(statuses.values())}
+    print(f"sweep {plan.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"; table: {out}")
+    bad = [pid for pid, s in statuses.items() if s not in ("ok", "done")]
+    if bad:
+        print(f"sweep {plan.name}: {len(bad)} point(s) did not complete; see {plan.dir}/<point>/error.txt "
+              f"and re-run to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from spdf_lib import results
+    from spdf_lib.records import runs_dir
+
+    root = Path(args.root) if args.root else runs_dir()
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs folder {root} does not exist; pass --root or set $SPDF_RUNS_DIR to the "
+                                f"folder your runs went to")
+    table = results.load_results(root, sweep=args.sweep, experiment=args.experiment)
+    if args.csv:
+        print(table.to_csv(index=False), end="")
+    else:
+        print(results.format_table(table, None if args.all else results.varying_columns(table)))
+    if args.out:
+        print(f"{len(table)} runs -> {results.write_results(table, args.out)}", file=sys.stderr)
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
     from spdf_lib.notebooks import run_notebook
     from spdf_lib.params import PARAMS_DIR
     from spdf_lib.records import figures_dir
+    from spdf_lib.report import export_html
 
     plan = sweep.plan_sweep(PARAMS_DIR / "sweeps" / f"{args.preset}.yaml", root=args.root)  # validates every point
     done = sum(sweep.point_status(p) == "done" for p in plan.points)
@@ -75,11 +150,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     table_path = results.write_results(table, plan.dir / results.TABLE_NAME)
     figures = Path(args.figures or figures_dir())
     print("drawing the report ...", flush=True)
-    run_notebook("report", run_dir=plan.dir / "report", overrides={
+    report_dir = run_notebook("report", run_dir=plan.dir / "report", overrides={
         "runs_root": str(plan.dir), "results_table": str(table_path), "figures_dir": str(figures)})
+    html = export_html(report_dir / "notebook.ipynb", figures / "report.html")
     failed = sorted(pid for pid, st in statuses.items() if st not in ("ok", "done"))
-    print(f"figures: {figures}/\nsummary: {figures / 'summary.md'}\nresults table: {plan.dir / results.TABLE_NAME}"
-          f"\nexecuted report notebook: {plan.dir / 'report' / 'notebook.ipynb'}")
+    print(f"figures: {figures}/\nsummary: {figures / 'summary.md'}\nreport (HTML, no Jupyter needed): {html}"
+          f"\nresults table: {table_path}\nexecuted report notebook: {report_dir / 'notebook.ipynb'}")
     if failed:
         print(f"{len(failed)} run(s) did not complete ({', '.join(failed[:5])}); see their error.txt and log.txt "
               f"under {plan.dir}", file=sys.stderr)
@@ -88,37 +164,65 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spdf", description=__doc__.splitlines()[0])
+    from spdf_lib.exams.cli import register as register_exam
+    from spdf_lib.experiments import EXPERIMENTS
+    from spdf_lib.flops import CONVENTIONS
+    from spdf_lib.spdf.params import ModelSize
+
+    p = Parser(prog="spdf", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="the data registry").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="datasets, license, how many files are available offline").set_defaults(
         func=_cmd_data_list)
     f = data.add_parser("fetch", help="download (or take from $SPDF_DATA_MIRROR) and verify a dataset")
-    f.add_argument("name")
+    f.add_argument("name", help="a dataset of `spdf data list`")
     f.add_argument("files", nargs="*", help="only these files (paths relative to the dataset)")
     f.set_defaults(func=_cmd_data_fetch)
 
-    r = sub.add_parser("run", help="run one notebook through papermill into runs/")
-    r.add_argument("notebook", help="notebook name or path, e.g. spdf_pretrain or notebooks/spdf_pretrain.ipynb")
-    r.add_argument("--params", help="YAML parameter file (default: the notebook's smoke preset)")
+    r = sub.add_parser("run", help="run one experiment's notebook through papermill into runs/")
+    r.add_argument("notebook", help=f"an experiment ({', '.join(EXPERIMENTS)}) or a path to a notebook")
+    r.add_argument("--params", help="YAML parameter file (default: the experiment's smoke preset)")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
-    r.add_argument("--run-dir", help="output folder (default: runs/<notebook>/<timestamp>)")
+    r.add_argument("--run-dir", help="output folder (default: runs/<experiment>/<timestamp>)")
     r.set_defaults(func=_cmd_run)
 
+    s = sub.add_parser("sweep", help="run a sweep file's points (papermill or torchrun), resumable")
+    s.add_argument("sweep", help="sweep file, e.g. params/sweeps/smoke.yaml")
+    s.add_argument("--workers", type=int, default=1, help="points run at once, each in its own process")
+    s.add_argument("--dry-run", action="store_true", help="list the points, their ids and status; run nothing")
+    s.add_argument("--stage", action="append", default=[], help="only this stage (and what it needs); repeatable")
+    s.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
+    s.add_argument("--torchrun", action="append", default=[], metavar="KEY=VALUE",
+                   help="torchrun option for every torchrun stage, e.g. node_rank=1 or nnodes=2; repeatable")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar (one line per point remains)")
+    s.set_defaults(func=_cmd_sweep)
+
+    rs = sub.add_parser("results", help="print the table of all run records (parameters and metrics)")
+    rs.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
+    rs.add_argument("--sweep", help="only this sweep's points")
+    rs.add_argument("--experiment", choices=list(EXPERIMENTS), help="only this experiment's runs")
+    rs.add_argument("--all", action="store_true", help="print every column, not only those that differ")
+    rs.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
+    rs.add_argument("--out", help="also write the table here (.parquet or .csv)")
+    rs.set_defaults(func=_cmd_results)
+
     fl = sub.add_parser("flops", help="training FLOPs of a model size at a sparsity and token budget")
-    fl.add_argument("--model", required=True, help="size name: nano, micro, mini, small, gpt2-small, gpt3-xl, ...")
-    fl.add_argument("--sparsity", type=float, default=0.0)
-    fl.add_argument("--tokens", type=float, required=True)
-    fl.add_argument("--seq-len", type=int, default=None, help="default: the model's context length")
-    fl.add_argument("--convention", default="spdf")
+    fl.add_argument("--model", required=True, choices=get_args(ModelSize), help="a named model size")
+    fl.add_argument("--sparsity", type=float, default=0.0,
+                    help="static sparsity of the six SPDF matrices, in [0, 1) (default 0: dense)")
+    fl.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 26.3e9")
+    fl.add_argument("--seq-len", type=int, default=None, help="context length (default: the model's)")
+    fl.add_argument("--convention", default="spdf", choices=list(CONVENTIONS),
+                    help="which published FLOP formula (default: SPDF's; see spdf_lib.flops)")
     fl.set_defaults(func=_cmd_flops)
 
-    sweep_cli.register(sub)  # spdf sweep, spdf results
     register_exam(sub)  # spdf exam
 
     rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")
-    rp.add_argument("--preset", default="tiny", help="params/sweeps/<preset>.yaml: smoke, tiny or paper")
+    rp.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"],
+                    help="params/sweeps/<preset>.yaml (default: tiny, the CPU study)")
     rp.add_argument("--workers", type=int, default=2, help="runs at once, each in its own process")
     rp.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
     rp.add_argument("--figures", help="figures folder (default: figures/ or $SPDF_FIGURES_DIR)")
@@ -128,11 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:  # DataError, ParamsError are among these
-        print(f"spdf {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return report_errors(f"spdf {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

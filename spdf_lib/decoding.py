@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 from transformers import GenerationConfig
 
-from spdf_lib.data.tasks import encode_prompt, special_ids
+from spdf_lib.data.encoding import encode_prompt, special_ids
 
 
 @dataclass(frozen=True)
@@ -99,24 +99,20 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], config: DecodeConfig, 
 
 
 def generate(model, tokenizer, sources: Sequence[str], config: DecodeConfig | None = None,
-             progress: bool = False) -> list[str]:
+             max_len: int | None = None, progress: bool = False) -> list[str]:
     """Decode the linearised `sources` (e.g. `[e.source for e in examples]`) to text, in input order.
 
-    Each prompt is `encode_prompt(tokenizer, source)`, cut so that it and `max_new_tokens` fit the model's
-    context. The output text is the generated tokens before the first `<|endoftext|>`, without special tokens,
-    with surrounding whitespace stripped.
+    Each prompt is `encode_prompt(tokenizer, source, max_len)`, the same prompt fine-tuning with `max_len`
+    trained on (default: the model's context length). The output text is the generated tokens before the first
+    `<|endoftext|>`, without special tokens, with surrounding whitespace stripped.
     """
     config = config or DecodeConfig()
     if not sources:
         raise ValueError("no sources to decode")
-    max_prompt = model.config.n_positions - config.max_new_tokens
-    if max_prompt < 2:
-        raise ValueError(f"max_new_tokens={config.max_new_tokens} leaves no room for a prompt in the model's "
-                         f"n_positions={model.config.n_positions}")
     _, eos = special_ids(tokenizer)
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; use one from spdf_lib.tokenizer.train_tokenizer")
-    prompts = [encode_prompt(tokenizer, s, max_len=max_prompt) for s in sources]
+    prompts = [encode_prompt(tokenizer, s, max_len or model.config.n_positions) for s in sources]
     ids = generate_ids(model, prompts, config, tokenizer.pad_token_id, eos, progress=progress)
     return [tokenizer.decode(x, skip_special_tokens=True, clean_up_tokenization_spaces=False).strip() for x in ids]
 

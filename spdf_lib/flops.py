@@ -42,8 +42,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
 TERMS = ("qkv", "attn_out", "ffn", "attn_scores", "attn_values", "attn_softmax", "mdha_conv", "logits", "embedding")
 LAYER_TERMS = ("qkv", "attn_out", "ffn", "attn_scores", "attn_values", "attn_softmax", "mdha_conv")
 
@@ -196,26 +194,6 @@ def reduction_factor(config, sparsity: float, tokens: float = 1.0, seq_len: int 
     """Dense training FLOPs / sparse training FLOPs for the same token budget."""
     return count(config, tokens, 0.0, seq_len, convention)["total"] / count(config, tokens, sparsity, seq_len,
                                                                              convention)["total"]
-
-
-def compute_to_reach(x: np.ndarray | list, loss: np.ndarray | list, target: float) -> float | None:
-    """The compute (or time) at which a loss curve first reaches `target`, by linear interpolation between the
-    two logged points around the crossing; None when the curve never gets that low.
-
-    `x` is cumulative compute (FLOPs) or seconds, increasing; `loss` the matching losses (noisy is fine: the
-    first crossing is used).
-    """
-    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
-    if x.shape != loss.shape or x.ndim != 1 or len(x) == 0:
-        raise ValueError("x and loss must be 1-D arrays of the same non-zero length")
-    below = np.nonzero(loss <= target)[0]
-    if len(below) == 0:
-        return None
-    i = int(below[0])
-    if i == 0:
-        return float(x[0])
-    x0, x1, l0, l1 = x[i - 1], x[i], loss[i - 1], loss[i]
-    return float(x0 + (l0 - target) / (l0 - l1) * (x1 - x0))
 
 
 def breakdown_table(configs: Mapping[str, tuple], sparsities=(0.0, 0.5, 0.75), convention: str = "spdf"):

@@ -16,7 +16,8 @@ Static sparse masks (SPDF, Thangarasa et al. 2023, §3) are carried here as bool
 Linear modules named in `config.sparse_params`, with a gradient hook that zeroes masked gradients. Which
 elements are masked is decided in `spdf_lib.sparsity`; this file only makes a saved sparse model load and train
 as one. The file imports nothing from `spdf_lib`, so `save_pretrained` can ship it next to the weights for
-`trust_remote_code` users (lm-eval, `transformers serve`).
+`trust_remote_code` users (lm-eval, `transformers serve`): that is why it is one file of about 500 lines, config
+and model together, rather than split like the rest of the kit.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ class CausalSelfAttention(nn.Module):
             if token_mask is not None:  # padding must look like the convolution's zero padding
                 qkv = qkv * token_mask
             past = None
-            if cache is not None:
+            if cache is not None and self.mdha.kernel > 1:  # a width-1 kernel needs no past positions
                 # The pre-convolution Q|K|V of the last k-1 positions live in a sliding-window cache layer
                 # (as its "keys" Q|K and "values" V), so beam search reorders them with the KV cache.
                 conv_layer = self.n_layer + self.layer_idx
@@ -384,7 +385,7 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
     def _conv_cache(self, cache: Cache) -> Cache:
         # MDHA keeps its k-1 pre-convolution positions in sliding-window layers n_layer..2·n_layer-1 of the same
         # cache, so that beam search reorders and crops them together with the keys and values.
-        if self.config.mdha and len(cache.layers) < 2 * self.config.n_layer:
+        if self.config.mdha and self.config.mdha_kernel > 1 and len(cache.layers) < 2 * self.config.n_layer:
             while len(cache.layers) < self.config.n_layer:
                 cache.layers.append(DynamicLayer())
             cache.layers.extend(
@@ -470,6 +471,12 @@ NAMED_CONFIGS: dict[str, dict] = {
     "gpt2-small-2048": dict(n_layer=12, n_embd=768, n_head=12, n_inner=3072, n_positions=2048, vocab_size=50257),
     "gpt3-xl": dict(n_layer=24, n_embd=2048, n_head=16, n_inner=8192, n_positions=2048, vocab_size=50257),
 }
+
+
+def architecture_name(config: dict) -> str:
+    """`gpt`, `relu2`, `mdha` or `primer-ez` for a model config (as a dict, e.g. a saved config.json)."""
+    relu2, mdha = config.get("activation") == "relu2", bool(config.get("mdha"))
+    return {(False, False): "gpt", (True, False): "relu2", (False, True): "mdha", (True, True): "primer-ez"}[relu2, mdha]
 
 
 def gpt_config(name: str, **overrides) -> GPTConfig:

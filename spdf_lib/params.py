@@ -1,9 +1,11 @@
 """Typed experiment parameters, loaded from `params/<experiment>/<preset>.yaml`.
 
-Each experiment declares a pydantic schema (a subclass of `Params`) next to its code; `EXPERIMENTS` maps the
-experiment's name — which is also its notebook's name and its folder under `params/` — to that schema.
-Unknown keys, wrong types and out-of-range values fail before any compute with one line that names the key and
-the file, e.g. ``params/spdf_pretrain/bad.yaml: sparsity: must be < 1 (got 1.2)``.
+Each experiment declares a pydantic schema (a subclass of `Params`) in its paper's package; the experiment table
+(`spdf_lib.experiments.EXPERIMENTS`) maps the experiment's name — also its notebook's name and its folder under
+`params/` — to that schema. Unknown keys, wrong types and out-of-range values fail before any compute with one
+line that names the key and the file, e.g. ``params/spdf_pretrain/bad.yaml: sparsity: must be less than 1 (got
+1.2)``. This module and the schema modules import neither torch nor pandas, so a bad value is rejected in a
+fraction of a second.
 
 Presets: `smoke` (CI, seconds; also the defaults of each notebook's `parameters` cell), `tiny` (CPU, minutes;
 what `make reproduce` runs) and `paper` (the papers' configurations, for GPUs).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib
+import types
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,15 +25,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 PRESETS = ("smoke", "tiny", "paper")
 
-# experiment name -> "module:Schema"; imported lazily so that `spdf data list` does not import torch.
-EXPERIMENTS: dict[str, str] = {
-    "spdf_pretrain": "spdf_lib.experiments:PretrainParams",
-    "spdf_finetune": "spdf_lib.experiments:FinetuneParams",
-    "flops": "spdf_lib.experiments:FlopsParams",
-    "primer": "spdf_lib.experiments:PrimerParams",
-    "exams": "spdf_lib.exams.params:ExamParams",
-    "report": "spdf_lib.experiments:ReportParams",
-}
 
 
 class ParamsError(ValueError):
@@ -101,10 +94,10 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def schema_for(experiment: str) -> type[Params]:
-    if experiment not in EXPERIMENTS:
-        raise ParamsError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
-    module, name = EXPERIMENTS[experiment].split(":")
-    return getattr(importlib.import_module(module), name)
+    """The parameter schema of `experiment`, from the experiment table."""
+    from spdf_lib.experiments import get
+
+    return get(experiment).schema()
 
 
 def preset_path(experiment: str, preset: str) -> Path:
@@ -127,9 +120,47 @@ def load(
     return validate(schema, values, source)
 
 
+# Names IPython puts into a kernel's namespace, which are never parameters.
+_KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "display"}
+PARAMETERS_MARK = "# Parameters"  # first line of the `parameters` cell, and of the cell papermill injects
+
+
+def _assigned_names(source: str) -> list[str]:
+    names = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign | ast.AugAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def parameter_names(namespace: dict[str, Any]) -> list[str]:
+    """The names a notebook's parameters cells defined.
+
+    In a kernel, these are the names assigned in the last executed cell that starts with ``# Parameters``
+    (the notebook's `parameters` cell) and, right before it, another such cell (papermill injects its
+    parameters in a cell that starts the same way, after the notebook's own). Outside a kernel: every public
+    name in `namespace` that is not a module, function or class.
+    """
+    history = namespace.get("In")
+    if isinstance(history, list):
+        marked = [i for i, src in enumerate(history) if isinstance(src, str) and src.startswith(PARAMETERS_MARK)]
+        if marked:
+            cells = [marked[-1]] + ([marked[-2]] if len(marked) > 1 and marked[-2] == marked[-1] - 1 else [])
+            return list(dict.fromkeys(n for i in sorted(cells) for n in _assigned_names(history[i])))
+    return [k for k, v in namespace.items() if not k.startswith("_") and k not in _KERNEL_NAMES
+            and not isinstance(v, types.ModuleType | types.FunctionType | types.BuiltinFunctionType | type)]
+
+
 def from_namespace(schema: type[P], namespace: dict[str, Any], source: str = "notebook parameters") -> P:
-    """Build `schema` from the variables a notebook's `parameters` cell (and papermill) defined."""
-    values = {k: namespace[k] for k in schema.model_fields if k in namespace}
+    """Build `schema` from the variables a notebook's `parameters` cell (and papermill) defined.
+
+    A name there that the schema lacks (a typo such as `sparsty = 0.9`) is an error with "did you mean", the
+    same one-line message a parameter file with that key gets.
+    """
+    names = parameter_names(namespace)
+    values = {k: namespace[k] for k in names if k in namespace}
+    values |= {k: namespace[k] for k in schema.model_fields if k in namespace and k not in values}
     return validate(schema, values, source)
 
 

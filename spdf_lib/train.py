@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,9 +33,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from spdf_lib import flops as flop_counter
+from spdf_lib.data.streams import IGNORE
 from spdf_lib.records import atomic_write_text, read_jsonl
-
-IGNORE = -100
 
 
 @dataclass
@@ -76,94 +74,13 @@ class TrainConfig:
 
 
 class TrainData(Protocol):
-    """A source of training examples: `examples(step, n)` must depend only on (its seed, step)."""
+    """A source of training examples (implementations: `spdf_lib.data.streams`): `examples(step, n)` returns
+    the step's global batch of `n` cheap example descriptors and must depend only on (its seed, step); each
+    rank collates its own slice of it into tensors."""
 
     def examples(self, step: int, n: int) -> list: ...
     def eval_examples(self) -> list: ...
     def collate(self, examples: list) -> dict[str, torch.Tensor]: ...
-
-
-def _generator(seed: int, index: int) -> torch.Generator:
-    """A generator that depends only on (seed, index): batches need no RNG state to resume."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + index) % (1 << 63))
-
-
-class PackedStream:
-    """Pre-training data: windows of `seq_len` tokens at random offsets of one concatenated token stream.
-
-    `train_ids`/`val_ids` are 1-D token tensors (documents joined by EOS). Eval uses `eval_windows` windows at
-    evenly spaced offsets of the validation stream.
-    """
-
-    def __init__(self, train_ids: torch.Tensor, val_ids: torch.Tensor, seq_len: int, seed: int = 0,
-                 eval_windows: int = 32):
-        if len(train_ids) <= seq_len + 1:
-            raise ValueError(f"training stream has {len(train_ids)} tokens, fewer than seq_len + 1 = {seq_len + 1}")
-        if len(val_ids) <= seq_len + 1:
-            raise ValueError(f"validation stream has {len(val_ids)} tokens, fewer than seq_len + 1 = {seq_len + 1}")
-        self.train_ids, self.val_ids, self.seq_len, self.seed = train_ids.long(), val_ids.long(), seq_len, seed
-        last = len(val_ids) - seq_len
-        n = min(eval_windows, last)
-        self._eval = [("val", int(i * last / n)) for i in range(n)]
-
-    def examples(self, step: int, n: int) -> list:
-        starts = torch.randint(0, len(self.train_ids) - self.seq_len, (n,), generator=_generator(self.seed, step))
-        return [("train", int(s)) for s in starts]
-
-    def eval_examples(self) -> list:
-        return self._eval
-
-    def collate(self, examples: list) -> dict[str, torch.Tensor]:
-        ids = torch.stack([
-            (self.train_ids if split == "train" else self.val_ids)[s : s + self.seq_len] for split, s in examples
-        ])
-        return {"input_ids": ids, "labels": ids}
-
-
-class PairData:
-    """Fine-tuning data: (prompt ids, target ids) pairs; the loss is on the target only.
-
-    Each sequence is prompt + target (the target should end with EOS), truncated to `max_len` from the left of
-    the prompt, right-padded. Epochs are shuffled with a generator seeded by (seed, epoch).
-    """
-
-    def __init__(self, train: Sequence[tuple[list[int], list[int]]], eval: Sequence[tuple[list[int], list[int]]],
-                 pad_id: int, max_len: int, seed: int = 0):
-        if not train:
-            raise ValueError("fine-tuning set is empty")
-        self.train, self.eval, self.pad_id, self.max_len, self.seed = list(train), list(eval), pad_id, max_len, seed
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(len(self.train), generator=_generator(self.seed, epoch))}
-        return self._perms[epoch]
-
-    def examples(self, step: int, n: int) -> list:
-        out = []
-        for i in range(step * n, (step + 1) * n):
-            epoch, j = divmod(i, len(self.train))
-            out.append(self.train[int(self._perm(epoch)[j])])
-        return out
-
-    def eval_examples(self) -> list:
-        return self.eval
-
-    def collate(self, examples: list) -> dict[str, torch.Tensor]:
-        seqs, labels = [], []
-        for prompt, target in examples:
-            target = target[: self.max_len - 1]
-            prompt = prompt[-(self.max_len - len(target)):]
-            seqs.append(prompt + target)
-            labels.append([IGNORE] * len(prompt) + target)
-        T = max(map(len, seqs))
-        ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
-        lab = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
-        for i, (s, lb) in enumerate(zip(seqs, labels, strict=True)):
-            ids[i, : len(s)] = torch.tensor(s)
-            lab[i, : len(lb)] = torch.tensor(lb)
-        # Right padding needs no attention mask: under the causal mask no real token sees a pad.
-        return {"input_ids": ids, "labels": lab}
 
 
 # --- distributed ----------------------------------------------------------------------------------------------
@@ -180,6 +97,11 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the records: rank 0 under `torchrun`, or a process on its own."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def init_distributed(device: str) -> Dist:
@@ -282,10 +204,11 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr_ratio · lr` at `max_steps`."""
+    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr_ratio · lr`, reached at the last
+    step (`max_steps - 1`, the last one that updates the weights)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - 1 - cfg.warmup_steps)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -360,7 +283,8 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     if local_n % micro:
         raise ValueError(f"each process's {local_n} sequences per step do not split into micro-batches of {micro}")
 
-    torch.manual_seed(cfg.seed)
+    # Each rank its own dropout stream (rank 0 keeps the single-process seed); data batches do not use it.
+    torch.manual_seed(cfg.seed + 1_000_003 * d.rank)
     model.to(device)
     model.train()
     opt = make_optimizer(model, cfg, device)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spdf_lib.data.tasks import encode_examples, encode_prompt, load_split
+from spdf_lib.data.encoding import encode_examples, encode_prompt
+from spdf_lib.data.streams import PairData
+from spdf_lib.data.tasks import load_split
 from spdf_lib.decoding import DecodeConfig, config_dict, generate, generate_ids
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 from spdf_lib.tokenizer import EOS, train_tokenizer
-from spdf_lib.train import PairData, TrainConfig, train
+from spdf_lib.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,11 +37,11 @@ def examples(mirror):
 def trained(examples):
     """(model, tokenizer): nano GPT, 40 steps on 200 E2E dev MRs (~3 s on one CPU core)."""
     tok = train_tokenizer([e.source for e in examples] + [r for e in examples for r in e.references], 1024)
-    pairs = encode_examples(tok, examples[:200], max_len=128)
+    pairs = encode_examples(tok, examples[:200], max_len=MAX_LEN)
     torch.manual_seed(0)
     model = GPTForCausalLM(gpt_config("nano", vocab_size=len(tok), n_positions=160, bos_token_id=tok.eos_token_id,
                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    train(model, PairData(pairs, pairs[:16], tok.pad_token_id, 128),
+    train(model, PairData(pairs, pairs[:16], tok.pad_token_id, MAX_LEN),
           TrainConfig(max_steps=40, batch_size=16, lr=1e-2, warmup_steps=5, precision="fp32", device="cpu",
                       progress=False))
     return model.eval(), tok
@@ -53,6 +55,7 @@ def sources(examples):
     return [e.source for e in picked][:8]
 
 
+MAX_LEN = 128  # the fine-tuning max_len: decoding builds its prompts with the same cut
 BEAM = dict(num_beams=3, length_penalty=0.8, no_repeat_ngram_size=3)
 
 
@@ -71,7 +74,7 @@ def _manual_greedy(model, prompt: list[int], eos: int, max_new_tokens: int) -> l
 def test_greedy_equals_a_manual_argmax_loop(trained, sources):
     model, tok = trained
     eos = tok.convert_tokens_to_ids(EOS)
-    prompts = [encode_prompt(tok, s) for s in sources[:6]]
+    prompts = [encode_prompt(tok, s, MAX_LEN) for s in sources[:6]]
     cfg = DecodeConfig(max_new_tokens=32, batch_size=4)
     got = generate_ids(model, prompts, cfg, tok.pad_token_id, eos)
     want = [_manual_greedy(model, p, eos, 32) for p in prompts]
@@ -82,7 +85,7 @@ def test_greedy_equals_a_manual_argmax_loop(trained, sources):
 @pytest.mark.parametrize("settings", [dict(), BEAM], ids=["greedy", "beam3"])
 def test_batched_equals_one_at_a_time(trained, sources, settings):
     model, tok = trained
-    batched = generate(model, tok, sources, DecodeConfig(max_new_tokens=32, batch_size=4, **settings))
+    batched = generate(model, tok, sources, max_len=MAX_LEN, config=DecodeConfig(max_new_tokens=32, batch_size=4, **settings))
     alone = [generate(model, tok, [s], DecodeConfig(max_new_tokens=32, batch_size=1, **settings))[0] for s in sources]
     assert batched == alone
     assert len(set(batched)) > 1 and all(batched), batched
@@ -96,17 +99,17 @@ def test_deterministic_order_preserving_and_mode_restoring(trained, sources):
     assert generate(model, tok, sources, cfg) == first
     assert model.training, "generate must give the model back in the mode it had"
     model.eval()
-    assert generate(model, tok, sources[::-1], cfg) == first[::-1]
+    assert generate(model, tok, sources[::-1], cfg, max_len=MAX_LEN) == first[::-1]
 
 
 def test_beam_settings_change_the_output(trained, sources):
     model, tok = trained
-    greedy = generate(model, tok, sources, DecodeConfig(max_new_tokens=32))
-    beam = generate(model, tok, sources, DecodeConfig(max_new_tokens=32, **BEAM))
+    greedy = generate(model, tok, sources, max_len=MAX_LEN, config=DecodeConfig(max_new_tokens=32))
+    beam = generate(model, tok, sources, max_len=MAX_LEN, config=DecodeConfig(max_new_tokens=32, **BEAM))
     assert greedy != beam
     # no_repeat_ngram_size=3: no word trigram twice (token trigrams are what is enforced; words are coarser)
     eos = tok.convert_tokens_to_ids(EOS)
-    ids = generate_ids(model, [encode_prompt(tok, s) for s in sources], DecodeConfig(max_new_tokens=32, **BEAM),
+    ids = generate_ids(model, [encode_prompt(tok, s, MAX_LEN) for s in sources], DecodeConfig(max_new_tokens=32, **BEAM),
                        tok.pad_token_id, eos)
     for seq in ids:
         grams = [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
@@ -116,24 +119,30 @@ def test_beam_settings_change_the_output(trained, sources):
 def test_max_new_tokens_and_prompt_stripping(trained, sources):
     model, tok = trained
     eos = tok.convert_tokens_to_ids(EOS)
-    prompts = [encode_prompt(tok, s) for s in sources]
+    prompts = [encode_prompt(tok, s, MAX_LEN) for s in sources]
     ids = generate_ids(model, prompts, DecodeConfig(max_new_tokens=5, batch_size=4), tok.pad_token_id, eos)
     assert all(0 < len(x) <= 5 and eos not in x and tok.pad_token_id not in x for x in ids)
     full = generate_ids(model, prompts, DecodeConfig(max_new_tokens=32, batch_size=4), tok.pad_token_id, eos)
     assert all(f[: len(x)] == x for f, x in zip(full, ids, strict=True))
-    texts = generate(model, tok, sources, DecodeConfig(max_new_tokens=32, batch_size=4))
+    texts = generate(model, tok, sources, max_len=MAX_LEN, config=DecodeConfig(max_new_tokens=32, batch_size=4))
     assert texts == [tok.decode(x, clean_up_tokenization_spaces=False).strip() for x in full]
     assert not any("|" in t or "[" in t for t in texts), "the prompt (the MR) must not be in the output"
 
 
-def test_long_sources_are_cut_to_fit_the_context(trained):
+def test_decoding_prompts_are_the_training_prompts(trained):
+    """A source too long for max_len is cut the same way for fine-tuning and for decoding."""
+    from spdf_lib.data.encoding import encode_pair
+
     model, tok = trained
     long_source = " | ".join(f"name[Place number {i}]" for i in range(100))
-    assert len(encode_prompt(tok, long_source)) > model.config.n_positions
-    out = generate(model, tok, [long_source], DecodeConfig(max_new_tokens=20))
-    assert len(out) == 1
+    for max_len in (64, MAX_LEN):
+        prompt, _ = encode_pair(tok, long_source, "A reference.", max_len)
+        assert prompt == encode_prompt(tok, long_source, max_len) and len(prompt) == max_len // 2
+        ids = generate_ids(model, [prompt], DecodeConfig(max_new_tokens=20), tok.pad_token_id, tok.eos_token_id)
+        text = tok.decode(ids[0], skip_special_tokens=True, clean_up_tokenization_spaces=False).strip()
+        assert generate(model, tok, [long_source], DecodeConfig(max_new_tokens=20), max_len=max_len) == [text]
     with pytest.raises(ValueError, match="exceeds the model's n_positions=160"):
-        generate_ids(model, [encode_prompt(tok, long_source)], DecodeConfig(max_new_tokens=20),
+        generate_ids(model, [encode_prompt(tok, long_source, 1000)], DecodeConfig(max_new_tokens=20),
                      tok.pad_token_id, tok.eos_token_id)
 
 
@@ -145,7 +154,7 @@ def test_bad_settings_fail_before_decoding(trained):
             DecodeConfig(**kwargs)
     with pytest.raises(ValueError, match="no sources"):
         generate(model, tok, [])
-    with pytest.raises(ValueError, match="leaves no room for a prompt"):
+    with pytest.raises(ValueError, match="exceeds the model.s n_positions"):
         generate(model, tok, ["name[A]"], DecodeConfig(max_new_tokens=160))
     assert config_dict(DecodeConfig(num_beams=5)) == dict(num_beams=5, length_penalty=1.0, no_repeat_ngram_size=0,
                                                           max_new_tokens=64, batch_size=32)

@@ -6,8 +6,9 @@ import pytest
 
 from spdf_lib.data.registry import DataError
 from spdf_lib.data.tasks import Example
-from spdf_lib.experiments import FinetuneParams, check_checkpoint, run_finetune, training_subset
 from spdf_lib.params import ParamsError, validate
+from spdf_lib.spdf.finetune import check_checkpoint, run_finetune, training_subset
+from spdf_lib.spdf.params import FinetuneParams
 
 
 def _examples(n: int) -> list[Example]:
@@ -35,6 +36,25 @@ def test_bad_input_fails_before_any_work(tmp_path):
     with pytest.raises(ParamsError, match="not a model folder"):
         run_finetune(FinetuneParams(checkpoint=str(tmp_path / "nope")), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_checkpoint_is_the_same_error_on_every_path(tmp_path):
+    """Notebook kernel, `spdf run` and `python -m spdf_lib.experiments` (torchrun) all refuse it, before work."""
+    import subprocess
+    import sys
+
+    from spdf_lib.experiments import notebook_params
+    from spdf_lib.params import preset_path
+
+    message = "checkpoint: is empty: name the `model` folder of a spdf_pretrain run"
+    with pytest.raises(ParamsError, match=message):
+        notebook_params("spdf_finetune", {"checkpoint": "", "task": "e2e"})
+    smoke = str(preset_path("spdf_finetune", "smoke"))
+    for cmd in (["spdf_lib.experiments", "spdf_finetune", "--params", smoke, "--run-dir", str(tmp_path / "a")],
+                ["spdf_lib.cli", "run", "spdf_finetune", "--params", smoke, "--run-dir", str(tmp_path / "b")]):
+        res = subprocess.run([sys.executable, "-m", *cmd, "-p", "checkpoint=''"], capture_output=True, text=True)
+        assert res.returncode == 2 and message in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_a_checkpoint_with_another_tokenizer_is_refused(tmp_path, shakespeare_tokens):

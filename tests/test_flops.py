@@ -92,13 +92,6 @@ def test_spdf_headline_gpt3_xl_at_75_percent_is_about_2_5x():
     assert list(table["sparsity"]) == [0.0, 0.5, 0.75] and table["reduction_vs_dense"].iloc[0] == 1.0
 
 
-def test_compute_to_reach_a_target_loss():
-    x, loss = [0, 10, 20, 30], [5.0, 4.0, 3.0, 2.5]
-    assert flops.compute_to_reach(x, loss, 3.5) == pytest.approx(15.0)
-    assert flops.compute_to_reach(x, loss, 5.0) == 0.0
-    assert flops.compute_to_reach(x, loss, 2.0) is None
-
-
 def test_bad_input():
     with pytest.raises(ValueError, match="unknown model size"):
         flops.count("gpt5", 1e9)
@@ -116,4 +109,4 @@ def test_command_line():
     assert "total" in res.stdout and "2.494x fewer than dense" in res.stdout
     bad = subprocess.run([sys.executable, "-m", "spdf_lib.cli", "flops", "--model", "gpt9", "--tokens", "1"],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown model size" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "invalid choice: 'gpt9'" in bad.stderr

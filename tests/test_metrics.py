@@ -8,9 +8,15 @@ import shutil
 
 import pytest
 
-from spdf_lib import metrics as metrics_mod
 from spdf_lib.data.tasks import Example, load_split
-from spdf_lib.metrics import METRICS, compute_metrics, read_generations, score_examples, write_generations
+from spdf_lib.spdf import metrics as metrics_mod
+from spdf_lib.spdf.metrics import (
+    METRICS,
+    compute_metrics,
+    read_generations,
+    score_examples,
+    write_generations,
+)
 
 PYCOCO = metrics_mod._pycocoevalcap_missing() is None
 JAVA = shutil.which("java") is not None

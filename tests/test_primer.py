@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import tiny_model
 from transformers import AutoModelForCausalLM
@@ -103,3 +104,26 @@ def test_static_masks_apply_to_primer_models_but_not_to_the_kernels():
         w = m.get_parameter(name)
         assert torch.all(w[~mask] == 0)
     assert all(torch.count_nonzero(b.attn.mdha.weight) == b.attn.mdha.weight.numel() for b in m.transformer.h)
+
+
+def test_a_width_one_kernel_keeps_no_past_in_the_cache():
+    """MDHA with kernel 1 mixes no past positions, so its cache holds none (and decoding is unchanged)."""
+    model = tiny_model(activation="relu2", mdha=True, mdha_kernel=1)
+    with torch.no_grad():  # kernels away from their init, so the test sees the convolution's effect
+        for kernel in (m.weight for m in model.modules() if isinstance(m, MultiDConvHead)):
+            kernel.mul_(torch.linspace(0.5, 2.0, kernel.numel()).view_as(kernel))
+    ids = torch.randint(2, 97, (2, 10))
+    full = model(ids).logits
+    out = model(ids[:, :6], use_cache=True)
+    step = model(ids[:, 6:], cache=out.past_key_values, use_cache=True).logits
+    assert len(out.past_key_values.layers) == model.config.n_layer  # keys and values only, no convolution layers
+    torch.testing.assert_close(step, full[:, 6:], rtol=1e-4, atol=1e-4)
+
+
+def test_compute_to_reach_a_target_loss():
+    from spdf_lib.primer.analysis import compute_to_reach
+
+    x, loss = [0, 10, 20, 30], [5.0, 4.0, 3.0, 2.5]
+    assert compute_to_reach(x, loss, 3.5) == pytest.approx(15.0)
+    assert compute_to_reach(x, loss, 5.0) == 0.0
+    assert compute_to_reach(x, loss, 2.0) is None

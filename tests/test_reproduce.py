@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 
+import nbformat
 import pandas as pd
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spdf_lib.results import TABLE_NAME
 
@@ -19,6 +21,7 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert f"summary: {figures / 'summary.md'}" in first.stdout
+    assert f"report (HTML, no Jupyter needed): {figures / 'report.html'}" in first.stdout
     table = pd.read_parquet(root / "smoke" / TABLE_NAME)
     assert set(table["experiment"]) >= {"flops", "spdf_pretrain", "spdf_finetune", "primer", "exams"}
     assert (table["status"] == "ok").all()
@@ -29,6 +32,16 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     summary = (figures / "summary.md").read_text()
     for section in ("## SPDF", "## Primer", "## Professional-certification exams", "2.49x"):
         assert section in summary
+    # the executed report shows every figure of the study inline, one image per figure file
+    report = nbformat.read(str(root / "smoke" / "report" / "notebook.ipynb"), as_version=4)
+    images = [o for c in report.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == len(list(figures.glob("*.png"))) > 0
+    assert (figures / "report.html").read_text().count("data:image/png;base64") >= len(images)
+    # the fine-tuned models are saved beside their records and load like the pre-trained ones
+    ft = table[table["experiment"] == "spdf_finetune"]["run"].iloc[0]
+    model = AutoModelForCausalLM.from_pretrained(root / "smoke" / ft / "model")
+    tok = AutoTokenizer.from_pretrained(root / "smoke" / ft / "model")
+    assert model.generate(**tok("name[A] <|sep|>", return_tensors="pt"), max_new_tokens=3).shape[1] > 0
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     planned, done = map(int, re.search(r"(\d+) runs, (\d+) already done", second.stdout).groups())

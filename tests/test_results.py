@@ -9,9 +9,9 @@ import math
 import pandas as pd
 import pytest
 
+from spdf_lib.cli import main
 from spdf_lib.records import Run, write_json
 from spdf_lib.results import load_results, varying_columns, write_results
-from spdf_lib.sweep_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +87,42 @@ def test_table_round_trips_through_files(runs, tmp_path, name):
     assert not list(tmp_path.glob(f".{name}.*"))  # no temp file left behind
 
 
-def test_results_command_prints_and_writes_the_table(runs, capsys):
+def test_results_command_prints_the_table_and_writes_only_when_asked(runs, capsys, tmp_path):
+    before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
     assert main(["results", "--root", str(runs)]) == 0
     out, err = capsys.readouterr()
     header = out.splitlines()[0].split()
     assert header[:3] == ["run", "experiment", "status"] and "bleu" in header and "git_commit" not in header
     assert len(out.splitlines()) == 7 and "40.25" in out
-    assert pd.read_parquet(runs / "results.parquet")["run"].tolist()[0] == "alpha/s0.0"
-    assert err.strip().endswith(f"6 runs -> {runs / 'results.parquet'}")
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before and not err  # a read has no side effects
 
-    (runs / "results.parquet").unlink()
     assert main(["results", "--root", str(runs), "--sweep", "mysweep", "--csv"]) == 0
     csv = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert csv["point"].tolist() == ["beta-bad", "beta-ok"] and "git_commit" in csv.columns
-    assert not (runs / "results.parquet").exists()  # a filtered view is printed, not written
+
+    assert main(["results", "--root", str(runs), "--out", str(tmp_path / "t.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "t.parquet")["run"].tolist()[0] == "alpha/s0.0"
+    assert capsys.readouterr().err.strip().endswith(f"6 runs -> {tmp_path / 't.parquet'}")
+
+
+def test_results_command_names_a_missing_runs_folder(tmp_path, capsys):
+    assert main(["results", "--root", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"spdf results: error: runs folder {tmp_path / 'nope'} does not exist; pass --root or set "
+                   f"$SPDF_RUNS_DIR to the folder your runs went to")
+
+
+def test_help_shows_examples_and_flops_flags_explain_themselves(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "examples:\n  spdf run spdf_pretrain" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["flops", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--model", "--sparsity", "--tokens", "--seq-len", "--convention"):
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(flag))
+        assert len(line.split(maxsplit=2)) > 1, f"{flag} has no help text"
+    assert "{nano,micro,mini,small,gpt2-small,gpt2-small-2048,gpt3-xl}" in text and "kaplan" in text
+    with pytest.raises(SystemExit):
+        main(["flops", "--model", "gpt5", "--tokens", "1e9"])
+    assert "invalid choice: 'gpt5'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from spdf_lib import sweep as S
 from spdf_lib.params import ParamsError
 from spdf_lib.records import REPO_ROOT, read_json
 from spdf_lib.results import load_results
+from spdf_lib.sweep.scheduler import _cores
 
 SCHEMAS = '''
 from pydantic import Field
@@ -135,7 +136,7 @@ def _main_sweep(toy: Path, tmp: Path) -> Path:
 
 
 def test_dry_run_lists_points_with_stable_ids(toy, tmp_path, capsys):
-    from spdf_lib.sweep_cli import main
+    from spdf_lib.cli import main
 
     path = _main_sweep(toy, tmp_path)
     plan = S.plan_sweep(path, root=tmp_path / "runs")
@@ -184,7 +185,7 @@ def test_dry_run_lists_points_with_stable_ids(toy, tmp_path, capsys):
     (("grid: {sparsity: [0.0, 0.5]}", "grid: {sparsity: 0.5}"), "grid.sparsity must be a non-empty list"),
 ])
 def test_bad_sweep_fails_with_one_line_before_running(toy, tmp_path, capsys, edit, message):
-    from spdf_lib.sweep_cli import main
+    from spdf_lib.cli import main
 
     text = _main_sweep(toy, tmp_path).read_text()
     assert edit[0] in text
@@ -284,7 +285,7 @@ def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path):
         """)
     fast, slow = S.plan_sweep(path, root=tmp_path / "runs").points
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(toy), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-m", "spdf_lib.sweep_cli", "sweep", str(path), "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "spdf_lib.cli", "sweep", str(path), "--workers", "2",
                              "--root", str(tmp_path / "runs"), "--no-progress"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -332,7 +333,7 @@ def test_torchrun_points_run_two_processes_each(toy, tmp_path, monkeypatch):
     statuses = S.run_sweep(plan, workers=2, progress=False, echo=lambda line: None)
     assert statuses == {ok.id: "ok", bad.id: "failed"}
     # 1 + 2 summed over gloo; the cores are shared out (2 points at once, 2 processes each), idle threads sleep
-    threads = max(1, S._cores() // 4)
+    threads = max(1, _cores() // 4)
     assert read_json(ok.dir / "results.json") == {"world_size": 2, "rank_sum": 3.0, "threads": threads,
                                                   "passive_wait": 1}
     assert read_json(ok.dir / "point.json")["threads"] == threads

@@ -10,14 +10,13 @@ from collections import Counter
 import pytest
 
 from spdf_lib.data import tasks
+from spdf_lib.data.encoding import encode_examples, encode_pair, encode_prompt
 from spdf_lib.data.registry import DataError
+from spdf_lib.data.streams import IGNORE, PairData
 from spdf_lib.data.tasks import (
     TASKS,
     WEBNLG_UNSEEN_CATEGORIES,
     Example,
-    encode_examples,
-    encode_pair,
-    encode_prompt,
     linearise_mr,
     linearise_triples,
     load_split,
@@ -29,7 +28,6 @@ from spdf_lib.data.tasks import (
     training_pairs,
 )
 from spdf_lib.tokenizer import EOS, SEP, train_tokenizer
-from spdf_lib.train import IGNORE, PairData
 
 # (task, split) -> (examples, references), from shared/data/README.md
 COUNTS = {
@@ -242,9 +240,9 @@ def test_encode_pair_and_prompt(tokenizer):
     assert prompt[-1] == sep and sep not in prompt[:-1]
     assert tgt[-1] == eos and eos not in tgt[:-1]
     assert tokenizer.decode(prompt[:-1]) == source and tokenizer.decode(tgt[:-1]) == target
-    assert encode_prompt(tokenizer, source) == prompt
+    assert encode_prompt(tokenizer, source, 128) == prompt
     # A literal "<|sep|>" in the data is text, not the separator.
-    assert encode_prompt(tokenizer, "a <|sep|> b").count(sep) == 1
+    assert encode_prompt(tokenizer, "a <|sep|> b", 128).count(sep) == 1
 
 
 def test_encode_pair_truncation(tokenizer):
@@ -256,11 +254,12 @@ def test_encode_pair_truncation(tokenizer):
         p, t = encode_pair(tokenizer, source, target, max_len)
         assert len(p) + len(t) <= max_len and p[-1] == sep
         assert p[:-1] == full_p[: len(p) - 1] and t == full_t[: len(t)]  # cut from the right, never reordered
-        assert len(p) - 1 >= min(len(full_p) - 1, (max_len - 1) // 2)  # the source keeps at least half
+        assert len(p) == min(len(full_p), max_len // 2)  # the prompt gets half, whatever the target
+        assert p == encode_prompt(tokenizer, source, max_len) == encode_pair(tokenizer, source, "x", max_len)[0]
     short_p, short_t = encode_pair(tokenizer, "name[A]", target, max_len=64)
-    assert short_p == encode_prompt(tokenizer, "name[A]") and len(short_p) + len(short_t) == 64
+    assert short_p == encode_prompt(tokenizer, "name[A]", 64) and len(short_p) + len(short_t) == 64
     assert short_t[-1] != eos  # the target lost its EOS to the cut
-    assert len(encode_prompt(tokenizer, source, max_len=12)) == 12
+    assert len(encode_prompt(tokenizer, source, max_len=24)) == 12
     with pytest.raises(ValueError, match="max_len=3"):
         encode_pair(tokenizer, source, target, 3)
 
@@ -285,7 +284,7 @@ def test_tokenizer_without_separator_is_refused():
     bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")),
                                    unk_token="[UNK]")
     with pytest.raises(ValueError, match=r"no <\|sep\|> token"):
-        encode_prompt(bare, "a")
+        encode_prompt(bare, "a", 16)
 
 
 def test_example_equality_ignores_meta():

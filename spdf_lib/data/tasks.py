@@ -42,9 +42,7 @@ E2E CSVs have ~1,600 references with stray or doubled spaces). Empty references 
 has one, so it yields 12,551 references from its 12,552 `<lex>` elements); an entry left without any reference
 would be skipped (none is, in the mirror files).
 
-Sequence format for fine-tuning (`encode_pair`): prompt = linearised source + `<|sep|>`, target = reference +
-`<|endoftext|>`; the loss is on the target only (`spdf_lib.train.PairData`). Generation continues the prompt
-(`encode_prompt`).
+Their token format for fine-tuning and decoding is `spdf_lib.data.encoding`.
 """
 
 from __future__ import annotations
@@ -60,7 +58,6 @@ from pathlib import Path
 from typing import Any
 
 from spdf_lib.data.registry import DataError, checksums, dataset, fetch, is_available
-from spdf_lib.tokenizer import EOS, SEP
 
 # The five WebNLG 2017 test categories absent from train/dev.
 WEBNLG_UNSEEN_CATEGORIES = frozenset({"Artist", "Athlete", "CelestialBody", "MeanOfTransportation", "Politician"})
@@ -374,58 +371,3 @@ def load_task(task_name: str, setup: str = "paper", train_split: str | None = No
 def training_pairs(examples: Sequence[Example]) -> list[tuple[str, str]]:
     """One (source, reference) pair per reference, in example order."""
     return [(e.source, ref) for e in examples for ref in e.references]
-
-
-# --- token format ---------------------------------------------------------------------------------------------
-
-
-def special_ids(tokenizer) -> tuple[int, int]:
-    """(`<|sep|>` id, `<|endoftext|>` id) of `tokenizer`; a clear error if it lacks them."""
-    ids = []
-    for token in (SEP, EOS):
-        i = tokenizer.convert_tokens_to_ids(token)
-        if i is None or i == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(i) != token:
-            raise ValueError(f"the tokenizer has no {token} token; use one from spdf_lib.tokenizer.train_tokenizer")
-        ids.append(i)
-    return ids[0], ids[1]
-
-
-def _text_ids(tokenizer, text: str) -> list[int]:
-    # split_special_tokens: a literal "<|sep|>" inside the data must not become the separator.
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-
-def encode_prompt(tokenizer, source: str, max_len: int | None = None) -> list[int]:
-    """Token ids of `source + <|sep|>`, the prompt that generation continues. With `max_len`, the source is
-    cut from the right so that the prompt has at most `max_len` tokens (the separator is always kept)."""
-    sep, _ = special_ids(tokenizer)
-    ids = _text_ids(tokenizer, source)
-    if max_len is not None:
-        if max_len < 2:
-            raise ValueError(f"max_len={max_len} leaves no room for a source before <|sep|>")
-        ids = ids[: max_len - 1]
-    return ids + [sep]
-
-
-def encode_pair(tokenizer, source: str, target: str, max_len: int) -> tuple[list[int], list[int]]:
-    """(prompt ids, target ids) for fine-tuning: prompt = `source + <|sep|>`, target = `target + <|endoftext|>`.
-
-    If the two exceed `max_len` tokens together, the source is cut first (from the right, keeping the separator),
-    but not below half of `max_len`; then the target is cut (losing its EOS). Truncation is rare at the usual
-    lengths; `PairData` would truncate again in the same way if a pair still did not fit.
-    """
-    if max_len < 4:
-        raise ValueError(f"max_len={max_len} is too short for a source, <|sep|>, a target and <|endoftext|>")
-    sep, eos = special_ids(tokenizer)
-    src = _text_ids(tokenizer, source)
-    tgt = _text_ids(tokenizer, target) + [eos]
-    if len(src) + 1 + len(tgt) > max_len:
-        keep_src = max(max_len - 1 - len(tgt), min(len(src), (max_len - 1) // 2))
-        src = src[:keep_src]
-        tgt = tgt[: max_len - 1 - len(src)]
-    return src + [sep], tgt
-
-
-def encode_examples(tokenizer, examples: Sequence[Example], max_len: int) -> list[tuple[list[int], list[int]]]:
-    """`encode_pair` of every (source, reference) pair of `examples`: the input of `spdf_lib.train.PairData`."""
-    return [encode_pair(tokenizer, s, t, max_len) for s, t in training_pairs(examples)]

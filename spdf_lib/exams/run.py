@@ -108,13 +108,11 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None) -> dict[
     results = results_dict(records, chosen, table, letters, fields, p.pass_threshold, p.pass_rule, p.answer_count)
     results.update(seconds=seconds, questions_per_second=len(records) / seconds if seconds else 0.0)
 
-    frame = pd.DataFrame(records)
-    frame.to_parquet(run_dir / "records.parquet.tmp", index=False)
-    (run_dir / "records.parquet.tmp").replace(run_dir / "records.parquet")
+    run.write_table("records", pd.DataFrame(records), fmt="parquet")
     atomic_write_text(run_dir / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    atomic_write_text(run_dir / "certifications.csv", certs.to_csv(index=False))
-    atomic_write_text(run_dir / "headline.csv", table.to_csv(index=False))
-    atomic_write_text(run_dir / "letters.csv", letters.to_csv(index=False))
+    run.write_table("certifications", certs)
+    run.write_table("headline", table)
+    run.write_table("letters", letters)
     write_json(run_dir / "data_report.json", {
         **report.as_dict(),
         "selected_questions": len(chosen),

@@ -1,4 +1,4 @@
-"""The Primer experiment (So et al. 2021): variants, speedups as the paper defines them, power-law fits.
+"""Primer's analysis (So et al. 2021): speedups as the paper defines them, and power-law fits.
 
 Primer-EZ = squared ReLU + multi-dconv-head attention (both options of `spdf_lib.modeling_gpt`). The paper's
 speedup (§4, "speedup factor"): the baseline's training compute to reach *its own final quality*, divided by the
@@ -21,14 +21,25 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from spdf_lib.flops import compute_to_reach
 
-VARIANTS: dict[str, dict] = {
-    "baseline": {"activation": "gelu", "mdha": False},
-    "relu2": {"activation": "relu2", "mdha": False},
-    "mdha": {"activation": "gelu", "mdha": True},
-    "primer-ez": {"activation": "relu2", "mdha": True},
-}
+def compute_to_reach(x: np.ndarray | list, loss: np.ndarray | list, target: float) -> float | None:
+    """The compute (or time) at which a loss curve first reaches `target`, by linear interpolation between the
+    two logged points around the crossing; None when the curve never gets that low.
+
+    `x` is cumulative compute (FLOPs) or seconds, increasing; `loss` the matching losses (noisy is fine: the
+    first crossing is used).
+    """
+    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
+    if x.shape != loss.shape or x.ndim != 1 or len(x) == 0:
+        raise ValueError("x and loss must be 1-D arrays of the same non-zero length")
+    below = np.nonzero(loss <= target)[0]
+    if len(below) == 0:
+        return None
+    i = int(below[0])
+    if i == 0:
+        return float(x[0])
+    x0, x1, l0, l1 = x[i - 1], x[i], loss[i - 1], loss[i]
+    return float(x0 + (l0 - target) / (l0 - l1) * (x1 - x0))
 
 
 def eval_curve(metrics: pd.DataFrame, x: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,137 @@
+"""Parameter schemas of the SPDF experiments: `spdf_pretrain`, `spdf_finetune` and `flops`.
+
+Torch-free on purpose (see `spdf_lib.params`): `spdf run` rejects a bad value before torch is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from spdf_lib.params import Params
+
+# The named sizes of `spdf_lib.modeling_gpt.NAMED_CONFIGS` (checked equal in tests/test_params.py); listed here
+# so that validating a size does not import torch.
+ModelSize = Literal["nano", "micro", "mini", "small", "gpt2-small", "gpt2-small-2048", "gpt3-xl"]
+
+
+def known_corpus(v: str) -> str:
+    """`v` if every `+`-joined part is a corpus of `spdf_lib.data.corpora.CORPORA`."""
+    from spdf_lib.data.corpora import CORPORA
+
+    for part in v.split("+"):
+        if part not in CORPORA:
+            raise ValueError(f"unknown corpus {part!r}; choose one of {', '.join(CORPORA)} (combine with '+')")
+    return v
+
+
+class PretrainParams(Params):
+    """SPDF pre-training (sparse or dense), also the Primer variants (`activation`, `mdha`)."""
+
+    model_size: ModelSize = "nano"
+    n_layer: int | None = Field(None, ge=1)  # overrides of the named size
+    n_embd: int | None = Field(None, ge=8)
+    n_head: int | None = Field(None, ge=1)
+    activation: Literal["gelu", "relu2"] = "gelu"
+    mdha: bool = False
+    mdha_kernel: int = Field(3, ge=1)
+    corpus: str = "shakespeare"
+    vocab_size: int = Field(512, ge=259)
+    tokenizer_max_chars: int | None = Field(None, ge=1000)
+    seq_len: int = Field(64, ge=8)
+    tokens: float = Field(20_000, gt=0)  # token budget; steps = ceil(tokens / (batch_size · seq_len))
+    batch_size: int = Field(8, ge=1)
+    micro_batch_size: int | None = Field(None, ge=1)
+    lr: float = Field(6e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.1, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    sparsity: float = Field(0.0, ge=0, lt=1)
+    mask_init: Literal["random", "topk"] = "random"
+    sparsity_distribution: Literal["uniform", "erk"] = "uniform"
+    sparsity_targets: list[str] | None = None  # regexes over parameter names; None: the six SPDF matrices
+    precision: Literal["bf16", "fp32"] = "bf16"
+    eval_every: int = Field(0, ge=0)
+    eval_windows: int = Field(32, ge=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(0, ge=0)
+    device: str = "auto"
+    progress: bool = True
+
+    _corpus = field_validator("corpus")(classmethod(lambda cls, v: known_corpus(v)))
+
+
+class FinetuneParams(Params):
+    """Fine-tuning a pre-trained checkpoint on a data-to-text task, then decoding and scoring (SPDF §4).
+
+    `checkpoint` names the `model` folder of a `spdf_pretrain` run. `pretrain:<preset>` (e.g. `pretrain:smoke`)
+    instead pre-trains a model with `params/spdf_pretrain/<preset>.yaml` into `<run_dir>/pretrain` first; this
+    is what the smoke preset does, so that the notebook runs on its own. Empty is an error, in the notebook and
+    under `python -m spdf_lib.experiments` / `torchrun` alike.
+    """
+
+    checkpoint: str = ""
+    mode: Literal["dense", "sparse", "scratch"] = "dense"  # dense = SPDF; sparse = masks kept; scratch = no pre-training
+    task: Literal["e2e", "webnlg", "dart"] = "webnlg"
+    setup: Literal["offline", "paper"] = "offline"  # which splits (see spdf_lib.data.tasks); offline = mirror files
+    train_split: str | None = None  # override the setup's training split
+    eval_split: str | None = None  # override the setup's evaluation split
+    train_fraction: float = Field(1.0, gt=0, le=1)  # of the training inputs (each with all its references)
+    max_train_pairs: int | None = Field(None, ge=1)  # then at most this many (input, reference) pairs
+    subset_seed: int = 0  # which inputs a fraction keeps (fixed across modes and seeds)
+    max_eval_examples: int | None = Field(None, ge=1)  # evaluate on the first N inputs of the eval split
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    micro_batch_size: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_len: int = Field(128, ge=8)  # tokens of source + target
+    num_beams: int = Field(1, ge=1)
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    max_new_tokens: int = Field(64, ge=1)
+    decode_batch_size: int = Field(32, ge=1)
+    metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]] = [
+        "bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]
+    metric_workers: int = Field(1, ge=1)
+    save_model: bool = True  # save the fine-tuned model and tokenizer into <run_dir>/model (from_pretrained)
+    precision: Literal["bf16", "fp32"] = "bf16"
+    log_every: int = Field(10, ge=1)
+    device: str = "auto"
+    progress: bool = True
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is empty: name the `model` folder of a spdf_pretrain run (runs/.../model), or "
+                             "'pretrain:smoke' to pre-train a seconds-long model first")
+        return v
+
+
+class FlopsParams(Params):
+    """Paper-scale FLOP tables and the reduction-vs-sparsity figure."""
+
+    sizes: list[ModelSize] = ["nano", "micro", "mini", "small", "gpt2-small", "gpt3-xl"]
+    sparsities: list[float] = [0.0, 0.5, 0.75, 0.875]
+    convention: str = "spdf"  # a FLOP convention of spdf_lib.flops.CONVENTIONS
+
+    @field_validator("convention")
+    @classmethod
+    def _known_convention(cls, v: str) -> str:
+        from spdf_lib.flops import CONVENTIONS
+
+        if v not in CONVENTIONS:
+            raise ValueError(f"unknown FLOP convention {v!r}; choose one of {', '.join(CONVENTIONS)}")
+        return v
+
+    @field_validator("sparsities")
+    @classmethod
+    def _in_range(cls, v: list[float]) -> list[float]:
+        for s in v:
+            if not 0 <= s < 1:
+                raise ValueError(f"every sparsity must be in [0, 1), got {s}")
+        return v

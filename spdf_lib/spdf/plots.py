@@ -1,0 +1,120 @@
+"""SPDF's figures: pre-training FLOP reduction against sparsity and per term, and downstream quality against
+pre-training sparsity, total FLOPs and fine-tuning set size."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from spdf_lib import plots  # noqa: F401  (sets the backend and theme)
+
+
+def flops_reduction(by_size: pd.DataFrame) -> plt.Figure:
+    """Pre-training FLOP reduction vs dense against sparsity, one line per model size."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    sns.lineplot(by_size, x="sparsity", y="reduction_vs_dense", hue="model", marker="o", ax=ax)
+    top = by_size["sparsity"].max()
+    ax.plot([0, top], [1, 1 / (1 - top)], "k:", lw=1, label="ideal 1/(1-s)")
+    ax.set(xlabel="static sparsity s of the six SPDF matrices", ylabel="training FLOPs: dense / sparse (x)",
+           title="Why small models gain less: dense attention and logits")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+
+def flops_breakdown(by_size: pd.DataFrame, sizes: list[str] | None = None) -> plt.Figure:
+    """Stacked share of training FLOPs per term (projections, FFN, attention, logits, ...) per size and sparsity."""
+    df = by_size if sizes is None else by_size[by_size["model"].isin(sizes)]
+    shares = [c for c in df.columns if c.startswith("share_") and df[c].any()]
+    labels = [f"{m}\ns={s:g}" for m, s in zip(df["model"], df["sparsity"], strict=True)]
+    fig, ax = plt.subplots(figsize=(max(5, 0.55 * len(df)), 3.8))
+    bottom = None
+    for c in shares:
+        vals = df[c].to_numpy()
+        ax.bar(labels, vals, bottom=bottom, label=c.removeprefix("share_"))
+        bottom = vals if bottom is None else bottom + vals
+    ax.set(ylabel="share of training FLOPs", title="FLOPs per term (SPDF convention, one context-length sequence)")
+    ax.tick_params(axis="x", labelsize=6, labelrotation=60)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+
+
+_MODE_STYLE = {"dense": dict(marker="o", ls="-"), "sparse": dict(marker="s", ls="--")}
+
+
+
+def quality_vs_sparsity(ft: pd.DataFrame, scratch: pd.DataFrame, beyond: pd.DataFrame,
+                             metric: str = "bleu") -> plt.Figure:
+    """Downstream metric against pre-training sparsity, one panel per task: dense (SPDF) and sparse fine-tuning
+    lines with the seed spread as error bars; from-scratch as a band; Primer-EZ pre-trained at 75% sparsity and
+    densely fine-tuned as a star."""
+    tasks = sorted(ft["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        g = ft[ft["task"] == task]
+        for mode, gm in g.groupby("mode"):
+            stats = gm.groupby("sparsity")[metric].agg(["mean", "std"]).reset_index()
+            ax.errorbar(stats["sparsity"], stats["mean"], yerr=stats["std"].fillna(0), capsize=3,
+                        label=f"{mode} fine-tuning", **_MODE_STYLE.get(mode, {}))
+        sc = scratch[scratch["task"] == task][metric]
+        if len(sc):
+            m, s = sc.mean(), sc.std() if len(sc) > 1 else 0.0
+            ax.axhspan(m - s, m + s, color="grey", alpha=0.2)
+            ax.axhline(m, color="grey", lw=1, label="from scratch")
+        be = beyond[beyond["task"] == task]
+        if len(be):
+            ax.errorbar(be["sparsity"].mean(), be[metric].mean(), yerr=be[metric].std() if len(be) > 1 else 0,
+                        marker="*", ms=12, color="C3", ls="none", label="Primer-EZ, dense fine-tuning")
+        ax.set(xlabel="pre-training sparsity", ylabel=f"{metric.upper()} (test, %)", title=task)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+
+def quality_vs_flops(ft: pd.DataFrame, metric: str = "bleu") -> plt.Figure:
+    """Downstream metric against total training FLOPs (pre-training + fine-tuning), per task and mode."""
+    tasks = sorted(ft["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        g = ft[ft["task"] == task]
+        stats = g.groupby(["mode", "arch", "sparsity", "n_train_pairs"]).agg(
+            flops=("total_flops", "mean"), m=(metric, "mean"), sd=(metric, "std")).reset_index()
+        for (mode, arch), gm in stats.groupby(["mode", "arch"]):
+            ax.errorbar(gm["flops"], gm["m"], yerr=gm["sd"].fillna(0), capsize=3, ls="none",
+                        label=f"{mode}" + ("" if arch == "gpt" else f" ({arch})"), **{
+                            k: v for k, v in _MODE_STYLE.get(mode, {"marker": "^"}).items() if k == "marker"})
+            for r in gm.itertuples():
+                ax.annotate(f"s={r.sparsity:g}", (r.flops, r.m), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set(xscale="log", xlabel="total training FLOPs (pre-training + fine-tuning)",
+               ylabel=f"{metric.upper()} (test, %)", title=task)
+        # ticks at 1, 2 and 5 per decade, all labelled: the runs span about one decade
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+", "e")))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+
+def quality_vs_train_size(ft: pd.DataFrame, metric: str = "bleu") -> plt.Figure:
+    """Downstream metric against the fine-tuning set size (WebNLG training pairs), one line per pre-training
+    sparsity (dense fine-tuning): the paper's sparsity × dataset-size relation."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for s, g in ft.groupby("sparsity"):
+        stats = g.groupby("n_train_pairs")[metric].agg(["mean", "std"]).reset_index()
+        ax.errorbar(stats["n_train_pairs"], stats["mean"], yerr=stats["std"].fillna(0), capsize=3, marker="o",
+                    label=f"sparsity {s:g}")
+    ax.set(xscale="log", xlabel="fine-tuning pairs (WebNLG train subset)", ylabel=f"{metric.upper()} (test, %)",
+           title="Dense fine-tuning: quality vs data size")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+

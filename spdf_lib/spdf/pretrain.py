@@ -1,0 +1,125 @@
+"""SPDF's sparse pre-training (Thangarasa et al. 2023, §3): one GPT, dense or with static unstructured sparsity
+on the six SPDF matrices, trained by the kit's one training loop. The Primer ablation runs its points through
+`run_pretrain` too (the architecture options `activation` and `mdha`).
+
+`run_pretrain(params, run_dir)` writes the run records, checkpoints (resumable) and `<run_dir>/model`, a
+`save_pretrained` folder with the tokenizer that `spdf_finetune` and `from_pretrained` load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spdf_lib.records import Run, new_run_dir
+from spdf_lib.spdf.params import PretrainParams
+from spdf_lib.train import is_main_process
+
+
+def tokenized_corpus(corpus: str, vocab_size: int, seed: int = 0, max_chars: int | None = None):
+    """(tokenizer, train ids, val ids, data checksums) for a corpus, cached under `$SPDF_CACHE/tokenized/`.
+
+    The tokenizer is trained on the corpus' training split only; documents are joined with EOS. The cache key
+    covers everything that changes the result, so every run with the same key shares the same tokenizer.
+    """
+    from spdf_lib.data.corpora import load_corpus
+    from spdf_lib.data.registry import cache_dir
+    from spdf_lib.tokenizer import load_tokenizer, train_tokenizer
+
+    data = load_corpus(corpus)
+    key = f"{corpus}-v{vocab_size}-s{seed}-c{max_chars or 'all'}"
+    folder = cache_dir().parent / "tokenized" / key
+    if not (folder / "train.pt").is_file():
+        tok = train_tokenizer(data.train, vocab_size, seed=seed, max_chars=max_chars)
+        eos = tok.eos_token_id
+
+        def stream(docs: list[str]) -> torch.Tensor:
+            ids: list[int] = []
+            for enc in tok(docs, add_special_tokens=False)["input_ids"]:
+                ids += enc + [eos]
+            return torch.tensor(ids, dtype=torch.int32)
+
+        tmp = folder.with_name(f".{key}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        tok.save_pretrained(str(tmp))
+        torch.save(stream(data.val), tmp / "val.pt")
+        torch.save(stream(data.train), tmp / "train.pt")  # written last: marks the folder complete
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished first; its result is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    tok = load_tokenizer(folder)
+    return tok, torch.load(folder / "train.pt"), torch.load(folder / "val.pt"), data.checksums
+
+
+def build_model(p: PretrainParams, tokenizer):
+    """A freshly initialised GPT for `p` (seeded), with SPDF masks when `p.sparsity > 0`."""
+    from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+    from spdf_lib.sparsity import DEFAULT_TARGETS, sparsify
+
+    overrides = {k: v for k in ("n_layer", "n_embd", "n_head") if (v := getattr(p, k)) is not None}
+    config = gpt_config(
+        p.model_size, **overrides, vocab_size=len(tokenizer), n_positions=p.seq_len, activation=p.activation,
+        mdha=p.mdha, mdha_kernel=p.mdha_kernel, dropout=p.dropout, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(p.seed)
+    model = GPTForCausalLM(config)
+    if p.sparsity > 0:
+        sparsify(model, p.sparsity, init=p.mask_init, distribution=p.sparsity_distribution,
+                 targets=p.sparsity_targets or DEFAULT_TARGETS, seed=p.seed)
+    return model
+
+
+def save_model(model, tokenizer, folder: Path) -> None:
+    """`save_pretrained` model and tokenizer into `folder` atomically (temp folder, then rename)."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Pre-train one GPT as `p` says; writes records, checkpoints and `<run_dir>/model`; returns results."""
+    from spdf_lib import flops
+    from spdf_lib.data.streams import PackedStream
+    from spdf_lib.sparsity import sparsity_report
+    from spdf_lib.train import TrainConfig, train
+
+    run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_pretrain"))
+    tok, train_ids, val_ids, checksums = tokenized_corpus(p.corpus, p.vocab_size, p.seed, p.tokenizer_max_chars)
+    model = build_model(p, tok)
+    steps = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len)))
+    cfg = TrainConfig(
+        max_steps=steps, batch_size=p.batch_size, micro_batch_size=p.micro_batch_size, lr=p.lr,
+        min_lr_ratio=p.min_lr_ratio, warmup_steps=int(p.warmup_fraction * steps), weight_decay=p.weight_decay,
+        precision=p.precision, eval_every=p.eval_every, log_every=p.log_every, checkpoint_every=p.checkpoint_every,
+        seed=p.seed, device=p.device, progress=p.progress, desc=f"pretrain {p.model_size} s={p.sparsity}",
+    )
+    run = Run(run_dir, "spdf_pretrain", p.model_dump(), p.seed) if is_main_process() else None
+    if run:
+        run.add_data(checksums)
+    data = PackedStream(train_ids, val_ids, p.seq_len, seed=p.seed, eval_windows=p.eval_windows)
+    last = train(model, data, cfg, out_dir=run_dir, run=run)
+    if not run:
+        return last
+    model.to("cpu")
+    save_model(model, tok, run_dir / "model")
+    report = sparsity_report(model)
+    results = {
+        "train_loss": last.get("loss", float("nan")), "eval_loss": last["eval_loss"],
+        "eval_ppl": math.exp(min(last["eval_loss"], 50)), "train_flops": last["flops"], "tokens": last["tokens"],
+        "steps": last["step"], "train_seconds": last["elapsed_s"],
+        "sparsity_actual": float(report.iloc[-1]["sparsity"]), "n_params": sum(x.numel() for x in model.parameters()),
+        "flops_per_token": flops.training_flops_per_token(flops.shape_from_model(model), p.seq_len),
+    }
+    run.finish(results)
+    return results
