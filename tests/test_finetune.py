@@ -73,3 +73,17 @@ def test_an_empty_split_is_a_clear_error():
 
     with pytest.raises(DataError):
         load_task("webnlg", "offline", max_train=0)
+
+
+def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
+    """Yesterday's paper preset: GPT-2 Small's 2.505e9 tokens on WikiText-2 (here the mirror's split)."""
+    from spdf_lib.params import load, preset_path
+    from spdf_lib.spdf.pretrain import run_pretrain
+
+    p = load("spdf_pretrain", preset_path("spdf_pretrain", "paper"), {"corpus": "wikitext-2-mirror"})
+    with pytest.raises(ParamsError) as e:
+        run_pretrain(p, tmp_path / "run")
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith("tokens=2.505e+09 is ") and "passes over corpus 'wikitext-2-mirror' (" in str(e.value)
+    assert "more than max_epochs=1; pre-train on a larger corpus" in str(e.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -27,6 +27,7 @@ class PrimerParams(Params):
     seeds: list[int] = [0]
     tokens_per_param: float = Field(20.0, gt=0)  # token budget per (non-embedding + embedding) parameter
     min_tokens: float = Field(20_000, gt=0)
+    max_epochs: float = Field(1.0, gt=0)  # passes over the corpus a point's budget may take
     corpus: str = "shakespeare"
     vocab_size: int = Field(512, ge=259)
     tokenizer_max_chars: int | None = Field(None, ge=1000)

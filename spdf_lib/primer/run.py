@@ -32,7 +32,8 @@ def point_params(p: PrimerParams, size: str, variant: str, seed: int) -> Pretrai
     steps = max(1, math.ceil(tokens / (p.batch_size * p.seq_len)))
     return PretrainParams(
         model_size=size, **VARIANTS[variant], mdha_kernel=p.mdha_kernel, corpus=p.corpus, vocab_size=p.vocab_size,
-        tokenizer_max_chars=p.tokenizer_max_chars, seq_len=p.seq_len, tokens=tokens, batch_size=p.batch_size,
+        tokenizer_max_chars=p.tokenizer_max_chars, seq_len=p.seq_len, tokens=tokens, max_epochs=p.max_epochs,
+        batch_size=p.batch_size,
         lr=p.lr, warmup_fraction=p.warmup_fraction, eval_every=max(1, steps // p.eval_points),
         eval_windows=p.eval_windows, precision=p.precision, device=p.device, progress=p.progress, seed=seed,
         log_every=max(1, steps // 50),

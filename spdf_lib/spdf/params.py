@@ -41,6 +41,7 @@ class PretrainParams(Params):
     tokenizer_max_chars: int | None = Field(None, ge=1000)
     seq_len: int = Field(64, ge=8)
     tokens: float = Field(20_000, gt=0)  # token budget; steps = ceil(tokens / (batch_size · seq_len))
+    max_epochs: float = Field(1.0, gt=0)  # passes over the corpus the budget may take (the papers: one)
     batch_size: int = Field(8, ge=1)
     micro_batch_size: int | None = Field(None, ge=1)
     lr: float = Field(6e-4, gt=0)

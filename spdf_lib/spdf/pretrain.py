@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from spdf_lib.params import ParamsError
 from spdf_lib.records import Run, new_run_dir
 from spdf_lib.spdf.params import PretrainParams
 from spdf_lib.train import is_main_process
@@ -58,6 +59,17 @@ def tokenized_corpus(corpus: str, vocab_size: int, seed: int = 0, max_chars: int
     return tok, torch.load(folder / "train.pt"), torch.load(folder / "val.pt"), data.checksums
 
 
+def check_epochs(tokens: float, corpus_tokens: int, corpus: str, max_epochs: float) -> float:
+    """The passes over the corpus that a budget of `tokens` means; more than `max_epochs` is an error (the
+    papers saw each pre-training token once: a small corpus repeated a thousand times over-fits silently)."""
+    passes = tokens / corpus_tokens
+    if passes > max_epochs:
+        raise ParamsError(f"tokens={tokens:.4g} is {passes:,.1f} passes over corpus {corpus!r} ({corpus_tokens:,} "
+                          f"training tokens), more than max_epochs={max_epochs:g}; pre-train on a larger corpus, with "
+                          f"fewer tokens, or raise max_epochs if repeating the data is intended")
+    return passes
+
+
 def build_model(p: PretrainParams, tokenizer):
     """A freshly initialised GPT for `p` (seeded), with SPDF masks when `p.sparsity > 0`."""
     from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
@@ -96,6 +108,7 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
 
     run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_pretrain"))
     tok, train_ids, val_ids, checksums = tokenized_corpus(p.corpus, p.vocab_size, p.seed, p.tokenizer_max_chars)
+    epochs = check_epochs(p.tokens, len(train_ids), p.corpus, p.max_epochs)  # before any training
     model = build_model(p, tok)
     steps = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len)))
     cfg = TrainConfig(
@@ -117,7 +130,8 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
     results = {
         "train_loss": last.get("loss", float("nan")), "eval_loss": last["eval_loss"],
         "eval_ppl": math.exp(min(last["eval_loss"], 50)), "train_flops": last["flops"], "tokens": last["tokens"],
-        "steps": last["step"], "train_seconds": last["elapsed_s"],
+        "steps": last["step"], "train_seconds": last["elapsed_s"], "corpus_tokens": len(train_ids),
+        "epochs": epochs,
         "sparsity_actual": float(report.iloc[-1]["sparsity"]), "n_params": sum(x.numel() for x in model.parameters()),
         "flops_per_token": flops.training_flops_per_token(flops.shape_from_model(model), p.seq_len),
     }
