@@ -12,9 +12,8 @@
 from __future__ import annotations
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
-from bench.common import Result, interleaved_median
+from bench.common import Result, hf_gpt2_like, interleaved_median
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 from spdf_lib.sparsity import sparsify
 from spdf_lib.train import TrainConfig, make_optimizer
@@ -48,9 +47,7 @@ def run() -> list[Result]:
     dense, dense_copy, sparse, mdha = _gpt(), _gpt(), _gpt(), _gpt(mdha=True)
     sparsify(sparse, 0.75)
     c = dense.config
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=T, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-                                    n_inner=c.n_inner, activation_function="gelu_new", resid_pdrop=0.0,
-                                    embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa"))
+    hf = hf_gpt2_like(c, V, T)
     t = interleaved_median({"dense": _step_fn(dense, batch), "sparse": _step_fn(sparse, batch),
                             "mdha": _step_fn(mdha, batch), "hf": _step_fn(hf, batch),
                             "dense copy": _step_fn(dense_copy, batch)}, repeats=15, warmup=2)

@@ -58,3 +58,14 @@ def interleaved_median(fns: dict[str, Callable[[], None]], repeats: int = 7, war
             fns[k]()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def hf_gpt2_like(config, vocab_size: int, n_positions: int):
+    """Hugging Face's `GPT2LMHeadModel` with the dimensions of a kit `GPTConfig` (sdpa attention, no dropout):
+    the baseline the kit's own GPT is timed against."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(GPT2Config(
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, n_inner=config.n_inner, activation_function="gelu_new", resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa"))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 MODEL_TYPE = "spdf_gpt"
@@ -243,7 +244,7 @@ class MLP(nn.Module):
         return self.dropout(self.fc_out(self.act(self.fc_in(x))))
 
 
-class Block(nn.Module):
+class Block(GradientCheckpointingLayer):
     """Pre-LayerNorm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
     def __init__(self, config: GPTConfig, layer_idx: int):
@@ -265,6 +266,7 @@ class GPTPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Block"]
     _supports_sdpa = True
     _supports_attention_backend = False
+    supports_gradient_checkpointing = True  # Blocks recompute their activations in backward when enabled
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # normal(0, 0.02) for Linear/Embedding, zero biases, unit LayerNorm

@@ -36,6 +36,8 @@ from spdf_lib import flops as flop_counter
 from spdf_lib.data.streams import IGNORE
 from spdf_lib.records import atomic_write_text, read_jsonl
 
+SDPA_BACKENDS = ("auto", "flash", "efficient", "math")
+
 
 @dataclass
 class TrainConfig:
@@ -61,12 +63,19 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     desc: str = "train"
+    # Speed options (GPU; none changes what is computed beyond floating-point rounding):
+    compile: bool = False  # torch.compile the model for the training steps (a one-off compile, then faster steps)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (GPT-3 XL memory)
+    fused_adamw: bool | None = None  # the fused AdamW kernel; None: on CUDA
+    sdpa_backend: str = "auto"  # attention kernel: auto, or force flash / efficient / math (an error if unavailable)
 
     def __post_init__(self):
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.sdpa_backend not in SDPA_BACKENDS:
+            raise ValueError(f"sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}, got {self.sdpa_backend!r}")
         self.betas = tuple(self.betas)
 
 
@@ -132,9 +141,10 @@ def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
     mc = model.config.to_dict()
     keep = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation", "mdha",
             "mdha_kernel", "sparse_params")
+    speed = ("compile", "activation_checkpointing", "fused_adamw", "sdpa_backend")  # same math: resumable across
     tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "desc", "device", "log_every",
                                                                           "eval_every", "checkpoint_every",
-                                                                          "keep_checkpoints")}
+                                                                          "keep_checkpoints", *speed)}
     return {"model": {k: mc.get(k) for k in keep}, "train": json.loads(json.dumps(tc))}
 
 
@@ -219,8 +229,20 @@ def make_optimizer(model, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
     no_decay = [p for p in params if p.dim() < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=device.startswith("cuda"),
+        lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        fused=device.startswith("cuda") if cfg.fused_adamw is None else cfg.fused_adamw,
     )
+
+
+def sdpa_context(backend: str):
+    """A context that forces one scaled-dot-product-attention kernel (`flash`, `efficient`, `math`), so that a
+    run asking for flash attention fails loudly instead of silently falling back; `auto` lets torch choose."""
+    if backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                        "math": SDPBackend.MATH}[backend])
 
 
 def resolve_device(device: str) -> str:
@@ -297,10 +319,12 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         if run is not None and d.main:  # drop metrics logged after that checkpoint by the interrupted session
             rows = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["step"] <= state["step"]]
             atomic_write_text(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    ddp = model
+    if cfg.activation_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    ddp = torch.compile(model) if cfg.compile else model  # compiled first, then wrapped (as nanoGPT does)
     if d.enabled:
         ids = [torch.device(device).index] if device.startswith("cuda") else None
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        ddp = torch.nn.parallel.DistributedDataParallel(ddp, device_ids=ids)
     autocast = _autocast_factory(device, cfg.precision)
 
     last: dict[str, Any] = {}
@@ -322,7 +346,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         for i, batch in enumerate(batches):
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = i == len(batches) - 1 or not d.enabled  # all-reduce gradients once, after the last micro-batch
-            with contextlib.nullcontext() if sync else ddp.no_sync():
+            with contextlib.nullcontext() if sync else ddp.no_sync(), sdpa_context(cfg.sdpa_backend):
                 loss, _ = _token_loss(ddp, batch, autocast)
                 # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
                 (loss * (d.world / n_global)).backward()

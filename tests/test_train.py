@@ -128,3 +128,19 @@ def test_two_process_ddp_matches_one_process(tmp_path, shakespeare_tokens):
     a, b = load_file(one / "final.safetensors"), load_file(two / "final.safetensors")
     for k in a:  # Adam turns last-bit gradient differences of near-zero gradients into lr-sized steps
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+def test_speed_options_compute_the_same_training(tmp_path):
+    """Activation checkpointing and a forced attention kernel change how, not what, the loop computes."""
+    torch.manual_seed(0)
+    ids = torch.randint(2, 97, (5000,))
+    weights = []
+    for options in ({}, {"activation_checkpointing": True, "sdpa_backend": "math"}):
+        model = tiny_model()
+        train(model, PackedStream(ids, ids[:500], 32, seed=0, eval_windows=4),
+              TrainConfig(max_steps=4, batch_size=4, precision="fp32", progress=False, **options))
+        weights.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="sdpa_backend must be one of auto, flash, efficient, math"):
+        TrainConfig(max_steps=1, sdpa_backend="fast")

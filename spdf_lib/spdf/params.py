@@ -54,6 +54,9 @@ class PretrainParams(Params):
     sparsity_distribution: Literal["uniform", "erk"] = "uniform"
     sparsity_targets: list[str] | None = None  # regexes over parameter names; None: the six SPDF matrices
     precision: Literal["bf16", "fp32"] = "bf16"
+    compile: bool = False  # torch.compile the training steps (GPU)
+    activation_checkpointing: bool = False  # recompute activations in backward (fits GPT-3 XL on one GPU)
+    sdpa_backend: Literal["auto", "flash", "efficient", "math"] = "auto"  # force an attention kernel
     eval_every: int = Field(0, ge=0)
     eval_windows: int = Field(32, ge=1)
     log_every: int = Field(10, ge=1)

@@ -116,6 +116,7 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
         min_lr_ratio=p.min_lr_ratio, warmup_steps=int(p.warmup_fraction * steps), weight_decay=p.weight_decay,
         precision=p.precision, eval_every=p.eval_every, log_every=p.log_every, checkpoint_every=p.checkpoint_every,
         seed=p.seed, device=p.device, progress=p.progress, desc=f"pretrain {p.model_size} s={p.sparsity}",
+        compile=p.compile, activation_checkpointing=p.activation_checkpointing, sdpa_backend=p.sdpa_backend,
     )
     run = Run(run_dir, "spdf_pretrain", p.model_dump(), p.seed) if is_main_process() else None
     if run:

@@ -1,0 +1,121 @@
+"""GPU training throughput at the papers' scale (issue 12), each side measured in the same run:
+
+- model FLOPs utilisation (MFU) of `gpt2-small-2048` (context 2048, bf16 autocast, torch.compile, fused AdamW,
+  flash attention): achieved training FLOPs/s (the kit's counter, dense) over the GPU's dense bf16 peak
+  (target: at least 45% on an H100/H200-class GPU);
+- the 75%-masked step against the dense step (target: at most 1.05x the time);
+- the kit's GPT against Hugging Face's `GPT2LMHeadModel` of the same dimensions, both compiled (target: at
+  least 1.2x the tokens/s);
+- a GPT-3 XL slice (its width, 4 of its 24 layers, activation checkpointing) that fits one GPU: MFU and peak
+  memory.
+
+Without CUDA it says so and runs the same code on a tiny CPU configuration, which checks the path, not the
+speed (no targets then).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench.common import Result, hf_gpt2_like
+from spdf_lib import flops
+from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+from spdf_lib.sparsity import sparsify
+from spdf_lib.train import TrainConfig, make_optimizer, sdpa_context
+
+# Dense bf16 tensor-core peak FLOP/s (no sparsity), from the vendors' data sheets.
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU by its name (`torch.cuda.get_device_name`), or None when unknown."""
+    return next((v for k, v in PEAK_BF16.items() if k in device_name.upper()), None)
+
+
+def _timed_steps(model, batch: torch.Tensor, steps: int, warmup: int, compile: bool, device: str,
+                 checkpointing: bool = False) -> tuple[float, float]:
+    """(seconds per optimizer step, peak memory in GiB) of `steps` training steps after `warmup` ones."""
+    model.to(device).train()
+    if checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    opt = make_optimizer(model, TrainConfig(max_steps=1, lr=1e-4), device)
+    step_model = torch.compile(model) if compile else model
+    cuda = device.startswith("cuda")
+    backend = "flash" if cuda else "auto"
+
+    def step() -> None:
+        with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16), sdpa_context(backend):
+            logits = step_model(input_ids=batch).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - t0) / steps
+    memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    model.to("cpu")  # frees the GPU for the next model (the optimizer state goes with this function's frame)
+    return seconds, memory
+
+
+def run() -> list[Result]:
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    name = torch.cuda.get_device_name() if cuda else "CPU (no GPU: a path check, not a measurement)"
+    peak = peak_flops(name) if cuda else None
+    if cuda:
+        size, T, B, steps, warmup, V = "gpt2-small-2048", 2048, 8, 200, 20, 50257
+        xl = dict(n_layer=4)  # a GPT-3 XL slice: full width, 4 of 24 layers
+    else:
+        size, T, B, steps, warmup, V = "nano", 128, 4, 3, 1, 512
+        xl = dict(n_layer=1, n_embd=128, n_head=4, n_inner=512)
+    print(f"   device: {name}; peak bf16 {peak / 1e12:.0f} TFLOP/s" if peak else f"   device: {name}")
+
+    def model(sparsity: float = 0.0, base: str = size, **overrides) -> GPTForCausalLM:
+        torch.manual_seed(0)
+        m = GPTForCausalLM(gpt_config(base, vocab_size=V, n_positions=T, bos_token_id=0, eos_token_id=0,
+                                      **overrides))
+        if sparsity:
+            sparsify(m, sparsity)
+        return m
+
+    batch = torch.randint(0, V, (B, T), device=device, generator=torch.Generator(device).manual_seed(0))
+    dense = model()
+    per_token = flops.training_flops_per_token(flops.shape_from_model(dense), T)
+    t_dense, mem_dense = _timed_steps(dense, batch, steps, warmup, cuda, device)
+    t_sparse, _ = _timed_steps(model(0.75), batch, steps, warmup, cuda, device)
+    t_hf, _ = _timed_steps(hf_gpt2_like(dense.config, V, T), batch, steps, warmup, cuda, device)
+    slice_model = model(base="gpt3-xl", **xl)
+    xl_per_token = flops.training_flops_per_token(flops.shape_from_model(slice_model), T)
+    t_xl, mem_xl = _timed_steps(slice_model, batch, max(1, steps // 4), warmup, cuda, device, checkpointing=True)
+
+    tokens = B * T
+    note = f"{name}; {size} batch {B}x{T}, bf16" + (", compiled, flash attention" if cuda else "")
+    rows = [
+        Result("masked 75% / dense step time", "dense", t_dense, "masked 0.75", t_sparse, "s/step",
+               higher_is_better=False, target=1.05 if cuda else None, note=note),
+        Result("ours vs HF GPT2LMHeadModel (tokens/s)", "HF GPT-2", tokens / t_hf, "spdf GPT", tokens / t_dense,
+               "tok/s", higher_is_better=True, target=1.2 if cuda else None,
+               note=f"peak memory, ours: {mem_dense:.1f} GiB"),
+    ]
+    if peak:
+        rows += [
+            Result(f"MFU {size}", "bf16 peak", peak, "achieved", per_token * tokens / t_dense, "FLOP/s",
+                   higher_is_better=True, target=0.45, note=f"{tokens / t_dense:,.0f} tokens/s"),
+            Result("MFU gpt3-xl slice (4 layers, act. ckpt)", "bf16 peak", peak, "achieved",
+                   xl_per_token * tokens / t_xl, "FLOP/s", higher_is_better=True,
+                   note=f"peak memory {mem_xl:.1f} GiB, {tokens / t_xl:,.0f} tokens/s"),
+        ]
+    return rows
