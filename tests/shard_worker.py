@@ -21,9 +21,8 @@ from spdf_lib.records import Run
 from spdf_lib.train import TrainConfig, train, unique_state_dict
 
 
-def main() -> None:
-    shards, out, max_steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    torch.set_num_threads(1)
+def run(shards: Path, out: Path, max_steps: int) -> None:
+    """Train a tiny GPT for `max_steps` on the shards in `shards`; records in `out` (see the module docstring)."""
     rank = int(os.environ.get("RANK", "0"))
     data = ShardStream(shards, 32, seed=0, eval_windows=4)
     read: list = []
@@ -47,4 +46,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    torch.set_num_threads(1)
+    run(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))

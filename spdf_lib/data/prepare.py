@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -214,12 +215,21 @@ def _write_tokens(root: Path, name: str, ids: np.ndarray) -> str:
     return hashlib.sha256(ids).hexdigest()
 
 
-def _clean(root: Path, s: ShardSet) -> None:
-    """Remove what an interrupted run left that the index does not list (temp files, unlisted shards)."""
-    listed = {x.file for x in s.shards} | ({s.val.file} if s.val else set())
-    for p in root.iterdir():
-        if p.name.endswith(".tmp") or (p.suffix == ".bin" and p.name not in listed):
-            p.unlink()
+_OURS = re.compile(r"\.?(train-\d{6}\.bin|val\.bin|index\.json)(\..+\.tmp)?")  # files and their temp files
+
+
+def _clean(root: Path, s: ShardSet | None) -> None:
+    """Remove what an interrupted run left that the index does not list (temp files, unlisted shards).
+
+    Only the set's own file names are touched; a folder holding anything else is refused."""
+    listed = {INDEX} | ({x.file for x in s.shards} | ({s.val.file} if s.val else set()) if s else set())
+    names = [p.name for p in root.iterdir()]
+    if foreign := [n for n in names if not _OURS.fullmatch(n)]:
+        raise DataError(f"--out {root} holds other files ({', '.join(sorted(foreign)[:3])}); give an empty or new "
+                        f"folder, or one written by spdf data prepare")
+    for n in names:
+        if n not in listed:
+            (root / n).unlink()
 
 
 def _check_compatible(s: ShardSet, corpus: str, tok: TokenizerSpec, shard_tokens: int, val_tokens: int) -> None:
@@ -258,11 +268,12 @@ def prepare_shards(corpus: str, tokenizer: str, tokens: int | None = None, out: 
 
     if (root / INDEX).is_file():
         s = ShardSet.load(root)
+        _clean(root, s)
         _check_compatible(s, corpus, tok, shard_tokens, val_tokens)
     else:
+        _clean(root, None)
         s = ShardSet(corpus=corpus, tokenizer=tokenizer, tokenizer_hash=tok.hash, vocab_size=tok.vocab_size,
                      eos_id=tok.eos_id, shard_tokens=shard_tokens, val_tokens_requested=val_tokens, root=root)
-    _clean(root, s)
     if s.val is not None and s.satisfies(tokens):
         return s
     train_files = spec.train_files()
