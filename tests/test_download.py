@@ -181,7 +181,8 @@ def test_server_going_away_mid_prepare_leaves_nothing_half_written(env, served_r
     assert rel in str(e.value) and "\n" not in str(e.value)
     s = ShardSet.load(out)
     assert s.shards and not s.exhausted  # the shards of train/00 were finished and kept
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", "val.bin"] + [x.file for x in s.shards])
+    listed = [".prepare.lock", "index.json", "val.bin"] + [x.file for x in s.shards]
+    assert sorted(p.name for p in out.iterdir()) == sorted(listed)  # no temp file, no unlisted shard
     for x in s.shards:
         assert (out / x.file).stat().st_size == 2 * x.tokens
     assert not (cache / "data" / rel).exists()

@@ -33,7 +33,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from spdf_lib.data.registry import DataError, DataFile, checksums, dataset, fetch
+from spdf_lib.data.registry import (
+    DataError,
+    DataFile,
+    DownloadPlan,
+    checksums,
+    dataset,
+    fetch,
+    planned_download,
+)
 
 FORMATS = ("text", "parquet", "jsonl.zst")
 
@@ -46,6 +54,7 @@ class CorpusSpec:
     val_fraction: float = 0.05
     format: str = "text"  # one of FORMATS: how a file holds its documents
     field: str = "text"  # the column (parquet) or key (jsonl) that holds a document's text
+    approx_gpt2_tokens: float | None = None  # the size its publisher states, for plans before any preparation
 
     @property
     def streamed(self) -> bool:
@@ -72,7 +81,8 @@ CORPORA: dict[str, CorpusSpec] = {
     "tinyshakespeare": CorpusSpec("tinyshakespeare", val_fraction=0.1),
     "wikitext-2": CorpusSpec("wikitext-2", train=("train.txt",), val=("valid.txt",)),
     "wikitext-2-mirror": CorpusSpec("wikitext-2", train=("test.txt",), val=("valid.txt",)),
-    "fineweb-edu-10bt": CorpusSpec("fineweb-edu-10bt", format="parquet"),
+    # "sample-10BT": about 10B GPT-2 tokens sampled from FineWeb-Edu (its dataset card); exact after preparation.
+    "fineweb-edu-10bt": CorpusSpec("fineweb-edu-10bt", format="parquet", approx_gpt2_tokens=10e9),
     "pile-uncopyrighted": CorpusSpec("pile-uncopyrighted", train=tuple(f"train/{i:02d}.jsonl.zst" for i in range(30)),
                                      val=("val.jsonl.zst",), format="jsonl.zst"),
 }
@@ -83,6 +93,14 @@ def corpus_spec(name: str) -> CorpusSpec:
     if name not in CORPORA:
         raise DataError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
     return CORPORA[name]
+
+
+def planned_corpus_download(name: str, probe: bool = False) -> DownloadPlan:
+    """What preparing corpus `name` may download: all its training and validation files (see
+    `registry.planned_download`; `probe` asks the server for sizes nobody has published)."""
+    spec = corpus_spec(name)
+    files = [f.path.split("/", 1)[1] for f in spec.train_files() + spec.val_files()]
+    return planned_download(spec.dataset, files, probe=probe)
 
 
 def iter_documents(path: Path, format: str, field: str = "text", start: int = 0) -> Iterator[str]:

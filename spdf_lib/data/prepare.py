@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spdf_lib.data.corpora import CorpusSpec, corpus_spec, iter_documents
+from spdf_lib.data.download import _locked
 from spdf_lib.data.registry import DataError, DataFile, cache_root, dataset, fetch_file, planned_download
 from spdf_lib.data.shards import INDEX, VAL_FILE, ShardInfo, ShardSet, shard_name
 
@@ -215,14 +216,15 @@ def _write_tokens(root: Path, name: str, ids: np.ndarray) -> str:
     return hashlib.sha256(ids).hexdigest()
 
 
-_OURS = re.compile(r"\.?(train-\d{6}\.bin|val\.bin|index\.json)(\..+\.tmp)?")  # files and their temp files
+_LOCK = ".prepare.lock"
+_OURS = re.compile(r"\.?(train-\d{6}\.bin|val\.bin|index\.json)(\..+\.tmp)?|\.prepare\.lock")  # + temp files
 
 
 def _clean(root: Path, s: ShardSet | None) -> None:
     """Remove what an interrupted run left that the index does not list (temp files, unlisted shards).
 
     Only the set's own file names are touched; a folder holding anything else is refused."""
-    listed = {INDEX} | ({x.file for x in s.shards} | ({s.val.file} if s.val else set()) if s else set())
+    listed = {INDEX, _LOCK} | ({x.file for x in s.shards} | ({s.val.file} if s.val else set()) if s else set())
     names = [p.name for p in root.iterdir()]
     if foreign := [n for n in names if not _OURS.fullmatch(n)]:
         raise DataError(f"--out {root} holds other files ({', '.join(sorted(foreign)[:3])}); give an empty or new "
@@ -260,18 +262,26 @@ def prepare_shards(corpus: str, tokenizer: str, tokens: int | None = None, out: 
     if shard_tokens < 1:
         raise DataError(f"--shard-tokens must be at least 1, got {shard_tokens}")
     tok = resolve_tokenizer(tokenizer, eos)
-    if val_tokens is None:
-        val_tokens = min(MAX_VAL_TOKENS, max(1, (tokens or MAX_VAL_TOKENS * 100) // 100))
     workers = (os.cpu_count() or 1) if workers is None else workers
     root = Path(out) if out is not None else default_out(corpus, tok)
     root.mkdir(parents=True, exist_ok=True)
+    # One preparation per folder at a time (two sweep points, or DDP ranks, asking for the same corpus): the
+    # second waits, then finds the shards ready or continues where the first stopped.
+    with _locked(root / _LOCK):
+        return _prepare_locked(corpus, spec, tokenizer, tok, tokens, root, workers, shard_tokens, val_tokens, progress)
 
+
+def _prepare_locked(corpus: str, spec: CorpusSpec, tokenizer: str, tok: TokenizerSpec, tokens: int | None,
+                    root: Path, workers: int, shard_tokens: int, val_tokens: int | None, progress: bool) -> ShardSet:
     if (root / INDEX).is_file():
         s = ShardSet.load(root)
         _clean(root, s)
-        _check_compatible(s, corpus, tok, shard_tokens, val_tokens)
+        # Extending a set keeps its validation split unless this run names another size.
+        _check_compatible(s, corpus, tok, shard_tokens, val_tokens or s.val_tokens_requested)
     else:
         _clean(root, None)
+        if val_tokens is None:
+            val_tokens = min(MAX_VAL_TOKENS, max(1, (tokens or MAX_VAL_TOKENS * 100) // 100))
         s = ShardSet(corpus=corpus, tokenizer=tokenizer, tokenizer_hash=tok.hash, vocab_size=tok.vocab_size,
                      eos_id=tok.eos_id, shard_tokens=shard_tokens, val_tokens_requested=val_tokens, root=root)
     if s.val is not None and s.satisfies(tokens):

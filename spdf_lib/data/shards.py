@@ -163,6 +163,11 @@ class ShardSet:
         return s
 
 
+def planned_shard_bytes(tokens: int, vocab_size: int, val_tokens: int = 0) -> int:
+    """Disk bytes of a shard set of `tokens` training (+ `val_tokens` validation) tokens, for planners."""
+    return (tokens + val_tokens) * dtype_for(vocab_size).itemsize
+
+
 def shard_set_info(root: str | Path) -> dict[str, Any]:
     """A summary of the shard set in `root` for planners and epoch guards: corpus, tokenizer, token counts,
     bytes on disk, and whether it is complete (`exhausted`: it holds the whole corpus)."""
