@@ -18,6 +18,11 @@ Shuffling within a shard (not across the whole corpus) keeps the permutation sma
 reads local, as llm.c does with FineWeb shards; shards are large, contiguous slices of an already shuffled corpus.
 
 Small in-memory corpora use the same class through `ShardSet.from_arrays(train_ids, val_ids, ...)`.
+
+Window length: `seq_len` tokens, the row the model sees, with `labels == input_ids` and the shift inside the loss
+(the training loop's convention today), so a window yields `seq_len - 1` predictions. Windows of `seq_len + 1`
+(input = window[:-1], labels = window[1:], `seq_len` predictions, as nanoGPT) need that convention changed in
+`train.py` first; here it would only be the window length.
 """
 
 from __future__ import annotations
