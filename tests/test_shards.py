@@ -30,8 +30,8 @@ from tokenizers import Tokenizer
 from spdf_lib.data import corpora, registry
 from spdf_lib.data.prepare import add_prepare_arguments, cmd_prepare, prepare_shards, resolve_tokenizer
 from spdf_lib.data.registry import DataError
+from spdf_lib.data.shard_stream import ShardStream
 from spdf_lib.data.shards import ShardSet, shard_set_info
-from spdf_lib.data.stream import ShardStream
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 from spdf_lib.records import read_jsonl
 from spdf_lib.train import TrainConfig, evaluate, train

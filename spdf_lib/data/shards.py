@@ -16,7 +16,7 @@ count, SHA-256 and the stream positions where it starts and ends (`[file, docume
 resume and extend), the source files with their checksums, and whether the corpus is exhausted.
 
 `ShardSet.from_arrays` is the in-memory adapter: the same object over tokens already in memory (the small CPU
-corpora), so `ShardStream` (`spdf_lib.data.stream`) reads both the same way.
+corpora), so `ShardStream` (`spdf_lib.data.shard_stream`) reads both the same way.
 """
 
 from __future__ import annotations
