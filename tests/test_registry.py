@@ -162,3 +162,29 @@ def test_offline_without_mirror_is_one_clear_error(tmp_path, monkeypatch):
         fetch_file(f)
     msg = str(e.value)
     assert "e2e/trainset.csv" in msg and "http://127.0.0.1:9/trainset.csv" in msg and "SPDF_DATA_MIRROR" in msg
+
+
+def test_large_pretraining_corpora_are_pinned_to_a_revision():
+    fw = registry.dataset("fineweb-edu-10bt").files
+    assert [f.path for f in fw] == [f"fineweb-edu-10bt/{i:03d}_00000.parquet" for i in range(14)]
+    assert all(f.sha256 and f.size and "/resolve/87f09149ef4734204d70ed1d046ddc9ca3f2b8f9/sample/10BT/" in f.url
+               for f in fw)
+    assert sum(f.size for f in fw) == 28_518_193_415
+    assert fw[0].sha256 == "b1ba7b2ce4cb5ea6ef42dca40263eabb85f37700d01693a68e9b30a31d78e871"  # the pins
+    assert (fw[1].sha256, fw[1].size) == ("3fcf2dc69cd52503986276d3d2d26a8c356d0f2ea28a0de4fdbda8cf87755693", 2152222432)
+    pile = {f.path.split("/", 1)[1]: f for f in registry.dataset("pile-uncopyrighted").files}
+    assert sorted(pile) == sorted([f"train/{i:02d}.jsonl.zst" for i in range(30)] + ["val.jsonl.zst", "test.jsonl.zst"])
+    assert all("/resolve/3be90335b66f24456a5d6659d9c8d208c0357119/" in f.url for f in pile.values())
+    assert pile["val.jsonl.zst"].pinned and not pile["train/00.jsonl.zst"].pinned  # recorded at first download
+    gpt2 = registry.dataset("gpt2-tokenizer").files[0]
+    assert gpt2.git_blob and gpt2.size == 1355256 and "openai-community/gpt2/resolve/" in gpt2.url
+
+
+def test_download_plan_says_files_and_gigabytes(mirror, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPDF_DATA_MIRROR", str(mirror))  # a folder without these corpora: all to download
+    monkeypatch.setenv("SPDF_CACHE", str(tmp_path))
+    fw = registry.planned_download("fineweb-edu-10bt")
+    assert len(fw.to_fetch) == 14 and fw.fetch_bytes == fw.total_bytes == 28_518_193_415
+    assert fw.line().startswith("downloading 14 files of fineweb-edu-10bt (28.52 GB)")
+    pile = registry.planned_download("pile-uncopyrighted")
+    assert pile.size_text() == "0.34 GB + 31 files of unpublished size" and len(pile.unknown_size) == 31
