@@ -22,16 +22,9 @@ import torch
 from bench.common import Result, hf_gpt2_like
 from spdf_lib import flops
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+from spdf_lib.plan import peak_flops
 from spdf_lib.sparsity import sparsify
 from spdf_lib.train import TrainConfig, make_optimizer, sdpa_context
-
-# Dense bf16 tensor-core peak FLOP/s (no sparsity), from the vendors' data sheets.
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
-
-
-def peak_flops(device_name: str) -> float | None:
-    """The dense bf16 peak of a GPU by its name (`torch.cuda.get_device_name`), or None when unknown."""
-    return next((v for k, v in PEAK_BF16.items() if k in device_name.upper()), None)
 
 
 def _timed_steps(model, batch: torch.Tensor, steps: int, warmup: int, compile: bool, device: str,

@@ -17,6 +17,8 @@ EXAMPLES = """examples:
   spdf sweep params/sweeps/tiny.yaml --workers 2 --dry-run
   spdf results --experiment spdf_finetune
   spdf flops --model gpt3-xl --sparsity 0.75 --tokens 26.3e9
+  spdf data prepare pile-uncopyrighted --tokenizer gpt2 --tokens 2.51e9
+  spdf plan params/sweeps/paper.yaml --gpus 8 --gpu h100
   spdf exam --model smollm2 --limit 40
   spdf reproduce --preset tiny
 """
@@ -55,6 +57,19 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 
     for rel, path in fetch(args.name, args.files or None).items():
         print(f"{args.name}/{rel}\t{path}")
+    return 0
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from spdf_lib.data.prepare import cmd_prepare
+
+    return cmd_prepare(args)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from spdf_lib.plan import plan_costs
+
+    print("\n".join(plan_costs(args.sweep, args.gpus, args.gpu, args.mfu)[1]))
     return 0
 
 
@@ -164,9 +179,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spdf_lib.data.prepare import add_prepare_arguments
     from spdf_lib.exams.cli import register as register_exam
     from spdf_lib.experiments import EXPERIMENTS
     from spdf_lib.flops import CONVENTIONS
+    from spdf_lib.plan import PEAK_BF16
     from spdf_lib.spdf.params import ModelSize
 
     p = Parser(prog="spdf", description=__doc__.splitlines()[0], epilog=EXAMPLES,
@@ -180,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", help="a dataset of `spdf data list`")
     f.add_argument("files", nargs="*", help="only these files (paths relative to the dataset)")
     f.set_defaults(func=_cmd_data_fetch)
+    pr = data.add_parser("prepare", help="tokenize a streamed corpus into token shards (parallel, resumable)")
+    add_prepare_arguments(pr)
+    pr.set_defaults(func=_cmd_data_prepare)
 
     r = sub.add_parser("run", help="run one experiment's notebook through papermill into runs/")
     r.add_argument("notebook", help=f"an experiment ({', '.join(EXPERIMENTS)}) or a path to a notebook")
@@ -219,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     fl.set_defaults(func=_cmd_flops)
 
     register_exam(sub)  # spdf exam
+
+    pl = sub.add_parser("plan", help="what a sweep will cost: FLOPs, tokens, shard disk, GPU-hours")
+    pl.add_argument("sweep", help="sweep file, e.g. params/sweeps/paper.yaml")
+    pl.add_argument("--gpus", type=int, default=8, help="GPUs the sweep runs on (default 8)")
+    pl.add_argument("--gpu", default="h100", choices=list(PEAK_BF16), help="GPU type (default h100)")
+    pl.add_argument("--mfu", type=float, default=None,
+                    help="model FLOPs utilisation (default: the measured one for that GPU, else an assumption)")
+    pl.set_defaults(func=_cmd_plan)
 
     rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")
     rp.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"],

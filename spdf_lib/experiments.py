@@ -9,6 +9,7 @@ and presets. The CLI (`spdf run`, `spdf sweep`, `spdf reproduce`), the sweeps an
 | `primer`        | Primer      | `notebooks/primer`           | `spdf_lib.primer.run.run_primer`              |
 | `exams`         | Vocational  | `notebooks/exams`            | `spdf_lib.exams.run.run_exam`                 |
 | `report`        | all three   | `notebooks/report`           | (the notebook itself)                         |
+| `data_prepare`  | (data)      | (none: `spdf data prepare`)  | `spdf_lib.data.prepare.run_prepare`           |
 
 This module imports neither torch nor pandas: a bad name or value is rejected in a fraction of a second.
 Runners are imported when a run starts. Outside a notebook, e.g. under `torchrun`:
@@ -50,6 +51,7 @@ class Experiment:
     schema_ref: str  # "module:Class" of its `Params` schema (a torch-free module)
     runner_ref: str | None  # "module:function" called as function(params, run_dir); None: notebook only
     description: str
+    has_notebook: bool = True  # notebooks/<name>.ipynb; without one, sweeps run it as a plain process
 
     def schema(self) -> type[P.Params]:
         module, cls = self.schema_ref.split(":")
@@ -63,6 +65,9 @@ class Experiment:
 
     @property
     def notebook(self) -> Path:
+        if not self.has_notebook:
+            raise P.ParamsError(f"experiment {self.name!r} has no notebook; run it with `spdf data prepare` or as a "
+                                f"sweep stage")
         return NOTEBOOKS_DIR / f"{self.name}.ipynb"
 
     @property
@@ -84,6 +89,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "certification exams: pass shares by field beside letter baselines"),
     Experiment("report", "all", "spdf_lib.experiments:ReportParams", None,
                "every figure of the study from the results table, beside the papers' numbers"),
+    Experiment("data_prepare", "data", "spdf_lib.data.prepare:PrepareParams", "spdf_lib.data.prepare:run_prepare",
+               "token shards of a streamed corpus (the paper presets' first stage)", has_notebook=False),
 )}
 
 

@@ -48,6 +48,18 @@ def train_tokenizer(
     )
 
 
+def tokenizer_from_json(text: str) -> PreTrainedTokenizerFast:
+    """A `PreTrainedTokenizerFast` from a `tokenizer.json` text (GPT-2's, say) with the kit's special tokens:
+    `<|endoftext|>` as BOS/EOS, and `<|pad|>` and `<|sep|>` added at the end of the vocabulary when missing, so
+    a model pre-trained with it can be fine-tuned on data-to-text pairs (its ids below stay what shards hold)."""
+    from tokenizers import Tokenizer
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(text), bos_token=EOS, eos_token=EOS,
+                                  model_max_length=1 << 30)
+    tok.add_special_tokens({"pad_token": PAD, "sep_token": SEP})
+    return tok
+
+
 def tokenizer_fingerprint(tok: PreTrainedTokenizerFast) -> str:
     """A short hash of the vocabulary and merges: two checkpoints can share data only if this matches."""
     return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]

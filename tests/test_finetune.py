@@ -80,7 +80,8 @@ def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
     from spdf_lib.params import load, preset_path
     from spdf_lib.spdf.pretrain import run_pretrain
 
-    p = load("spdf_pretrain", preset_path("spdf_pretrain", "paper"), {"corpus": "wikitext-2-mirror"})
+    p = load("spdf_pretrain", preset_path("spdf_pretrain", "paper"),
+             {"corpus": "wikitext-2-mirror", "tokenizer": "", "vocab_size": 50257})
     with pytest.raises(ParamsError) as e:
         run_pretrain(p, tmp_path / "run")
     assert "\n" not in str(e.value)

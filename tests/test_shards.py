@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from spdf_lib.data import corpora, registry
-from spdf_lib.data.prepare import add_prepare_arguments, cmd_prepare, prepare_shards, resolve_tokenizer
+from spdf_lib.data.prepare import add_prepare_arguments, prepare_shards, resolve_tokenizer
 from spdf_lib.data.registry import DataError
 from spdf_lib.data.shard_stream import ShardStream
 from spdf_lib.data.shards import ShardSet, shard_set_info
@@ -165,11 +165,13 @@ def test_bad_input_is_one_clear_line(data, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("SPDF_TOKENIZER_GPT2", str(data.tok))
     with pytest.raises(DataError, match="512 tokens, GPT-2's has 50257"):
         resolve_tokenizer("gpt2")
+    from spdf_lib.cli import main
+
+    assert main(["data", "prepare", "pile", "--tokenizer", str(tmp_path / "nope"), "--tokens", "1e4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("spdf data: error: ") and "nope" in err[0] and "tokenizer.json" in err[0]
     parser = argparse.ArgumentParser()
     add_prepare_arguments(parser)
-    assert cmd_prepare(parser.parse_args(["pile", "--tokenizer", str(tmp_path / "nope"), "--tokens", "1e4"])) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nope" in err[0] and "tokenizer.json" in err[0]
     assert parser.parse_args(["pile", "--tokenizer", "x", "--tokens", "2.505e9"]).tokens == 2_505_000_000
     with pytest.raises(DataError, match="spdf data prepare pile-uncopyrighted"):
         corpora.load_corpus("pile-uncopyrighted")
@@ -270,3 +272,44 @@ def test_two_ddp_processes_read_disjoint_windows_and_match_one(data, tmp_path):
     a, b = load_file(tmp_path / "one" / "final.safetensors"), load_file(tmp_path / "two" / "final.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+def test_pretraining_runs_from_prepared_shards_with_the_epoch_guard(data, tmp_path):
+    """`spdf_pretrain` on a streamed corpus: the shards' tokenizer (with the fine-tuning specials added), the
+    epoch guard on the shards' size, and one-line errors for missing or mismatched shards."""
+    from spdf_lib.params import ParamsError, validate
+    from spdf_lib.spdf.params import PretrainParams
+    from spdf_lib.spdf.pretrain import run_pretrain
+    from spdf_lib.tokenizer import PAD, SEP, load_tokenizer
+
+    base = dict(corpus="fw", tokenizer=str(data.tok), shards=str(data.fw.root), model_size="nano", n_embd=32,
+                n_head=4, seq_len=32, batch_size=8, lr=1e-2, precision="fp32", progress=False, eval_windows=8)
+    res = run_pretrain(PretrainParams(**base, tokens=8 * 32 * 20), tmp_path / "run")
+    assert res["steps"] == 20 and res["corpus_tokens"] == ShardStream(data.fw, 32).tokens_per_epoch
+    assert 0 < res["epochs"] < 1 and res["eval_loss"] < 6.0
+    tok = load_tokenizer(tmp_path / "run" / "model")
+    assert tok.pad_token == PAD and tok.sep_token == SEP and len(tok) == 512  # the kit tokenizer has them already
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert any(k.startswith("fw/") for k in manifest["data"]) and any(k.endswith(".bin") for k in manifest["data"])
+
+    too_many = data.fw.train_tokens * 3
+    with pytest.raises(ParamsError, match=r"passes over corpus 'fw' .* more than max_epochs=1"):
+        run_pretrain(PretrainParams(**base, tokens=too_many), tmp_path / "guard")
+    with pytest.raises(ParamsError, match=f"no token shards of 'fw' in {tmp_path / 'none'}; prepare them first: "
+                                          f"spdf data prepare fw --tokenizer "):
+        run_pretrain(PretrainParams(**{**base, "shards": str(tmp_path / "none")}, tokens=1e4), tmp_path / "x")
+    with pytest.raises(ParamsError, match="holds shards of 'pile'"):
+        run_pretrain(PretrainParams(**{**base, "shards": str(data.pile.root)}, tokens=1e4), tmp_path / "y")
+    assert not (tmp_path / "guard" / "checkpoints").exists()
+    with pytest.raises(ParamsError, match="is read from token shards: set tokenizer"):
+        validate(PretrainParams, {"corpus": "fw"})
+
+
+def test_the_data_stage_prepares_shards_with_records(data, tmp_path):
+    from spdf_lib.data.prepare import PrepareParams, run_prepare
+
+    res = run_prepare(PrepareParams(corpus="pile", tokenizer=str(data.tok), tokens=30_000, shard_tokens=20_000,
+                                    val_tokens=5_000, workers=0, progress=False), tmp_path / "prep")
+    s = ShardSet.load(tmp_path / "prep" / "shards")
+    assert res["train_tokens"] == s.train_tokens == 30_000 and res["shards"] == 2
+    assert json.loads((tmp_path / "prep" / "manifest.json").read_text())["data"] == s.sources

@@ -27,3 +27,16 @@ def test_special_tokens_round_trip_and_save_with_the_model(tmp_path):
     tok.save_pretrained(tmp_path)
     for loaded in (load_tokenizer(tmp_path), AutoTokenizer.from_pretrained(tmp_path)):
         assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok) and loaded.sep_token == SEP
+
+
+def test_a_foreign_tokenizer_gets_the_fine_tuning_specials_after_its_own_ids():
+    """GPT-2's tokenizer.json has only <|endoftext|>: <|pad|> and <|sep|> are appended (ids 50257, 50258 there)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from spdf_lib.tokenizer import PAD, SEP, tokenizer_from_json
+
+    bare = Tokenizer(models.WordLevel({"<|endoftext|>": 0, "a": 1, "b": 2, "[UNK]": 3}, unk_token="[UNK]"))
+    bare.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = tokenizer_from_json(bare.to_str())
+    assert len(tok) == 6 and tok.convert_tokens_to_ids([PAD, SEP]) == [4, 5]
+    assert tok("a b")["input_ids"] == [1, 2] and tok.eos_token_id == 0 and tok.pad_token_id == 4

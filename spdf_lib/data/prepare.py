@@ -40,12 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field, field_validator
 from tqdm import tqdm
 
-from spdf_lib.data.corpora import CorpusSpec, corpus_spec, iter_documents
+from spdf_lib.data.corpora import CORPORA, CorpusSpec, corpus_spec, iter_documents
 from spdf_lib.data.download import _locked
 from spdf_lib.data.registry import DataError, DataFile, cache_root, dataset, fetch_file, planned_download
 from spdf_lib.data.shards import INDEX, VAL_FILE, ShardInfo, ShardSet, shard_name
+from spdf_lib.params import Params
 
 GPT2_ENV = "SPDF_TOKENIZER_GPT2"
 GPT2_VOCAB = 50257
@@ -397,6 +399,45 @@ def _count(text: str) -> int:
     return int(value)
 
 
+class PrepareParams(Params):
+    """`spdf data prepare` as an experiment: the first stage of the paper sweep, which the pre-training points
+    that read these shards wait for. Its records hold the source files' checksums and the throughput."""
+
+    corpus: str  # a streamed corpus of spdf_lib.data.corpora
+    tokenizer: str  # gpt2, or a folder with tokenizer.json
+    tokens: float | None = Field(None, ge=1)  # training tokens to prepare; None: the whole corpus
+    out: str = ""  # the shard folder; empty: <run_dir>/shards
+    workers: int | None = Field(None, ge=0)  # tokenizer processes; None: all cores
+    shard_tokens: int = Field(DEFAULT_SHARD_TOKENS, ge=1)
+    val_tokens: int | None = Field(None, ge=1)
+    progress: bool = True
+
+    @field_validator("corpus")
+    @classmethod
+    def _streamed(cls, v: str) -> str:
+        if not corpus_spec(v).streamed:
+            raise ValueError(f"corpus {v!r} is read into memory; shards are for streamed corpora "
+                             f"({', '.join(n for n, c in CORPORA.items() if c.streamed)})")
+        return v
+
+
+def run_prepare(p: PrepareParams, run_dir: str | Path) -> dict[str, float]:
+    """Prepare the shards of `p` (into `<run_dir>/shards` unless `out` is set) and write the run's records."""
+    from spdf_lib.records import Run
+
+    run_dir = Path(run_dir)
+    run = Run(run_dir, "data_prepare", p.model_dump(), p.seed)
+    t0 = time.perf_counter()
+    s = prepare_shards(p.corpus, p.tokenizer, None if p.tokens is None else int(p.tokens), p.out or run_dir / "shards",
+                       p.workers, p.shard_tokens, p.val_tokens, progress=p.progress)
+    seconds = time.perf_counter() - t0
+    run.add_data(s.sources)
+    results = {"train_tokens": s.train_tokens, "val_tokens": s.val_tokens, "shards": len(s.shards),
+               "bytes": s.nbytes, "seconds": seconds, "tokens_per_second": s.train_tokens / max(seconds, 1e-9)}
+    run.finish(results)
+    return results
+
+
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `spdf data prepare CORPUS --tokenizer gpt2|PATH [--tokens N] ...`."""
     parser.add_argument("corpus", help="a corpus of spdf_lib.data.corpora (e.g. pile-uncopyrighted, fineweb-edu-10bt)")
@@ -415,23 +456,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Run `spdf data prepare`; bad input is one line on stderr and exit status 2."""
-    try:
-        s = prepare_shards(args.corpus, args.tokenizer, args.tokens, args.out, args.workers, args.shard_tokens,
-                           args.val_tokens, args.eos)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Run `spdf data prepare` (bad input raises `DataError`, which the CLI prints as one line)."""
+    s = prepare_shards(args.corpus, args.tokenizer, args.tokens, args.out, args.workers, args.shard_tokens,
+                       args.val_tokens, args.eos)
     print(s.root)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m spdf_lib.data.prepare ...` (the same as `spdf data prepare ...`)."""
-    parser = argparse.ArgumentParser(prog="spdf data prepare", description=__doc__.split("\n")[0])
-    add_prepare_arguments(parser)
-    return cmd_prepare(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

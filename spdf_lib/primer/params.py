@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from spdf_lib.params import Params
-from spdf_lib.spdf.params import ModelSize, known_corpus
+from spdf_lib.spdf.params import ModelSize, check_corpus_tokenizer, known_corpus
 
 # Primer-EZ (So et al. 2021, §3) = squared ReLU + multi-dconv-head attention, each also alone.
 VARIANTS: dict[str, dict] = {
@@ -29,6 +29,8 @@ class PrimerParams(Params):
     min_tokens: float = Field(20_000, gt=0)
     max_epochs: float = Field(1.0, gt=0)  # passes over the corpus a point's budget may take
     corpus: str = "shakespeare"
+    tokenizer: str = ""  # streamed corpora: gpt2 or a tokenizer folder (see spdf_lib.spdf.params.PretrainParams)
+    shards: str = ""  # streamed corpora: the prepared shard folder
     vocab_size: int = Field(512, ge=259)
     tokenizer_max_chars: int | None = Field(None, ge=1000)
     seq_len: int = Field(64, ge=8)
@@ -43,3 +45,8 @@ class PrimerParams(Params):
     progress: bool = True
 
     _corpus = field_validator("corpus")(classmethod(lambda cls, v: known_corpus(v)))
+
+    @model_validator(mode="after")
+    def _streamed_corpus_has_a_tokenizer(self) -> PrimerParams:
+        check_corpus_tokenizer(self.corpus, self.tokenizer, self.shards)
+        return self

@@ -25,13 +25,15 @@ def point_params(p: PrimerParams, size: str, variant: str, seed: int) -> Pretrai
     """The pre-training parameters of one (size, variant, seed) run of the Primer ablation."""
     from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 
+    vocab = 50257 + 2 if p.tokenizer == "gpt2" else p.vocab_size  # GPT-2's, with <|pad|> and <|sep|> added
     with torch.device("meta"):
-        n_params = sum(x.numel() for x in GPTForCausalLM(gpt_config(size, vocab_size=p.vocab_size,
+        n_params = sum(x.numel() for x in GPTForCausalLM(gpt_config(size, vocab_size=vocab,
                                                                       n_positions=p.seq_len)).parameters())
     tokens = max(p.min_tokens, p.tokens_per_param * n_params)
     steps = max(1, math.ceil(tokens / (p.batch_size * p.seq_len)))
     return PretrainParams(
-        model_size=size, **VARIANTS[variant], mdha_kernel=p.mdha_kernel, corpus=p.corpus, vocab_size=p.vocab_size,
+        model_size=size, **VARIANTS[variant], mdha_kernel=p.mdha_kernel, corpus=p.corpus, tokenizer=p.tokenizer,
+        shards=p.shards, vocab_size=p.vocab_size,
         tokenizer_max_chars=p.tokenizer_max_chars, seq_len=p.seq_len, tokens=tokens, max_epochs=p.max_epochs,
         batch_size=p.batch_size,
         lr=p.lr, warmup_fraction=p.warmup_fraction, eval_every=max(1, steps // p.eval_points),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from spdf_lib.params import Params
 
@@ -26,6 +26,22 @@ def known_corpus(v: str) -> str:
     return v
 
 
+def check_corpus_tokenizer(corpus: str, tokenizer: str, shards: str) -> None:
+    """A streamed corpus (read from token shards) needs a `tokenizer`; an in-memory one trains its own."""
+    from spdf_lib.data.corpora import corpus_spec
+
+    parts = [corpus_spec(c) for c in corpus.split("+")]
+    streamed = [s.dataset for s in parts if s.streamed]
+    if streamed and len(parts) > 1:
+        raise ValueError(f"corpus {corpus!r}: {streamed[0]} is read from token shards and cannot be joined with '+'")
+    if streamed and not tokenizer:
+        raise ValueError(f"corpus {corpus!r} is read from token shards: set tokenizer (gpt2, or a folder with "
+                         f"tokenizer.json) as for `spdf data prepare {corpus} --tokenizer ...`")
+    if not streamed and (tokenizer or shards):
+        raise ValueError(f"corpus {corpus!r} is read into memory and trains its own tokenizer: leave tokenizer and "
+                         f"shards empty (they are for pile-uncopyrighted, fineweb-edu-10bt)")
+
+
 class PretrainParams(Params):
     """SPDF pre-training (sparse or dense), also the Primer variants (`activation`, `mdha`)."""
 
@@ -36,8 +52,10 @@ class PretrainParams(Params):
     activation: Literal["gelu", "relu2"] = "gelu"
     mdha: bool = False
     mdha_kernel: int = Field(3, ge=1)
-    corpus: str = "shakespeare"
-    vocab_size: int = Field(512, ge=259)
+    corpus: str = "shakespeare"  # a corpus of spdf_lib.data.corpora ('+' joins in-memory ones)
+    tokenizer: str = ""  # streamed corpora: 'gpt2' or a folder with tokenizer.json; empty: a BPE trained on corpus
+    shards: str = ""  # streamed corpora: the prepared shard folder; empty: `spdf data prepare`'s default folder
+    vocab_size: int = Field(512, ge=259)  # of the BPE trained on an in-memory corpus
     tokenizer_max_chars: int | None = Field(None, ge=1000)
     seq_len: int = Field(64, ge=8)
     tokens: float = Field(20_000, gt=0)  # token budget; steps = ceil(tokens / (batch_size · seq_len))
@@ -65,6 +83,11 @@ class PretrainParams(Params):
     progress: bool = True
 
     _corpus = field_validator("corpus")(classmethod(lambda cls, v: known_corpus(v)))
+
+    @model_validator(mode="after")
+    def _streamed_corpus_has_a_tokenizer(self) -> PretrainParams:
+        check_corpus_tokenizer(self.corpus, self.tokenizer, self.shards)
+        return self
 
 
 class FinetuneParams(Params):

@@ -59,6 +59,39 @@ def tokenized_corpus(corpus: str, vocab_size: int, seed: int = 0, max_chars: int
     return tok, torch.load(folder / "train.pt"), torch.load(folder / "val.pt"), data.checksums
 
 
+def shard_corpus(p: PretrainParams):
+    """(training data, tokenizer, tokens per pass, data checksums) of a streamed corpus, from the token shards
+    `spdf data prepare` wrote; one-line errors, before any compute, when they are missing, were made with another
+    tokenizer, or hold fewer tokens than the budget while the corpus has more."""
+    from spdf_lib.data.prepare import default_out, resolve_tokenizer
+    from spdf_lib.data.shard_stream import ShardStream
+    from spdf_lib.data.shards import INDEX, ShardSet
+    from spdf_lib.tokenizer import tokenizer_from_json
+
+    spec = resolve_tokenizer(p.tokenizer)
+    folder = Path(p.shards) if p.shards else default_out(p.corpus, spec)
+    prepare = f"spdf data prepare {p.corpus} --tokenizer {p.tokenizer} --tokens {trained_tokens(p):.6g}" + (
+        f" --out {folder}" if p.shards else "")
+    if not (folder / INDEX).is_file():
+        raise ParamsError(f"no token shards of {p.corpus!r} in {folder}; prepare them first: {prepare}")
+    s = ShardSet.load(folder)
+    if s.corpus != p.corpus or s.tokenizer_hash != spec.hash:
+        raise ParamsError(f"{folder} holds shards of {s.corpus!r} made with tokenizer {s.tokenizer!r} "
+                          f"({s.tokenizer_hash}); this run asks for {p.corpus!r} with {p.tokenizer!r} ({spec.hash})")
+    stream = ShardStream(s, p.seq_len, seed=p.seed, eval_windows=p.eval_windows)
+    if not s.exhausted and stream.tokens_per_epoch < trained_tokens(p):
+        raise ParamsError(f"{folder} holds {s.train_tokens:,} training tokens of {p.corpus!r} ({stream.tokens_per_epoch:,}"
+                          f" in windows of {p.seq_len}), fewer than this run's {trained_tokens(p):,}, and the corpus "
+                          f"has more: prepare more first: {prepare}")
+    checksums = {**s.sources, **{f"{folder.name}/{sh.file}": f"sha256:{sh.sha256}" for sh in s.shards}}
+    return stream, tokenizer_from_json(spec.json), stream.tokens_per_epoch, checksums
+
+
+def trained_tokens(p: PretrainParams) -> int:
+    """The tokens a run trains on: whole steps of `batch_size` sequences of `seq_len` covering `p.tokens`."""
+    return max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))) * p.batch_size * p.seq_len
+
+
 def check_epochs(tokens: float, corpus_tokens: int, corpus: str, max_epochs: float) -> float:
     """The passes over the corpus that a budget of `tokens` means; more than `max_epochs` is an error (the
     papers saw each pre-training token once: a small corpus repeated a thousand times over-fits silently)."""
@@ -107,8 +140,13 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
     from spdf_lib.train import TrainConfig, train
 
     run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_pretrain"))
-    tok, train_ids, val_ids, checksums = tokenized_corpus(p.corpus, p.vocab_size, p.seed, p.tokenizer_max_chars)
-    epochs = check_epochs(p.tokens, len(train_ids), p.corpus, p.max_epochs)  # before any training
+    if p.tokenizer:  # a streamed corpus, from its token shards
+        data, tok, corpus_tokens, checksums = shard_corpus(p)
+    else:
+        tok, train_ids, val_ids, checksums = tokenized_corpus(p.corpus, p.vocab_size, p.seed, p.tokenizer_max_chars)
+        data = PackedStream(train_ids, val_ids, p.seq_len, seed=p.seed, eval_windows=p.eval_windows)
+        corpus_tokens = len(train_ids)
+    epochs = check_epochs(trained_tokens(p), corpus_tokens, p.corpus, p.max_epochs)  # before any training
     model = build_model(p, tok)
     steps = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len)))
     cfg = TrainConfig(
@@ -121,7 +159,6 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
     run = Run(run_dir, "spdf_pretrain", p.model_dump(), p.seed) if is_main_process() else None
     if run:
         run.add_data(checksums)
-    data = PackedStream(train_ids, val_ids, p.seq_len, seed=p.seed, eval_windows=p.eval_windows)
     last = train(model, data, cfg, out_dir=run_dir, run=run)
     if not run:
         return last
@@ -131,7 +168,7 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
     results = {
         "train_loss": last.get("loss", float("nan")), "eval_loss": last["eval_loss"],
         "eval_ppl": math.exp(min(last["eval_loss"], 50)), "train_flops": last["flops"], "tokens": last["tokens"],
-        "steps": last["step"], "train_seconds": last["elapsed_s"], "corpus_tokens": len(train_ids),
+        "steps": last["step"], "train_seconds": last["elapsed_s"], "corpus_tokens": corpus_tokens,
         "epochs": epochs,
         "sparsity_actual": float(report.iloc[-1]["sparsity"]), "n_params": sum(x.numel() for x in model.parameters()),
         "flops_per_token": flops.training_flops_per_token(flops.shape_from_model(model), p.seq_len),

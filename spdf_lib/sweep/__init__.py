@@ -20,8 +20,9 @@ A sweep file (`params/sweeps/<name>.yaml`)::
 
 Keys of a stage: `notebook`, `experiment` (default: the notebook's stem; names the parameter schema),
 `schema` ("module:Class", default: `spdf_lib.params.schema_for(experiment)`), `preset`, `params`, `grid`,
-`vars`, `launcher` (`papermill`, the default, or `torchrun`), `torchrun` (options passed through to
-`torch.distributed.run`) and `module` (what torchrun runs; default `spdf_lib.experiments`).
+`vars`, `launcher` (`papermill`, the default; `torchrun`; or `process`, a plain `python -m`, the default for
+an experiment without a notebook such as `data_prepare`), `torchrun` (options passed through to
+`torch.distributed.run`) and `module` (what torchrun or process runs; default `spdf_lib.experiments`).
 
 Templates in string parameters: `{var}` is a value of the point (a grid, vars, params or preset key; a
 string that is exactly `{var}` keeps the value's type); `{stage[key=value,...]}` is the run folder of the

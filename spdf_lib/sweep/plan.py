@@ -59,9 +59,10 @@ class Point:
         """The command that runs this point (in the repository root)."""
         if self.launcher == "papermill":
             return [sys.executable, "-m", "spdf_lib.sweep.worker", str(self.dir)]
-        return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(self.torchrun),
-                "-m", self.module, self.experiment, "--params", str(self.dir / "params.yaml"),
-                "--run-dir", str(self.dir)]
+        run = ["-m", self.module, self.experiment, "--params", str(self.dir / "params.yaml"), "--run-dir", str(self.dir)]
+        if self.launcher == "process":
+            return [sys.executable, *run]
+        return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(self.torchrun), *run]
 
 
 def torchrun_args(options: dict[str, Any]) -> list[str]:
@@ -326,7 +327,7 @@ def format_plan(plan: Plan) -> list[str]:
     w_id = max([len(p.id) for p in plan.points] + [5])
     lines.append(f"{'STAGE':<{w_stage}}  {'POINT':<{w_id}}  {'STATUS':<11}  {'LAUNCH':<13}  VALUES")
     for p in plan.points:
-        launch = p.launcher if p.launcher == "papermill" else f"torchrun x{p.torchrun.get('nproc_per_node', 1)}"
+        launch = p.launcher if p.launcher != "torchrun" else f"torchrun x{p.torchrun.get('nproc_per_node', 1)}"
         needs = f"  needs {', '.join(p.needs)}" if p.needs else ""
         lines.append(f"{p.stage:<{w_stage}}  {p.id:<{w_id}}  {statuses[p.id]:<11}  {launch:<13}  {p.label}{needs}")
     return lines

@@ -63,7 +63,7 @@ def _start(point: Point, threads: int) -> _Running:
     if point.dir.exists():  # an earlier, unfinished attempt: start clean (metrics.jsonl appends)
         shutil.rmtree(point.dir)
     point.dir.mkdir(parents=True)
-    if point.launcher == "torchrun":
+    if point.launcher != "papermill":  # `-m spdf_lib.experiments ... --params <dir>/params.yaml`
         atomic_write_text(point.dir / "params.yaml", yaml.safe_dump(point.params, sort_keys=False))
     cmd = point.command()
     record = {

@@ -16,7 +16,7 @@ from spdf_lib.experiments import NOTEBOOKS_DIR
 SWEEP_KEYS = ("name", "description", "include", "stages")
 STAGE_KEYS = ("notebook", "experiment", "schema", "preset", "params", "grid", "vars", "launcher", "torchrun",
               "module")
-LAUNCHERS = ("papermill", "torchrun")
+LAUNCHERS = ("papermill", "torchrun", "process")
 DEFAULT_MODULE = "spdf_lib.experiments"
 # `torch.distributed.run` options a sweep may pass through (written with underscores; flags take true/false).
 TORCHRUN_OPTIONS = (
@@ -88,6 +88,14 @@ def _torchrun_options(options: dict[str, Any], where: str) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in options.items()}
 
 
+def _default_launcher(spec: dict[str, Any]) -> str:
+    """`papermill` for an experiment with a notebook; `process` for one without (data preparation)."""
+    from spdf_lib.experiments import EXPERIMENTS
+
+    e = EXPERIMENTS.get(str(spec.get("experiment") or ""))
+    return "process" if e is not None and not e.has_notebook and not spec.get("notebook") else "papermill"
+
+
 def _read_stage(name: str, spec: Any, file: Path, torchrun: dict[str, Any]) -> Stage:
     where = f"{file}: stage {name!r}"
     if not _NAME.fullmatch(name) or "." in name:
@@ -96,7 +104,7 @@ def _read_stage(name: str, spec: Any, file: Path, torchrun: dict[str, Any]) -> S
     unknown = [k for k in spec if k not in STAGE_KEYS]
     if unknown:
         raise SweepError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(STAGE_KEYS)}")
-    launcher = spec.get("launcher", "papermill")
+    launcher = spec.get("launcher") or _default_launcher(spec)
     if launcher not in LAUNCHERS:
         raise SweepError(f"{where}: launcher must be one of {', '.join(LAUNCHERS)} (got {launcher!r})")
     notebook = spec.get("notebook")

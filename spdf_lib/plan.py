@@ -1,0 +1,122 @@
+"""`spdf plan`: what a sweep will cost before anyone spends it — each point's training FLOPs (the kit's counter),
+tokens, disk for its token shards, and GPU-hours at a model-FLOPs utilisation (MFU) on a given GPU.
+
+GPU-hours = executed training FLOPs / (peak dense bf16 FLOP/s of the GPU × MFU) / 3600, summed over the GPUs;
+the wall time on `gpus` GPUs is that divided by `gpus` (data parallelism scales the throughput, not the FLOPs).
+The FLOPs column is SPDF's sparse-aware count, but a GPU runs masked weights as dense matrices, so the time is
+that of the dense FLOPs: only hardware that skips zeros (the paper's Cerebras CS-2) turns sparsity into time. The MFU
+is the one `python -m bench gpu` measured for that GPU (`MEASURED_MFU`) or, until there is one, an assumption
+that the output names as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Dense bf16 tensor-core peak FLOP/s (no sparsity), from the vendors' data sheets.
+PEAK_BF16 = {"h200": 989e12, "h100": 989e12, "a100": 312e12, "l40s": 362e12, "a10": 125e12, "l4": 121e12}
+# MFU of `gpt2-small-2048` training as `python -m bench gpu` measured it, by GPU (none measured yet).
+MEASURED_MFU: dict[str, float] = {}
+ASSUMED_MFU = 0.40
+
+
+def peak_flops(gpu: str) -> float | None:
+    """The dense bf16 peak of a GPU by name (`h100`, or a `torch.cuda.get_device_name()`), None when unknown."""
+    name = gpu.lower()
+    return next((v for k, v in sorted(PEAK_BF16.items(), key=lambda kv: -len(kv[0])) if k in name), None)
+
+
+@dataclass
+class PointCost:
+    point: str
+    stage: str
+    what: str
+    train_flops: float | None  # SPDF's count: non-zero weights only
+    dense_flops: float | None  # what a GPU executes (masked weights as dense matrices)
+    tokens: float | None
+    shard_bytes: float | None
+
+
+def _pretrain_cost(params: dict[str, Any]) -> tuple[float, float, float]:
+    """(training FLOPs, the same run's dense FLOPs, tokens) of one pre-training run: the kit's counter at the
+    run's sparsity and context."""
+    from spdf_lib import flops
+    from spdf_lib.modeling_gpt import gpt_config
+    from spdf_lib.spdf.params import PretrainParams
+    from spdf_lib.spdf.pretrain import trained_tokens
+
+    p = PretrainParams(**{k: v for k, v in params.items() if k in PretrainParams.model_fields})
+    vocab = 50257 + 2 if p.tokenizer == "gpt2" else p.vocab_size  # GPT-2's, with <|pad|> and <|sep|> added
+    overrides = {k: v for k in ("n_layer", "n_embd", "n_head") if (v := getattr(p, k)) is not None}
+    config = gpt_config(p.model_size, vocab_size=vocab, n_positions=p.seq_len, mdha=p.mdha,
+                        mdha_kernel=p.mdha_kernel, **overrides)
+    tokens = trained_tokens(p)
+    return (flops.count(config, tokens, p.sparsity, p.seq_len)["total"],
+            flops.count(config, tokens, 0.0, p.seq_len)["total"], tokens)
+
+
+def point_cost(point) -> PointCost:
+    """The cost of one planned sweep point (`spdf_lib.sweep.Point`)."""
+    params, e = point.params, point.experiment
+    if e == "spdf_pretrain":
+        f, dense, t = _pretrain_cost(params)
+        return PointCost(point.id, point.stage, f"{params['model_size']} s={params['sparsity']:g}", f, dense, t, None)
+    if e == "primer":
+        from spdf_lib.primer.params import PrimerParams
+        from spdf_lib.primer.run import point_params
+
+        p = PrimerParams(**params)
+        costs = [_pretrain_cost(point_params(p, size, v, seed).model_dump())
+                 for size in p.sizes for v in p.variants for seed in p.seeds]
+        return PointCost(point.id, point.stage, f"{len(costs)} runs ({', '.join(p.sizes)})",
+                         *(sum(c[i] for c in costs) for i in range(3)), None)
+    if e == "data_prepare":
+        from spdf_lib.data.shards import planned_shard_bytes
+
+        tokens = params.get("tokens")
+        vocab = 50257  # uint16 tokens (GPT-2's vocabulary; any vocabulary under 65,536 takes the same)
+        val = min(10_000_000, int(0.01 * tokens)) if tokens else 0
+        return PointCost(point.id, point.stage, f"{params['corpus']} shards", None, None, tokens,
+                         planned_shard_bytes(int(tokens), vocab, val) if tokens else None)
+    return PointCost(point.id, point.stage, e, None, None, None, None)  # fine-tuning, exams: small next to pre-training
+
+
+def plan_costs(sweep: str | Path, gpus: int, gpu: str, mfu: float | None = None) -> tuple[list[PointCost], list[str]]:
+    """(per-point costs, the printed lines) of sweep file `sweep` on `gpus` GPUs of type `gpu`."""
+    from spdf_lib.sweep import plan_sweep
+
+    peak = peak_flops(gpu)
+    if peak is None:
+        raise ValueError(f"unknown GPU {gpu!r}; choose one of {', '.join(PEAK_BF16)}")
+    if gpus < 1:
+        raise ValueError(f"--gpus must be at least 1, got {gpus}")
+    source = "given" if mfu else ("measured by `python -m bench gpu`" if gpu.lower() in MEASURED_MFU else
+                                  "assumed: no GPU measurement yet, run `python -m bench gpu` on one")
+    mfu = mfu or MEASURED_MFU.get(gpu.lower(), ASSUMED_MFU)
+    plan = plan_sweep(sweep)
+    costs = [point_cost(p) for p in plan.points]
+    per_hour = peak * mfu * 3600  # FLOPs one GPU does in an hour at this MFU
+
+    def cell(x: float | None, spec: str, width: int, unit: str = "") -> str:
+        return format("—" if x is None else format(x, spec) + unit, f">{width}")
+
+    lines = [f"plan {plan.name}: {len(costs)} points on {gpus} x {gpu.upper()} (bf16 peak {peak / 1e12:.0f} TFLOP/s "
+             f"each), MFU {mfu:.0%} ({source})",
+             f"{'STAGE':<14} {'POINT':<25} {'WHAT':<26} {'FLOPs':>10} {'tokens':>9} {'shards':>9} {'GPU-h':>8} "
+             f"{'wall h':>7}"]
+    for c in costs:
+        gpu_h = c.dense_flops / per_hour if c.dense_flops else None
+        lines.append(f"{c.stage[:14]:<14} {c.point:<25} {c.what[:26]:<26} {cell(c.train_flops, '.3e', 10)} "
+                     f"{cell(c.tokens, '.3g', 9)} {cell(c.shard_bytes and c.shard_bytes / 1e9, '.1f', 9, ' GB')} "
+                     f"{cell(gpu_h, '.1f', 8)} {cell(gpu_h and gpu_h / gpus, '.2f', 7)}")
+    total = sum(c.train_flops or 0 for c in costs)
+    dense = sum(c.dense_flops or 0 for c in costs)
+    disk = sum(c.shard_bytes or 0 for c in costs) / 1e9
+    lines += [f"total: {total:.3e} training FLOPs (sparse-aware; {dense:.3e} executed as dense matrices), "
+              f"{dense / per_hour:,.0f} GPU-hours ({dense / per_hour / gpus:,.1f} h on {gpus} GPUs), {disk:,.1f} GB "
+              f"of token shards",
+              "GPU-hours count the dense FLOPs a GPU executes (masked weights are dense matrices there); fine-tuning "
+              "and exam points are not counted (small next to pre-training)."]
+    return costs, lines
