@@ -254,12 +254,12 @@ def resolve_device(device: str) -> str:
 
 
 def _token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, int]:
-    """Summed next-token cross-entropy over the target tokens, and their count."""
+    """Summed next-token cross-entropy over the targets (already shifted: position t predicts `targets[:, t]`),
+    and their count."""
     with autocast():
         logits = model(input_ids=batch["input_ids"]).logits
-    targets = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
-                           reduction="sum")
+    targets = batch["targets"]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
 
 
@@ -338,7 +338,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             g["lr"] = lr
         mine = data.examples(step, cfg.batch_size)[d.rank :: d.world]
         batches = [data.collate(mine[i : i + micro]) for i in range(0, local_n, micro)]
-        n_tokens = torch.tensor([sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)], dtype=torch.float64)
+        n_tokens = torch.tensor([sum(int((b["targets"] != IGNORE).sum()) for b in batches)], dtype=torch.float64)
         n_global = float(_all_reduce(n_tokens, d).item())
         step_flops = sum(b["input_ids"].shape[0] * flop_counter.training_flops_per_sequence(shape, b["input_ids"].shape[1])
                          for b in batches)

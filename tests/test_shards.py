@@ -185,10 +185,10 @@ def test_bad_input_is_one_clear_line(data, monkeypatch, capsys, tmp_path):
 def test_shard_stream_epochs_are_permutations_and_pure_functions_of_the_step(data):
     s = ShardStream(data.fw, 32, seed=3)
     w = s.windows_per_epoch
-    assert w == sum(x.tokens // 32 for x in data.fw.shards) and s.tokens_per_epoch == 32 * w
+    assert w == sum((x.tokens - 1) // 32 for x in data.fw.shards) and s.tokens_per_epoch == 32 * w
     epoch = [s.window(i) for i in range(w)]
     assert len(set(epoch)) == w  # every window once
-    assert all(0 <= off <= data.fw.shards[sh].tokens - 32 and off % 32 == 0 for sh, off in epoch)
+    assert all(0 <= off <= data.fw.shards[sh].tokens - 33 and off % 32 == 0 for sh, off in epoch)
     assert sorted(epoch) != epoch  # shuffled
     assert [s.window(i) for i in range(w, 2 * w)] != epoch and set(s.window(i) for i in range(w, 2 * w)) == set(epoch)
     fresh = ShardStream(data.fw.root, 32, seed=3)
@@ -197,7 +197,9 @@ def test_shard_stream_epochs_are_permutations_and_pure_functions_of_the_step(dat
     assert not set(ranks[0]) & set(ranks[1]) and sorted(ranks[0] + ranks[1]) == sorted(s.examples(5, 8))
     batch = s.collate(s.examples(0, 4))
     assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape == (4, 32)
-    assert batch["labels"] is batch["input_ids"]
+    assert torch.equal(batch["targets"][:, :-1], batch["input_ids"][:, 1:])  # windows of seq_len + 1 tokens
+    shard, off = s.examples(0, 1)[0][1:]
+    assert batch["targets"][0, -1] == int(data.fw.array(shard)[off + 32])
 
 
 def test_in_memory_adapter_reads_like_a_shard_set(data):

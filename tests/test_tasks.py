@@ -271,9 +271,9 @@ def test_pairs_feed_pairdata_with_loss_on_the_target_only(splits, tokenizer):
     data = PairData(pairs, pairs[:2], pad_id=tokenizer.pad_token_id, max_len=96)
     batch = data.collate(pairs[:3])
     for row, (prompt, target) in enumerate(pairs[:3]):
-        labels = batch["labels"][row].tolist()
-        assert labels[: len(prompt)] == [IGNORE] * len(prompt)
-        assert labels[len(prompt): len(prompt) + len(target)] == target
+        targets = batch["targets"][row].tolist()  # position t predicts token t + 1
+        assert targets[: len(prompt) - 1] == [IGNORE] * (len(prompt) - 1)
+        assert targets[len(prompt) - 1: len(prompt) - 1 + len(target)] == target
         assert batch["input_ids"][row, : len(prompt)].tolist() == prompt
 
 

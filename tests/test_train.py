@@ -29,9 +29,9 @@ def test_pretraining_on_shakespeare_lowers_the_validation_loss(shakespeare_token
     model = GPTForCausalLM(gpt_config("nano", vocab_size=len(tok), n_positions=64))
     data = PackedStream(train_ids, val_ids, 64, eval_windows=8)
     before = evaluate(model, data, 8, "cpu")
-    last = train(model, data, TrainConfig(max_steps=40, batch_size=8, lr=3e-3, progress=False))
+    last = train(model, data, TrainConfig(max_steps=50, batch_size=8, lr=3e-3, progress=False))
     assert last["eval_loss"] < before - 1.0
-    assert last["tokens"] == 40 * 8 * 64
+    assert last["tokens"] == 50 * 8 * 64
     assert last["flops"] > 0
 
 
@@ -47,7 +47,8 @@ def test_fine_tuning_loss_is_on_the_target_only():
     data = PairData([([5, 6, 7], [8, 9, 0])], [], pad_id=1, max_len=16)
     batch = data.collate([([5, 6, 7], [8, 9, 0]), ([5], [8, 0])])
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 0], [5, 8, 0, 1, 1, 1]]
-    assert batch["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 8, 9, 0], [IGNORE, 8, 0, IGNORE, IGNORE, IGNORE]]
+    # targets are shifted: position t predicts token t + 1, and only target tokens carry a loss
+    assert batch["targets"].tolist() == [[IGNORE, IGNORE, 8, 9, 0, IGNORE], [8, 0, IGNORE, IGNORE, IGNORE, IGNORE]]
     # after training, the target tokens are predicted and the prompt's own continuations are not learned
     m = tiny_model()
     train(m, PairData([([5, 6, 7], [8, 9, 0])] * 4, [([5, 6, 7], [8, 9, 0])], pad_id=1, max_len=16),

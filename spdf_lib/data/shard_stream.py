@@ -1,11 +1,13 @@
 """`ShardStream`: pre-training data for `spdf_lib.train.train` read from token shards.
 
 It implements the training loop's `TrainData` protocol as `PackedStream` does (cheap descriptors from
-`examples(step, n)`, token windows from `collate`, `labels == input_ids` with the shift inside the loss), but
-reads memory-mapped shards, so memory stays flat in corpus size: a step touches only the pages of its windows.
+`examples(step, n)`, windows of `seq_len + 1` tokens from `collate`: `seq_len` inputs and their `seq_len`
+next-token targets), but reads memory-mapped shards, so memory stays flat in corpus size: a step touches only
+the pages of its windows.
 
-Which windows a step sees: each shard is cut into non-overlapping windows of `seq_len` tokens (a shard's tail
-shorter than a window is not used). One epoch visits every window exactly once: the shards in an order shuffled
+Which windows a step sees: each shard is cut into windows of `seq_len + 1` tokens that start every `seq_len`
+tokens (consecutive windows share one token, so every token but a shard's first is predicted once per epoch; a
+shard's tail shorter than a window is not used). One epoch visits every window exactly once: the shards in an order shuffled
 per epoch, and within a shard its windows in an order shuffled per (epoch, shard). Global example `i` is a pure
 function of (seed, i), and step `s` takes examples `s·n … s·n + n − 1`, so:
 
@@ -18,11 +20,6 @@ Shuffling within a shard (not across the whole corpus) keeps the permutation sma
 reads local, as llm.c does with FineWeb shards; shards are large, contiguous slices of an already shuffled corpus.
 
 Small in-memory corpora use the same class through `ShardSet.from_arrays(train_ids, val_ids, ...)`.
-
-Window length: `seq_len` tokens, the row the model sees, with `labels == input_ids` and the shift inside the loss
-(the training loop's convention today), so a window yields `seq_len - 1` predictions. Windows of `seq_len + 1`
-(input = window[:-1], labels = window[1:], `seq_len` predictions, as nanoGPT) need that convention changed in
-`train.py` first; here it would only be the window length.
 """
 
 from __future__ import annotations
@@ -43,14 +40,14 @@ class ShardStream:
     def __init__(self, shards: ShardSet | str | Path, seq_len: int, seed: int = 0, eval_windows: int = 32):
         self.set = shards if isinstance(shards, ShardSet) else ShardSet.load(shards)
         self.seq_len, self.seed = seq_len, seed
-        self.windows = np.array([s.tokens // seq_len for s in self.set.shards], dtype=np.int64)
+        self.windows = np.array([max(0, s.tokens - 1) // seq_len for s in self.set.shards], dtype=np.int64)
         if self.windows.sum() == 0:
             raise ValueError(f"shard set {self.set.root} has {self.set.train_tokens} training tokens, fewer than "
-                             f"one window of seq_len = {seq_len}")
-        if self.set.val_tokens <= seq_len:
+                             f"one window of seq_len + 1 = {seq_len + 1}")
+        if self.set.val_tokens <= seq_len + 1:
             raise ValueError(f"shard set {self.set.root} has {self.set.val_tokens} validation tokens, not more "
-                             f"than seq_len = {seq_len}")
-        last = self.set.val_tokens - seq_len
+                             f"than seq_len + 1 = {seq_len + 1}")
+        last = self.set.val_tokens - seq_len - 1
         n = min(eval_windows, last)
         self._eval = [("val", 0, int(i * last / n)) for i in range(n)]
         self._epoch_cache: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -62,7 +59,7 @@ class ShardStream:
 
     @property
     def tokens_per_epoch(self) -> int:
-        """Tokens that one pass over the set feeds the model (windows × seq_len)."""
+        """Tokens that one pass over the set trains on (windows × seq_len inputs, each with its next token)."""
         return self.windows_per_epoch * self.seq_len
 
     def _rng(self, *key: int) -> np.random.Generator:
@@ -99,7 +96,7 @@ class ShardStream:
         return self._eval
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
-        rows = [np.asarray(self.set.array("val" if split == "val" else shard)[off : off + self.seq_len],
+        rows = [np.asarray(self.set.array("val" if split == "val" else shard)[off : off + self.seq_len + 1],
                            dtype=np.int64) for split, shard, off in examples]
-        ids = torch.from_numpy(np.stack(rows))
-        return {"input_ids": ids, "labels": ids}
+        windows = torch.from_numpy(np.stack(rows))
+        return {"input_ids": windows[:, :-1], "targets": windows[:, 1:]}

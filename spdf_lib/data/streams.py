@@ -5,6 +5,10 @@
 
 Every source draws a step's examples as a pure function of (seed, step), so a resumed run sees exactly the
 batches it would have seen, and DDP ranks split one global batch.
+
+A batch is `{"input_ids", "targets"}`, both (B, T): `targets[b, t]` is the token that should follow position t
+(already shifted, as nanoGPT's y), or `IGNORE` where no loss is taken (prompts, padding). A pre-training window
+is therefore `seq_len + 1` tokens: `seq_len` inputs and `seq_len` next-token targets.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ def step_generator(seed: int, index: int) -> torch.Generator:
 
 
 class PackedStream:
-    """Pre-training data: windows of `seq_len` tokens at random offsets of one concatenated token stream.
+    """Pre-training data: windows of `seq_len + 1` tokens at random offsets of one concatenated token stream.
 
     `train_ids`/`val_ids` are 1-D token tensors (documents joined by EOS). Eval uses `eval_windows` windows at
     evenly spaced offsets of the validation stream.
@@ -31,26 +35,26 @@ class PackedStream:
     def __init__(self, train_ids: torch.Tensor, val_ids: torch.Tensor, seq_len: int, seed: int = 0,
                  eval_windows: int = 32):
         if len(train_ids) <= seq_len + 1:
-            raise ValueError(f"training stream has {len(train_ids)} tokens, fewer than seq_len + 1 = {seq_len + 1}")
+            raise ValueError(f"training stream has {len(train_ids)} tokens, fewer than seq_len + 2 = {seq_len + 2}")
         if len(val_ids) <= seq_len + 1:
-            raise ValueError(f"validation stream has {len(val_ids)} tokens, fewer than seq_len + 1 = {seq_len + 1}")
+            raise ValueError(f"validation stream has {len(val_ids)} tokens, fewer than seq_len + 2 = {seq_len + 2}")
         self.train_ids, self.val_ids, self.seq_len, self.seed = train_ids.long(), val_ids.long(), seq_len, seed
-        last = len(val_ids) - seq_len
+        last = len(val_ids) - seq_len - 1
         n = min(eval_windows, last)
         self._eval = [("val", int(i * last / n)) for i in range(n)]
 
     def examples(self, step: int, n: int) -> list:
-        starts = torch.randint(0, len(self.train_ids) - self.seq_len, (n,), generator=step_generator(self.seed, step))
+        starts = torch.randint(0, len(self.train_ids) - self.seq_len - 1, (n,), generator=step_generator(self.seed, step))
         return [("train", int(s)) for s in starts]
 
     def eval_examples(self) -> list:
         return self._eval
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
-        ids = torch.stack([
-            (self.train_ids if split == "train" else self.val_ids)[s : s + self.seq_len] for split, s in examples
+        windows = torch.stack([
+            (self.train_ids if split == "train" else self.val_ids)[s : s + self.seq_len + 1] for split, s in examples
         ])
-        return {"input_ids": ids, "labels": ids}
+        return {"input_ids": windows[:, :-1], "targets": windows[:, 1:]}
 
 
 class PairData:
@@ -93,9 +97,9 @@ class PairData:
             labels.append([IGNORE] * len(prompt) + target)
         T = max(map(len, seqs))
         ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
-        lab = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+        targets = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
         for i, (s, lb) in enumerate(zip(seqs, labels, strict=True)):
             ids[i, : len(s)] = torch.tensor(s)
-            lab[i, : len(lb)] = torch.tensor(lb)
+            targets[i, : len(lb) - 1] = torch.tensor(lb[1:])  # position t predicts token t + 1
         # Right padding needs no attention mask: under the causal mask no real token sees a pad.
-        return {"input_ids": ids, "labels": lab}
+        return {"input_ids": ids, "targets": targets}
