@@ -7,7 +7,9 @@
 - the kit's GPT against Hugging Face's `GPT2LMHeadModel` of the same dimensions, both compiled (target: at
   least 1.2x the tokens/s);
 - a GPT-3 XL slice (its width, 4 of its 24 layers, activation checkpointing) that fits one GPU: MFU and peak
-  memory.
+  memory;
+- end to end: token shards prepared from the offline Shakespeare corpus, then `spdf_pretrain` (gpt2-small-2048
+  widths, context 512, compiled, flash attention) reading them for a few minutes: the validation loss must fall.
 
 Without CUDA it says so and runs the same code on a tiny CPU configuration, which checks the path, not the
 speed (no targets then).
@@ -63,6 +65,33 @@ def _timed_steps(model, batch: torch.Tensor, steps: int, warmup: int, compile: b
     return seconds, memory
 
 
+def end_to_end(cuda: bool) -> Result:
+    """Prepare shards, pre-train from them through the kit's runner, and compare the first and last eval loss."""
+    import tempfile
+    from pathlib import Path
+
+    from spdf_lib.data.prepare import prepare_shards
+    from spdf_lib.records import read_jsonl
+    from spdf_lib.spdf.params import PretrainParams
+    from spdf_lib.spdf.pretrain import run_pretrain, tokenized_corpus, tokens_to_prepare
+
+    root = Path(tempfile.mkdtemp(prefix="spdf-gpu-check-"))
+    tok = tokenized_corpus("shakespeare", 8192 if cuda else 512, 0, 2_000_000 if cuda else 300_000)[0]
+    tok.save_pretrained(str(root / "tokenizer"))
+    size = dict(model_size="gpt2-small-2048", seq_len=512, batch_size=64, micro_batch_size=16, compile=True,
+                sdpa_backend="flash", lr=6e-4) if cuda else dict(model_size="nano", seq_len=64, batch_size=8, lr=2e-3)
+    p = PretrainParams(corpus="shakespeare", tokenizer=str(root / "tokenizer"), shards=str(root / "shards"),
+                       tokens=3e7 if cuda else 4e4, eval_every=20 if cuda else 5, eval_windows=16, progress=False,
+                       **size)
+    prepare_shards("shakespeare", str(root / "tokenizer"), tokens=tokens_to_prepare(p, 1_000_000),
+                   out=root / "shards", shard_tokens=1_000_000, progress=False)
+    res = run_pretrain(p, root / "run")
+    evals = [r["eval_loss"] for r in read_jsonl(root / "run" / "metrics.jsonl") if "eval_loss" in r]
+    return Result("end to end from shards: eval loss, first vs last", "first eval", evals[0], "last eval",
+                  evals[-1], "nats", higher_is_better=False, target=0.9 if cuda else None,
+                  note=f"{res['tokens']:.3g} tokens in {res['train_seconds']:.0f} s ({res['steps']} steps)")
+
+
 def run() -> list[Result]:
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -111,4 +140,4 @@ def run() -> list[Result]:
                    xl_per_token * tokens / t_xl, "FLOP/s", higher_is_better=True,
                    note=f"peak memory {mem_xl:.1f} GiB, {tokens / t_xl:,.0f} tokens/s"),
         ]
-    return rows
+    return rows + [end_to_end(cuda)]

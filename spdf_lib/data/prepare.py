@@ -43,7 +43,7 @@ import numpy as np
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
-from spdf_lib.data.corpora import CORPORA, CorpusSpec, corpus_spec, iter_documents
+from spdf_lib.data.corpora import CorpusSpec, corpus_spec, iter_documents
 from spdf_lib.data.download import _locked
 from spdf_lib.data.registry import DataError, DataFile, cache_root, dataset, fetch_file, planned_download
 from spdf_lib.data.shards import INDEX, VAL_FILE, ShardInfo, ShardSet, shard_name
@@ -403,7 +403,7 @@ class PrepareParams(Params):
     """`spdf data prepare` as an experiment: the first stage of the paper sweep, which the pre-training points
     that read these shards wait for. Its records hold the source files' checksums and the throughput."""
 
-    corpus: str  # a streamed corpus of spdf_lib.data.corpora
+    corpus: str  # a corpus of spdf_lib.data.corpora (streamed ones must be prepared; small ones may be)
     tokenizer: str  # gpt2, or a folder with tokenizer.json
     tokens: float | None = Field(None, ge=1)  # training tokens to prepare; None: the whole corpus
     out: str = ""  # the shard folder; empty: <run_dir>/shards
@@ -414,10 +414,8 @@ class PrepareParams(Params):
 
     @field_validator("corpus")
     @classmethod
-    def _streamed(cls, v: str) -> str:
-        if not corpus_spec(v).streamed:
-            raise ValueError(f"corpus {v!r} is read into memory; shards are for streamed corpora "
-                             f"({', '.join(n for n, c in CORPORA.items() if c.streamed)})")
+    def _known(cls, v: str) -> str:
+        corpus_spec(v)  # a one-line error naming the known corpora
         return v
 
 

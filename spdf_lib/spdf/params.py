@@ -27,19 +27,19 @@ def known_corpus(v: str) -> str:
 
 
 def check_corpus_tokenizer(corpus: str, tokenizer: str, shards: str) -> None:
-    """A streamed corpus (read from token shards) needs a `tokenizer`; an in-memory one trains its own."""
+    """With a `tokenizer`, a run reads the corpus from token shards (`spdf data prepare`), which a streamed corpus
+    must; without one it reads the corpus into memory and trains its own BPE."""
     from spdf_lib.data.corpora import corpus_spec
 
     parts = [corpus_spec(c) for c in corpus.split("+")]
     streamed = [s.dataset for s in parts if s.streamed]
-    if streamed and len(parts) > 1:
-        raise ValueError(f"corpus {corpus!r}: {streamed[0]} is read from token shards and cannot be joined with '+'")
+    if (streamed or tokenizer) and len(parts) > 1:
+        raise ValueError(f"corpus {corpus!r}: token shards hold one corpus; '+' joins in-memory corpora only")
     if streamed and not tokenizer:
         raise ValueError(f"corpus {corpus!r} is read from token shards: set tokenizer (gpt2, or a folder with "
                          f"tokenizer.json) as for `spdf data prepare {corpus} --tokenizer ...`")
-    if not streamed and (tokenizer or shards):
-        raise ValueError(f"corpus {corpus!r} is read into memory and trains its own tokenizer: leave tokenizer and "
-                         f"shards empty (they are for pile-uncopyrighted, fineweb-edu-10bt)")
+    if shards and not tokenizer:
+        raise ValueError("shards is set but tokenizer is not: name the tokenizer the shards were prepared with")
 
 
 class PretrainParams(Params):
@@ -53,8 +53,8 @@ class PretrainParams(Params):
     mdha: bool = False
     mdha_kernel: int = Field(3, ge=1)
     corpus: str = "shakespeare"  # a corpus of spdf_lib.data.corpora ('+' joins in-memory ones)
-    tokenizer: str = ""  # streamed corpora: 'gpt2' or a folder with tokenizer.json; empty: a BPE trained on corpus
-    shards: str = ""  # streamed corpora: the prepared shard folder; empty: `spdf data prepare`'s default folder
+    tokenizer: str = ""  # read token shards made with this tokenizer (gpt2 or a folder); empty: in memory, own BPE
+    shards: str = ""  # the prepared shard folder; empty: `spdf data prepare`'s default folder for the corpus
     vocab_size: int = Field(512, ge=259)  # of the BPE trained on an in-memory corpus
     tokenizer_max_chars: int | None = Field(None, ge=1000)
     seq_len: int = Field(64, ge=8)

@@ -63,14 +63,15 @@ def shard_corpus(p: PretrainParams):
     """(training data, tokenizer, tokens per pass, data checksums) of a streamed corpus, from the token shards
     `spdf data prepare` wrote; one-line errors, before any compute, when they are missing, were made with another
     tokenizer, or hold fewer tokens than the budget while the corpus has more."""
-    from spdf_lib.data.prepare import default_out, resolve_tokenizer
+    from spdf_lib.data.prepare import DEFAULT_SHARD_TOKENS, default_out, resolve_tokenizer
     from spdf_lib.data.shard_stream import ShardStream
     from spdf_lib.data.shards import INDEX, ShardSet
     from spdf_lib.tokenizer import tokenizer_from_json
 
     spec = resolve_tokenizer(p.tokenizer)
     folder = Path(p.shards) if p.shards else default_out(p.corpus, spec)
-    prepare = f"spdf data prepare {p.corpus} --tokenizer {p.tokenizer} --tokens {trained_tokens(p):.6g}" + (
+    shard_tokens = ShardSet.load(folder).shard_tokens if (folder / INDEX).is_file() else DEFAULT_SHARD_TOKENS
+    prepare = f"spdf data prepare {p.corpus} --tokenizer {p.tokenizer} --tokens {tokens_to_prepare(p, shard_tokens)}" + (
         f" --out {folder}" if p.shards else "")
     if not (folder / INDEX).is_file():
         raise ParamsError(f"no token shards of {p.corpus!r} in {folder}; prepare them first: {prepare}")
@@ -90,6 +91,13 @@ def shard_corpus(p: PretrainParams):
 def trained_tokens(p: PretrainParams) -> int:
     """The tokens a run trains on: whole steps of `batch_size` sequences of `seq_len` covering `p.tokens`."""
     return max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))) * p.batch_size * p.seq_len
+
+
+def tokens_to_prepare(p: PretrainParams, shard_tokens: int) -> int:
+    """Training tokens a shard set needs for one pass of `p`: its trained tokens, plus each shard's tail that
+    no whole window of `seq_len + 1` covers."""
+    need = trained_tokens(p)
+    return need + (math.ceil(need / shard_tokens) + 1) * (p.seq_len + 1)
 
 
 def check_epochs(tokens: float, corpus_tokens: int, corpus: str, max_epochs: float) -> float:
