@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 from bench.common import Result
 from spdf_lib.data import corpora, registry
 from spdf_lib.data.corpora import CorpusSpec
-from spdf_lib.data.prepare import prepare_shards, resolve_tokenizer
+from spdf_lib.data.prepare import prepare_shards
 from spdf_lib.data.registry import DataError, DataFile, Dataset
+from spdf_lib.data.tokenizer_spec import resolve_tokenizer
 
 MIRROR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 REPEAT = 4

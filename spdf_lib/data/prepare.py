@@ -19,11 +19,7 @@ How it works:
 - Literal special-token text inside documents (`<|endoftext|>` in a web page) is encoded as ordinary text, as
   GPT-2's `encode_ordinary` does: only the separator the kit appends is an EOS.
 
-The tokenizer (`--tokenizer`): `gpt2` is GPT-2's `tokenizer.json` (HF `openai-community/gpt2`, vocabulary
-50257), pinned in the registry as dataset `gpt2-tokenizer` and fetched like any data file (so
-`SPDF_DATA_MIRROR` and the cache apply); offline, `SPDF_TOKENIZER_GPT2` names a local folder (or file) with it.
-A PATH is a local folder holding `tokenizer.json` (a kit model folder, or one saved by `spdf_lib.tokenizer`) or
-such a file itself.
+The tokenizer (`--tokenizer gpt2|PATH`) is resolved by `spdf_lib.data.tokenizer_spec`.
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,72 +40,15 @@ from tqdm import tqdm
 
 from spdf_lib.data.corpora import CorpusSpec, corpus_spec, iter_documents
 from spdf_lib.data.download import _locked
-from spdf_lib.data.registry import DataError, DataFile, cache_root, dataset, fetch_file, planned_download
+from spdf_lib.data.registry import DataError, DataFile, cache_root, fetch_file, planned_download
 from spdf_lib.data.shards import INDEX, VAL_FILE, ShardInfo, ShardSet, shard_name
+from spdf_lib.data.tokenizer_spec import EOS_TOKEN, GPT2_ENV, TokenizerSpec, resolve_tokenizer
 from spdf_lib.params import Params
 
-GPT2_ENV = "SPDF_TOKENIZER_GPT2"
-GPT2_VOCAB = 50257
-EOS_TOKEN = "<|endoftext|>"
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB of uint16 per shard, as llm.c's FineWeb shards
 MAX_VAL_TOKENS = 10_000_000
 _BATCH_DOCS = 512  # documents per task sent to a worker
 _BATCH_CHARS = 4_000_000  # ... or fewer, when they are long
-
-
-# --- the tokenizer ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TokenizerSpec:
-    """A resolved `--tokenizer`: its name as given, the `tokenizer.json` text, and what the shards record."""
-
-    name: str
-    json: str
-    vocab_size: int
-    eos_id: int
-    hash: str  # SHA-256 (16 hex) of the tokenizer.json text: shards and a model must agree on it
-
-
-def _tokenizer_file(path: Path, what: str) -> Path:
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        raise DataError(f"{what}: {path} is neither a folder with tokenizer.json nor a tokenizer.json file "
-                        f"(give a kit model folder, or one saved by spdf_lib.tokenizer)")
-    return file
-
-
-def _gpt2_file() -> Path:
-    local = os.environ.get(GPT2_ENV)
-    if local:
-        return _tokenizer_file(Path(local).expanduser(), GPT2_ENV)
-    try:
-        return fetch_file(dataset("gpt2-tokenizer").files[0])
-    except DataError as e:
-        reason = str(e).split(";")[0]
-        raise DataError(f"--tokenizer gpt2 needs GPT-2's tokenizer.json (HF openai-community/gpt2) and cannot get "
-                        f"it ({reason}); offline, set {GPT2_ENV} to a folder holding GPT-2's tokenizer.json, or "
-                        f"pass --tokenizer PATH") from None
-
-
-def resolve_tokenizer(spec: str, eos: str = EOS_TOKEN) -> TokenizerSpec:
-    """Resolve `--tokenizer gpt2|PATH` (see the module docstring); one-line `DataError` when it cannot."""
-    from tokenizers import Tokenizer
-
-    file = _gpt2_file() if spec == "gpt2" else _tokenizer_file(Path(spec).expanduser(), "--tokenizer")
-    text = file.read_text(encoding="utf-8")
-    try:
-        tok = Tokenizer.from_str(text)
-    except Exception as e:  # noqa: BLE001 (tokenizers raises plain Exception subclasses)
-        raise DataError(f"{file} is not a HF tokenizers tokenizer.json ({e})") from None
-    vocab = tok.get_vocab_size(with_added_tokens=True)
-    if spec == "gpt2" and vocab != GPT2_VOCAB:
-        raise DataError(f"{file} has {vocab} tokens, GPT-2's has {GPT2_VOCAB}; point {GPT2_ENV} at GPT-2's "
-                        f"tokenizer.json")
-    eos_id = tok.token_to_id(eos)
-    if eos_id is None:
-        raise DataError(f"{file} has no {eos!r} token to separate documents; pass --eos TOKEN")
-    return TokenizerSpec(spec, text, vocab, eos_id, hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
 # --- workers ------------------------------------------------------------------------------------------------

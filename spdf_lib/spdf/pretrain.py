@@ -63,9 +63,10 @@ def shard_corpus(p: PretrainParams):
     """(training data, tokenizer, tokens per pass, data checksums) of a streamed corpus, from the token shards
     `spdf data prepare` wrote; one-line errors, before any compute, when they are missing, were made with another
     tokenizer, or hold fewer tokens than the budget while the corpus has more."""
-    from spdf_lib.data.prepare import DEFAULT_SHARD_TOKENS, default_out, resolve_tokenizer
+    from spdf_lib.data.prepare import DEFAULT_SHARD_TOKENS, default_out
     from spdf_lib.data.shard_stream import ShardStream
     from spdf_lib.data.shards import INDEX, ShardSet
+    from spdf_lib.data.tokenizer_spec import resolve_tokenizer
     from spdf_lib.tokenizer import tokenizer_from_json
 
     spec = resolve_tokenizer(p.tokenizer)
