@@ -164,9 +164,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     table = table[table["point"].isin({p.id for p in plan.points})]  # not runs left by other sweep files
     table_path = results.write_results(table, plan.dir / results.TABLE_NAME)
     figures = Path(args.figures or figures_dir())
-    print("drawing the report ...", flush=True)
-    report_dir = run_notebook("report", run_dir=plan.dir / "report", overrides={
-        "runs_root": str(plan.dir), "results_table": str(table_path), "figures_dir": str(figures)})
+    report_dir = plan.dir / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    print(f"drawing the report (its output: {report_dir / 'log.txt'}) ...", flush=True)
+    with (report_dir / "log.txt").open("w", encoding="utf-8") as log:
+        run_notebook("report", run_dir=report_dir, stream=log, overrides={
+            "runs_root": str(plan.dir), "results_table": str(table_path), "figures_dir": str(figures)})
     html = export_html(report_dir / "notebook.ipynb", figures / "report.html")
     failed = sorted(pid for pid, st in statuses.items() if st not in ("ok", "done"))
     print(f"figures: {figures}/\nsummary: {figures / 'summary.md'}\nreport (HTML, no Jupyter needed): {html}"

@@ -34,6 +34,8 @@ def test_notebook_parameters_cell_is_the_smoke_preset(notebook):
     schema = P.schema_for(notebook.stem)
     smoke = P.read_yaml(P.preset_path(notebook.stem, "smoke"))
     assert set(smoke) <= set(defaults), f"smoke keys missing from the parameters cell: {set(smoke) - set(defaults)}"
+    # every parameter is in the cell, so that the notebook documents it and papermill never warns about it
+    assert set(defaults) == set(schema.model_fields), set(schema.model_fields) ^ set(defaults)
     for key, value in defaults.items():
         assert key in schema.model_fields, f"parameters cell defines {key!r}, which the schema does not know"
         expected = smoke.get(key, schema.model_fields[key].default)

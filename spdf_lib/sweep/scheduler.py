@@ -179,7 +179,7 @@ def run_sweep(
                 time.sleep(0.2)
                 if progress and time.monotonic() - shown >= 1.0:  # what each running point is doing now
                     shown = time.monotonic()
-                    bar.set_postfix_str("  ".join(f"[{pid[-6:]}] {last_line(r.point.dir / 'log.txt')[-70:]}"
+                    bar.set_postfix_str("  ".join(f"[{pid[-6:]}] {last_line(r.point.dir / 'log.txt')[:70]}"
                                                   for pid, r in running.items()), refresh=True)
             elif todo:  # cannot happen with a valid plan; guards against a silent hang
                 raise SweepError(f"points wait on points outside the plan: {todo[0].id} needs {todo[0].needs}")
