@@ -291,7 +291,7 @@ def test_cli_scores_a_questions_file_and_says_when_certifications_are_split(gpt_
     assert args.func(args) == 0
     out, err = capsys.readouterr()
     assert "note: the selection splits 1 of its 2 certifications" in out
-    assert "pass shares are over the 1 whole certifications only (4 questions)" in out
+    assert "pass shares are over the 1 whole certification only (4 questions)" in out
     assert "strict single letter" in out and "as many letters as the key" in out and "total variation" in out
     assert "scoring" in err and "q/s" in err  # the progress bar
     records = read_table(tmp_path / "run", "records")

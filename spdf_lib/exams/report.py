@@ -45,9 +45,13 @@ def split_note(selected: list[Question], whole: set[str]) -> str | None:
     if not split:
         return None
     n_whole_q = sum(q.certification in whole for q in selected if q.scored)
-    return (f"the selection splits {len(split)} of its {len(certs)} certifications: their questions count in the "
-            f"accuracies, but pass shares are over the {len(whole)} whole certifications only "
-            f"({n_whole_q} questions)" + ("; there are none, so no pass share" if not whole else ""))
+
+    def n(k: int, word: str) -> str:
+        return f"{k} {word}{'' if k == 1 else 's'}"
+
+    return (f"the selection splits {len(split)} of its {n(len(certs), 'certification')}: their questions count in "
+            f"the accuracies, but pass shares are over the {n(len(whole), 'whole certification')} only "
+            f"({n(n_whole_q, 'question')})" + ("; there are none, so no pass share" if not whole else ""))
 
 
 def certification_table(
@@ -212,7 +216,12 @@ def baseline_table(
                  "accuracy": rand_acc,
                  "pass_share": sum(rand_pass.values()) / len(rand_pass) if rand_pass else nan})
     whole_correct = baseline_correct(w_asked, answer_count, reference) if w_asked else {}
-    for name, correct in baseline_correct(asked, answer_count, reference).items():
+    every = baseline_correct(asked, answer_count, reference)
+    # each constant letter in both definitions side by side: strict single letter, then as many as the key
+    order = sorted(every, key=lambda k: (not k.startswith("always_"), k.removesuffix("_strict"),
+                                         not k.endswith("_strict")))
+    for name in order:
+        correct = every[name]
         base = name.removesuffix("_strict")
         label = (f"always {base[len('always_'):]}" if base.startswith("always_")
                  else {"majority": "majority letter", "majority_per_cert": "majority letter per certification"}[base])
@@ -348,9 +357,10 @@ def format_letters(letters: pd.DataFrame) -> str:
 
 
 def format_baselines(baselines: pd.DataFrame, all_letters: bool = False) -> str:
-    """Accuracy beside pass share for the model and the baselines (the best always-X of each definition unless
-    `all_letters`)."""
+    """Accuracy beside pass share for the model and the baselines: every always-X letter that is right at least
+    once (`all_letters`), or only the best always-X of each definition."""
     b = baselines.drop(columns="name")
+    b = b[~(b["baseline"].str.startswith("always ") & (b["accuracy"] == 0))]
     if not all_letters:
         always = b["baseline"].str.startswith("always ")
         keep = ~always
