@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,11 +18,13 @@ import pytest
 import torch
 
 from spdf_lib.exams.backends import ApiLM, LocalLM
+from spdf_lib.exams.extract import REASONS
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import load_questions
-from spdf_lib.exams.prompts import chat_messages, loglik_prompt
+from spdf_lib.exams.prompts import SYSTEM, chat_messages, loglik_prompt, plain_prompt
 from spdf_lib.exams.scoring import score
 from spdf_lib.params import ParamsError, validate
+from spdf_lib.records import read_table
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -86,6 +89,19 @@ def gpt_dir(tmp_path_factory, questions):
     d = tmp_path_factory.mktemp("tiny-gpt")
     GPTForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, gpt_dir):
+    """The kit's GPT with a tokenizer that has no chat template: a base model."""
+    d = tmp_path_factory.mktemp("tiny-base")
+    shutil.copytree(gpt_dir, d, dirs_exist_ok=True)
+    (d / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    assert not LocalLM.load(str(d), dtype="float32").has_chat_template
     return d
 
 
@@ -190,8 +206,41 @@ def test_run_exam_through_the_api_keeps_the_key_out_of_records(server, llama_dir
     a = [json.loads(x) for x in (tmp_path / "api" / "records.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (tmp_path / "local" / "records.jsonl").read_text().splitlines()]
     assert [r["reply"] for r in a] == [r["reply"] for r in b]
+    assert [r["extraction"] for r in a] == [r["extraction"] for r in b]
     for f in (tmp_path / "api").iterdir():
         assert secret not in f.read_text(errors="ignore"), f.name
+    # the records say how each run ran: endpoint (never the key), prompt format, the exact prompts
+    info = json.loads((tmp_path / "api" / "manifest.json").read_text())["info"]
+    assert info["backend"] == "api" and info["base_url"] == server and info["prompt_format"] == "chat"
+    assert info["system_prompt"] == SYSTEM and isinstance(info["torch_threads"], int)
+    assert json.loads(a[0]["prompt"])[0] == {"role": "system", "content": SYSTEM}
+    local_info = json.loads((tmp_path / "local" / "manifest.json").read_text())
+    assert local_info["info"]["device"] == "cpu" and local_info["info"]["dtype"] == "float32"
+    assert local_info["info"]["torch_threads"] == torch.get_num_threads() == local_info["device"]["torch_threads"]
+    assert "base_url" not in local_info["info"]
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    q = {x.qid: x for x in short_questions}[b[0]["qid"]]
+    assert b[0]["prompt"] == lm.render(chat_messages(q, len(q.key))) and "<|im_start|>system" in b[0]["prompt"]
+
+
+def test_generation_uses_a_plain_prompt_for_a_base_model(base_dir, short_questions, tmp_path):
+    from spdf_lib.exams.run import run_exam
+
+    certs = sorted({q.certification for q in short_questions})[:1]
+    common = dict(model=str(base_dir), dtype="float32", mode="generate", circular=True, certifications=certs,
+                  max_new_tokens=4)
+    res = run_exam(ExamParams(**common), tmp_path / "auto", progress=False)
+    info = json.loads((tmp_path / "auto" / "manifest.json").read_text())["info"]
+    assert info["prompt_format"] == "plain" and info["system_prompt"] is None
+    records = read_table(tmp_path / "auto", "records")
+    by_qid = {q.qid: q for q in short_questions}
+    for r in records.itertuples():
+        q = by_qid[r.qid]
+        assert r.prompt == plain_prompt(q, len(q.key)) and r.prompt_format == "plain"
+        assert len(r.rotation_replies) == len(q.options) and set(r.rotation_extractions) <= set(REASONS)
+    assert 0 <= res["unanswered_share"] <= 1
+    with pytest.raises(ValueError, match="has no chat template: set prompt_format=plain"):
+        run_exam(ExamParams(**common, prompt_format="chat"), tmp_path / "chat", progress=False)
 
 
 def test_run_exam_writes_records_tables_and_results(llama_dir, short_questions, tmp_path):
@@ -227,6 +276,28 @@ def test_cli_prints_the_headline_table(gpt_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "all certifications" in out and "random" in out and "pass(circ)" in out
     assert (tmp_path / "headline.csv").is_file()
+
+
+def test_cli_scores_a_questions_file_and_says_when_certifications_are_split(gpt_dir, short_questions, tmp_path,
+                                                                          capsys):
+    from spdf_lib.exams.cli import register
+
+    rows = [int(q.qid) for q in short_questions[:6]]  # one whole certification (4) and half of the next
+    (tmp_path / "rows.txt").write_text("".join(f"{r}\n" for r in rows))
+    ap = argparse.ArgumentParser(prog="spdf")
+    register(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(["exam", "--model", str(gpt_dir), "--questions", str(tmp_path / "rows.txt"), "--dtype",
+                          "float32", "--no-circular", "--run-dir", str(tmp_path / "run")])
+    assert args.func(args) == 0
+    out, err = capsys.readouterr()
+    assert "note: the selection splits 1 of its 2 certifications" in out
+    assert "pass shares are over the 1 whole certification only (4 questions)" in out
+    assert "strict single letter" in out and "as many letters as the key" in out and "total variation" in out
+    assert "scoring" in err and "q/s" in err  # the progress bar
+    records = read_table(tmp_path / "run", "records")
+    assert [int(x) for x in records["qid"]] == rows
+    certs = read_table(tmp_path / "run", "certifications")
+    assert certs["whole"].tolist() == [True, False]
 
 
 def test_bad_input_fails_early_with_one_line(tmp_path, monkeypatch):

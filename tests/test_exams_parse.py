@@ -17,6 +17,7 @@ from spdf_lib.exams.parse import (
     parse_row,
     repair_text,
     stated_answer_count,
+    strip_stray_number,
 )
 
 # --- properties --------------------------------------------------------------------------------------------
@@ -173,3 +174,33 @@ def test_real_rows_are_repaired_and_parsed(loaded):
     assert all(max(LETTERS.index(k) for k in q.key) < len(q.options) for q in questions if q.scored)
     assert sum(len(q.key) > 1 for q in questions if q.scored) >= 240
     assert by_text["0000"].options[0].startswith("Reboot is performed on vMaster")
+
+
+@pytest.mark.parametrize("stem, options, expected", [
+    ("True?", ["TRUE.", "FALSE. 1"], ["TRUE.", "FALSE."]),  # after a finished sentence
+    ("Which?", ["Yes", "No 10"], ["Yes", "No"]),  # no other option ends in a number
+    ("Which layer?", ["Layer 5", "Layer 6", "Layer 7 36"], ["Layer 5", "Layer 6", "Layer 7"]),
+    ("How many?", ["4", "12", "8", "2 11"], ["4", "12", "8", "2"]),
+    ("Which?", ["24", "an error", "a null value 43"], ["24", "an error", "a null value"]),
+    ("Which RAID?", ["RAID 0", "RAID 5", "RAID 10"], None),  # the options' own shape
+    ("Which?", ["March 27", "February 1", "January 3"], None),  # other options end in numbers too
+    ("Which?", ["$32 500", "$35 100"], None),
+    ("Which edition is TOGAF 9 about?", ["ADM", "TOGAF 9"], None),  # the question names it
+    ("Which?", ["A", "[Attempts] + 1"], None),  # after an operator
+    ("Which skill?", ["VDN 7201", "No agents are staffed in skill 1"], None),  # a 1 after a word
+    ("Which year?", ["Act of 1986", "Wiretap Act"], None),  # four digits
+])
+def test_stray_numbers_after_the_last_option(stem, options, expected):
+    got, stripped = strip_stray_number(stem, options)
+    assert got == (expected or options) and stripped == (expected is not None)
+
+
+def test_stray_numbers_are_removed_from_the_real_rows_and_counted(loaded):
+    questions, report = loaded
+    assert report.repaired["stray_number"] == 648
+    assert sum("stray_number" in q.repairs for q in questions if q.scored) == 638
+    q = {x.qid: x for x in questions}
+    assert q["0121"].options == ("TRUE.", "FALSE.") and "stray_number" in q["0121"].repairs
+    assert q["3138"].options == ("Yes", "No")
+    assert q["0975"].options[-1] == "Layer 7"
+    assert q["4319"].options[-1] == "RAID 10" and "stray_number" not in q["4319"].repairs

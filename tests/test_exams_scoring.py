@@ -20,7 +20,7 @@ from spdf_lib.exams.baselines import (
 )
 from spdf_lib.exams.fields import OTHER, assign_fields, coverage, load_rules
 from spdf_lib.exams.parse import LETTERS, parse_row
-from spdf_lib.exams.prompts import extract_answer, loglik_prompt, rotation, to_original
+from spdf_lib.exams.prompts import SYSTEM, chat_messages, loglik_prompt, plain_prompt, rotation, to_original
 from spdf_lib.exams.report import certification_table, headline_table, letter_distribution
 from spdf_lib.exams.scoring import top_letters
 
@@ -77,27 +77,15 @@ def test_rotations_map_back_to_the_original_letters(n, data):
     assert back == frozenset(LETTERS[(LETTERS.index(s) + r) % n] for s in shown)
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("The answer is B.", "B"), ("B) Port 443", "B"), ("**B**", "B"), ("(C)", "C"), ("Answer: D", "D"),
-    ("B", "B"), ("The correct answers are A and C.", "AC"), ("A, D", "AD"), ("AC", "AC"),
-    ("The correct option is **D**.", "D"), ("I think C", "C"), ("A is correct", "A"),
-    ("A firewall blocks it.", None), ("I do not know.", None), ("", None), ("E", None), ("Both A and B", None),
-])
-def test_answer_extraction(reply, expected):
-    got = extract_answer(reply, 4)
-    assert ("".join(sorted(got)) if got else None) == expected
-
-
-@given(st.sampled_from(LETTERS[:5]), st.sampled_from(["{}", "{}.", "{})", "**{}**", "({})", "The answer is {}.",
-                                                      "Answer: {}", "{}. because it is right", "**Answer: {}**"]))
-def test_extraction_finds_the_letter_in_common_formats(letter, template):
-    assert extract_answer(template.format(letter), 5) == frozenset(letter)
-
-
-@given(st.text(max_size=200), st.integers(2, 10))
-def test_extraction_never_raises_and_stays_in_range(text, n):
-    got = extract_answer(text, n)
-    assert got is None or all(LETTERS.index(x) < n for x in got)
+def test_chat_and_plain_prompts_state_the_answer_format():
+    chat = chat_messages(Q4, 1)
+    assert chat[0] == {"role": "system", "content": SYSTEM}
+    assert chat[1]["role"] == "user" and chat[1]["content"].startswith(loglik_prompt(Q4).removesuffix("Answer:"))
+    assert chat[1]["content"].endswith("Answer with the letter of the correct option.")
+    assert "Choose exactly two options" in chat_messages(Q4, 2)[1]["content"]
+    plain = plain_prompt(Q4, 1)
+    assert plain.startswith(SYSTEM + "\n\n") and plain.endswith(loglik_prompt(Q4))
+    assert plain_prompt(Q4, 2).endswith("(Choose exactly two options; answer with their letters.)\nAnswer:")
 
 
 def test_top_letters_breaks_ties_towards_the_earlier_letter():

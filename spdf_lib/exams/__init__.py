@@ -4,10 +4,14 @@ Modules, in the order the data flows:
 
 - `parse`: load `certify/certification_exams.csv`, repair text, parse options and keys, exclusion reasons;
 - `fields`: the field of each certification, from the editable rules in `fields.yaml`;
-- `prompts`: the MMLU-style prompt, chat messages, option rotations, answer extraction;
+- `prompts`: the MMLU-style prompt, chat prompts (system line + question) and plain prompts, option rotations;
+- `extract`: `extract_answer(reply, n_options)`, the letters a generated reply commits to, or why none;
 - `backends`: `LocalLM` (HF folders, the kit's GPTs, SmolLM2 from its wheel) and `ApiLM` (OpenAI-compatible);
-- `scoring`: per-question records, plain and CircularEval;
-- `baselines`: the pass rule, exact random-guessing pass probabilities, always-X and majority letters;
-- `report`: certification scores, pass shares by field beside the baselines, letter bias, results.json;
-- `run`: `run_exam(params, run_dir)`, what the notebook, `spdf exam` and sweeps call; `cli`: `spdf exam`.
+- `scoring`: per-question records, plain and CircularEval, with a progress bar;
+- `baselines`: the pass rule, exact random-guessing pass probabilities, always-X (strict single letter / as
+  many letters as the key) and majority letters;
+- `report`: certification scores, pass shares by field over whole certifications beside the baselines,
+  accuracy beside pass share, letter distribution and its distance to the keys', unanswered replies, results.json;
+- `run`: `run_exam(params, run_dir)`, what the notebook, `spdf exam` and sweeps call (question selection, run
+  records); `summary`: the printed summary; `cli`: `spdf exam`.
 """

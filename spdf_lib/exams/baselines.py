@@ -4,12 +4,15 @@
   correct with probability 1 / C(n, k). The number of questions a certification gets right is then a sum of
   independent Bernoullis (Poisson-binomial); its exact distribution gives the exact probability of passing,
   and the expected pass share is the mean of those probabilities — no sampling.
-- Always-X: answer every question with letter X (k letters: X and the k-1 letters after it); a question whose
-  options stop before those letters is wrong.
+- Always-X, in two definitions that both appear in every summary, by these names:
+  - "strict single letter" (`always_X_strict`): answer every question with the one letter X, so a question
+    whose key has several letters is always wrong;
+  - "as many letters as the key" (`always_X`): answer with k letters, X and the k-1 letters after it, where k
+    is the number of letters the model is asked for; a question whose options stop before them is wrong.
 - Majority letter: always answer the most frequent key letter of the evaluated questions (a global, key-aware
-  strategy) and, stronger, the most frequent key letter(s) of each certification (`majority_per_cert`). Both
-  read the answer keys: they measure how far letter imbalance alone goes, which is why a model's pass share
-  means little without them (papers.md §3).
+  strategy) and, stronger, the most frequent key letter(s) of each certification (`majority_per_cert`), each
+  in both definitions (`…_strict`: the one most frequent letter). Both read the answer keys: they measure how
+  far letter imbalance alone goes, which is why a model's pass share means little without them (papers.md §3).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from spdf_lib.exams.parse import LETTERS, Question
 from spdf_lib.exams.scoring import AnswerCount, n_answers
 
 PassRule = str  # ">" (over the threshold, the paper's rule) or ">="
+STRICT = "strict single letter"
+KEYSIZE = "as many letters as the key"
 
 
 def passes(correct: int, total: int, threshold: float = 0.7, rule: PassRule = ">") -> bool:
@@ -89,6 +94,15 @@ def always_letter(letter: str) -> Callable[[Question, int], frozenset[str] | Non
     return choose
 
 
+def always_letter_strict(letter: str) -> Callable[[Question, int], frozenset[str] | None]:
+    """The strategy "always answer the single letter `letter`", whatever the number of answers asked for."""
+
+    def choose(q: Question, k: int) -> frozenset[str] | None:
+        return frozenset(letter) if LETTERS.index(letter) < len(q.options) else None
+
+    return choose
+
+
 def key_letter_counts(questions: Iterable[Question]) -> Counter[str]:
     """How often each letter is (part of) the key."""
     c: Counter[str] = Counter()
@@ -112,24 +126,47 @@ def strategy_correct(
     return {q.qid: choose(q, n_answers(q, answer_count)) == q.key for q in questions if q.scored}
 
 
-def majority_per_cert_correct(questions: list[Question], answer_count: AnswerCount = "key") -> dict[str, bool]:
-    """{qid: correct} when each certification is answered with its own most frequent key letter(s)."""
+def majority_per_cert_correct(
+    questions: list[Question], answer_count: AnswerCount = "key", strict: bool = False,
+    reference: list[Question] | None = None,
+) -> dict[str, bool]:
+    """{qid: correct} when each certification is answered with its own most frequent key letter(s): the k most
+    frequent (as many letters as the key), or with `strict` the single most frequent one. The counts come from
+    the certification's questions in `reference` (default: `questions`), so that a sample of one question per
+    certification is not answered from its own key."""
+    ref = by_certification(reference if reference is not None else questions)
     out = {}
-    for qs in by_certification(questions).values():
-        counts = key_letter_counts(qs)
+    for cert, qs in by_certification(questions).items():
+        counts = key_letter_counts(ref.get(cert, qs))
         ranked = sorted(counts, key=lambda x: (-counts[x], x))
         for q in qs:
-            k = n_answers(q, answer_count)
+            k = 1 if strict else n_answers(q, answer_count)
             out[q.qid] = frozenset(ranked[:k]) == q.key
     return out
 
 
-def baseline_correct(questions: list[Question], answer_count: AnswerCount = "key") -> dict[str, dict[str, bool]]:
-    """{baseline name: {qid: correct}} for the deterministic baselines: always_A … always_<last letter used>,
-    majority (the most frequent key letter overall) and majority_per_cert."""
+def baseline_correct(
+    questions: list[Question], answer_count: AnswerCount = "key", reference: list[Question] | None = None
+) -> dict[str, dict[str, bool]]:
+    """{baseline name: {qid: correct}} for the deterministic baselines: always_A … always_<last letter used> (as
+    many letters as the key) and always_A_strict … (strict single letter), majority and majority_strict (the
+    most frequent key letter overall), majority_per_cert and majority_per_cert_strict (each certification's
+    most frequent key letters, counted over its questions in `reference`, default `questions`)."""
     scored = [q for q in questions if q.scored]
     n_max = max((len(q.options) for q in scored), default=0)
     out = {f"always_{x}": strategy_correct(scored, always_letter(x), answer_count) for x in LETTERS[:n_max]}
-    out["majority"] = strategy_correct(scored, always_letter(majority_letter(scored)), answer_count)
-    out["majority_per_cert"] = majority_per_cert_correct(scored, answer_count)
+    out |= {f"always_{x}_strict": strategy_correct(scored, always_letter_strict(x), answer_count)
+            for x in LETTERS[:n_max]}
+    top = majority_letter(scored)
+    out["majority"] = strategy_correct(scored, always_letter(top), answer_count)
+    out["majority_strict"] = strategy_correct(scored, always_letter_strict(top), answer_count)
+    out["majority_per_cert"] = majority_per_cert_correct(scored, answer_count, reference=reference)
+    out["majority_per_cert_strict"] = majority_per_cert_correct(scored, answer_count, strict=True,
+                                                                reference=reference)
     return out
+
+
+def definition(name: str) -> str:
+    """The constant-letter definition a baseline name uses: "strict single letter" or "as many letters as the
+    key"."""
+    return STRICT if name.endswith("_strict") else KEYSIZE

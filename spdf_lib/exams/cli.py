@@ -7,32 +7,26 @@ import argparse
 
 def _cmd_exam(args: argparse.Namespace) -> int:
     from spdf_lib import params as P
-    from spdf_lib.exams.report import format_table
-    from spdf_lib.records import new_run_dir, read_json
+    from spdf_lib.records import new_run_dir
 
     overrides = dict(P.parse_override(x) for x in args.param)
-    for key in ("model", "backend", "mode", "limit", "dtype"):
+    for key in ("model", "backend", "mode", "limit", "dtype", "sample", "seed", "threads", "prompt_format"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    if args.questions is not None:
+        overrides["questions_file"] = args.questions
+    if (args.questions is not None or args.sample) and args.limit is None:
+        overrides.setdefault("limit", 0)  # a question selection replaces the preset's whole-certification limit
     if args.no_circular:
         overrides["circular"] = False
     p = P.load("exams", args.params, overrides)  # validated before any data or model is touched
 
     from spdf_lib.exams.run import run_exam
+    from spdf_lib.exams.summary import summary_text
 
     run_dir = args.run_dir or p.run_dir or str(new_run_dir("exams"))
-    results = run_exam(p, run_dir)
-    import pandas as pd
-
-    table = pd.read_csv(f"{run_dir}/headline.csv")
-    report = read_json(f"{run_dir}/data_report.json")
-    print(f"model {p.model} ({p.backend}, {p.mode}{', CircularEval' if p.circular else ''}), "
-          f"pass = score {p.pass_rule} {p.pass_threshold:g}")
-    print(f"data: {report['rows_loaded']} rows, {report['rows_scored']} scorable, "
-          f"excluded {report['excluded']}; selected {report['selected_questions']} questions in "
-          f"{report['selected_certifications']} certifications")
-    print(format_table(table.where(table.notna(), None)))
-    print(f"{results['questions'] / max(results['seconds'], 1e-9):.2f} questions/s; records in {run_dir}")
+    run_exam(p, run_dir)
+    print(summary_text(run_dir))
     return 0
 
 
@@ -42,9 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--model", help="smollm2, a save_pretrained folder, or the served model's name (--backend api)")
     e.add_argument("--backend", choices=["local", "api"], help="api: $OPENAI_BASE_URL / $OPENAI_API_KEY")
     e.add_argument("--mode", choices=["loglik", "generate"])
+    e.add_argument("--prompt-format", dest="prompt_format", choices=["auto", "chat", "plain"],
+                   help="generation prompt: chat template + system line, plain (base models), auto (default)")
     e.add_argument("--limit", type=int,
                    help="at most N questions, whole certifications (default: the preset's; smoke: 8); 0 = all")
+    e.add_argument("--questions", metavar="FILE",
+                   help="score exactly these questions: one 0-based data-row index a line (header not counted)")
+    e.add_argument("--sample", type=int, metavar="N", help="score a random sample of N questions (see --seed)")
+    e.add_argument("--seed", type=int, help="seed of --sample and of the certification order (default 0)")
     e.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    e.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     e.add_argument("--no-circular", action="store_true", help="skip the rotated re-asks (CircularEval)")
     e.add_argument("--params", help="YAML parameter file (default: params/exams/smoke.yaml)")
     e.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")

@@ -12,10 +12,19 @@ from spdf_lib.params import Params
 class ExamParams(Params):
     """Which model takes which exams, how it is scored, and the pass rule.
 
-    Selection: `certifications` (exact names) and `fields` (field ids from fields.yaml) filter the
-    certifications; `sample_certifications` then keeps a `seed`-random sample of that many; `limit` keeps whole
-    certifications, in that seeded order, up to at most `limit` scored questions (0 = no limit). A run always
-    scores whole certifications, so that pass/fail keeps its meaning.
+    Selection, by whole certifications: `certifications` (exact names) and `fields` (field ids from fields.yaml)
+    filter the certifications; `sample_certifications` then keeps a `seed`-random sample of that many; `limit`
+    keeps whole certifications, in that seeded order, up to at most `limit` scored questions (0 = no limit).
+
+    Selection by question: `sample` keeps a `seed`-random sample of that many scorable questions (after the
+    `certifications`/`fields` filters); `questions_file` names a text file with one data-row index a line (the
+    0-based index of the row in certification_exams.csv, header not counted; `#` starts a comment), as other
+    harnesses' fixed samples are given. Both usually split certifications: pass shares are then computed over
+    the whole certifications only, and the output says so.
+
+    Prompts (generation): `prompt_format` `chat` (the model's chat template, or the API's chat endpoint, with a
+    system line stating the answer format), `plain` (base models), or `auto`: chat when the model has a chat
+    template (every API model), plain otherwise.
     """
 
     model: str = "smollm2"  # `smollm2`, a save_pretrained folder, or (backend api) the served model's name
@@ -26,11 +35,14 @@ class ExamParams(Params):
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch's default
     batch_tokens: int = Field(2048, ge=64)  # padded tokens per log-likelihood batch
     max_new_tokens: int = Field(16, ge=1, le=512)  # generation mode
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"  # generation mode; auto: chat if there is a template
 
     certifications: list[str] = []
     fields: list[str] = []
     sample_certifications: int = Field(0, ge=0)
     limit: int = Field(0, ge=0)
+    sample: int = Field(0, ge=0)  # a seed-random sample of this many questions (0: off)
+    questions_file: str = ""  # one data-row index a line (0-based, header not counted)
 
     pass_threshold: float = Field(0.7, gt=0, le=1)
     pass_rule: Literal[">", ">="] = ">"  # the paper: "over 70%"
@@ -45,4 +57,15 @@ class ExamParams(Params):
             raise ValueError("model must name a model (smollm2, a folder, or a served model)")
         if self.backend == "api" and self.mode != "generate":
             raise ValueError("backend api can only generate: set mode=generate")
+        if self.backend == "api" and self.prompt_format == "plain":
+            raise ValueError("backend api sends chat messages: set prompt_format=chat (or auto)")
+        if self.questions_file:
+            others = [k for k in ("certifications", "fields", "sample", "sample_certifications", "limit")
+                      if getattr(self, k)]
+            if others:
+                raise ValueError(f"questions_file chooses the questions itself: set {', '.join(others)} to "
+                                 f"empty/0 (the smoke preset sets limit: 8)")
+        if self.sample and (self.limit or self.sample_certifications):
+            raise ValueError("sample picks questions, limit/sample_certifications pick whole certifications: set "
+                             "limit=0 and sample_certifications=0 to sample questions")
         return self

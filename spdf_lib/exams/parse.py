@@ -14,6 +14,8 @@ Reason codes (`Question.excluded`, the first that applies, in this order):
 
 Repairs: HTML entities (`&lt;`, `&amp;gt;`, `&#160;`) are unescaped and cp1252/latin-1 mojibake
 (`SÃ©millon` → `Sémillon`, and the Cyrillic of the translator exams) is undone with `ftfy.fix_encoding`.
+A stray number that the scrape left at the end of the last option ("B. FALSE. 1", "D. AWS Inspector 43",
+"B. No 10"; apparently vote counts of the source site) is removed (`stray_number`, see `strip_stray_number`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Question:
     raw_key: str
     n_stated: int  # answers the question asks for ("choose two" -> 2); 1 when it does not say
     excluded: str | None = None  # a reason code from REASONS, or None when the question is scored
-    repairs: tuple[str, ...] = ()  # "html", "mojibake"
+    repairs: tuple[str, ...] = ()  # "html", "mojibake", "stray_number"
     flags: tuple[str, ...] = ()  # notes that do not exclude: "multi_key", "unordered_key", "stated_count_mismatch", …
 
     @property
@@ -193,6 +195,58 @@ def parse_options(prompt: str) -> tuple[str, list[str]] | None:
     return stem, options
 
 
+# --- stray numbers after the last option ------------------------------------------------------------------
+
+_TRAILING = re.compile(r"^(?P<text>.*\S)\s+(?P<n>\d{1,3})$")
+_AFTER_SENTENCE = re.compile(r"[.!?)]$")
+_DIGITS = re.compile(r"\d+")
+_ENDS_IN_NUMBER = re.compile(r"(?:^|\s)[-+$]?[\d.,]+$")  # "Windows 10", "3 000", "24"; not "Amazon S3"
+
+
+def _shape(text: str, words: int = 0) -> str:
+    """The text lower-cased with digit runs as `#`; only its last `words` words when `words` > 0."""
+    shape = _DIGITS.sub("#", text.lower())
+    return " ".join(shape.split()[-words:]) if words else shape
+
+
+def strip_stray_number(stem: str, options: list[str]) -> tuple[list[str], bool]:
+    """Options without the stray number that ends the last one, and whether one was removed.
+
+    The last option may end in a number of 1–3 digits that the scrape appended ("B. FALSE. 1", "D. AWS
+    Inspector 43", "B. No 10"). It is removed when it follows a finished sentence ("FALSE. 1", "… record target.
+    33"), or when it is 2 or more, follows a word (not an operator: "[Attempts] + 1") and does not fit the other
+    options:
+    - no other option has the last option's shape (digit runs compared as `#`), in full or in its last two
+      words ("RAID 10" beside "RAID 5", "Interface 1" beside "Interface 0", "$35 100" beside "$32 500" keep
+      their numbers), and the number with the word before it does not occur in the question ("… TOGAF 9"
+      asked about TOGAF 9); and
+    - either another option ends like the last option without the number ("Layer 7 36" beside "Layer 6", "2 11"
+      beside "4", "… port 993 20" beside "… port 995"), or no other option ends in a number ("No 10" beside
+      "Yes", "AWS Inspector 43" beside service names), or the only ones that do are bare numbers and the last
+      option is words ("a null value 43" beside "24"). "January 3" beside "March 27" keeps its number."""
+    if len(options) < 2:
+        return options, False
+    m = _TRAILING.match(options[-1])
+    if not m:
+        return options, False
+    text, others = m.group("text"), options[:-1]
+    if not _AFTER_SENTENCE.search(text):
+        if int(m.group("n")) < 2 or not re.search(r"[\w\]\"')]$", text):
+            return options, False  # "skill 1", "[Attempts] + 1": a 1, or a number after an operator, is text
+        last = options[-1]
+        if any(_shape(last, w) in {_shape(o, w) for o in others} for w in (0, 2)):
+            return options, False
+        words = f"{text.split()[-1]} {m.group('n')}".lower()
+        if re.search(rf"(?<!\w){re.escape(words)}(?!\w)", " ".join([stem, *others]).lower()):
+            return options, False
+        numbered = [o for o in others if _ENDS_IN_NUMBER.search(o)]
+        fits = any(_shape(text, w) in {_shape(o, w) for o in others} for w in (0, 2))
+        bare = all(_ENDS_IN_NUMBER.fullmatch(o) or re.fullmatch(r"[-+$]?[\d.,\s]+", o) for o in numbered)
+        if not (fits or not numbered or (bare and not _DIGITS.search(text))):
+            return options, False
+    return [*others, text], True
+
+
 # --- answer keys and stated answer counts ------------------------------------------------------------------
 
 _KEY = re.compile(r"[A-J]+")
@@ -228,6 +282,9 @@ def parse_row(index: int, certification: str, number: str, prompt: str, raw_key:
     num = int(number) if number.strip().isdigit() else None
     parsed = parse_options(prompt)
     stem, options = parsed if parsed else (_clean(prompt), [])
+    options, stray = strip_stray_number(stem, options)
+    if stray:
+        repairs = (*repairs, "stray_number")
     key = parse_key(raw_key)
     n_stated = stated_answer_count(stem)
     flags = []

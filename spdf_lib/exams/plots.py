@@ -11,7 +11,8 @@ _SERIES = {
     "pass_share": "model",
     "circular_pass_share": "model, CircularEval",
     "random_pass_share": "random guessing (expected)",
-    "best_always_pass_share": "best always-X",
+    "best_always_strict_pass_share": "best always-X (strict single letter)",
+    "best_always_pass_share": "best always-X (as many letters as the key)",
     "majority_per_cert_pass_share": "majority letter per cert.",
 }
 
@@ -54,7 +55,8 @@ def score_distribution(certifications: pd.DataFrame, threshold: float = 0.7) -> 
 
 
 def letter_bias(letters: pd.DataFrame) -> plt.Figure:
-    """Share of each letter among the model's choices and among the answer keys (single-answer questions)."""
+    """Share of each letter among the model's choices and among the answer keys (single-answer questions the
+    model answered), with their total variation distance in the title."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     x = range(len(letters))
     ax.bar([i - 0.2 for i in x], letters["model_share"], width=0.4, label="model's choices")
@@ -62,6 +64,7 @@ def letter_bias(letters: pd.DataFrame) -> plt.Figure:
     ax.set_xticks(list(x), letters["letter"])
     ax.set_ylabel("share of questions")
     ax.legend(fontsize="small")
-    ax.set_title("Chosen letter vs key letter")
+    tvd = 0.5 * (letters["model_share"] - letters["key_share"]).abs().sum()
+    ax.set_title(f"Chosen letter vs key letter (total variation distance {tvd:.2f})")
     fig.tight_layout()
     return fig

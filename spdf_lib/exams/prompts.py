@@ -1,4 +1,4 @@
-"""Prompt formats, option rotations (CircularEval) and answer extraction from generated text.
+"""Prompt formats and option rotations (CircularEval). Answer extraction lives in `extract`.
 
 Log-likelihood prompts follow lm-evaluation-harness's MMLU task (`doc_to_text`), zero-shot:
 
@@ -7,17 +7,32 @@ Log-likelihood prompts follow lm-evaluation-harness's MMLU task (`doc_to_text`),
     B. {option}
     Answer:
 
-and the continuations scored are " A", " B", … (`target_delimiter` " "). Chat prompts put the same question in
-one user message with an instruction to answer with letters only.
+and the continuations scored are " A", " B", … (`target_delimiter` " ").
+
+Generation has two formats, chosen per run and recorded (manifest `info.prompt_format`, per-question `prompt`):
+
+- `chat` (instruct models; every API model): a system message stating the answer format (`SYSTEM`), then one
+  user message with the question, its lettered options and how many letters to give. A local model renders it
+  with its own chat template, an API through its chat-completions endpoint.
+- `plain` (base models, i.e. a model without a chat template): the same instruction as a first line, then the
+  MMLU-style question ending in "Answer:", so that a base model continues with a letter.
 """
 
 from __future__ import annotations
 
-import re
+from typing import Literal
 
 from spdf_lib.exams.parse import LETTERS, Question
 
+PromptFormat = Literal["chat", "plain"]
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+
+# No example letter in the instruction: an example ("for example B") would itself be a letter bias.
+SYSTEM = (
+    "You are taking a professional certification exam. Reply to each multiple-choice question with the letter of "
+    "the correct option and nothing else. When a question asks for several options, reply with their letters "
+    "separated by commas."
+)
 
 
 def rotation(n: int, r: int) -> tuple[int, ...]:
@@ -42,64 +57,31 @@ def loglik_prompt(q: Question, order: tuple[int, ...] | None = None) -> str:
     return question_block(q, order) + "\nAnswer:"
 
 
-def chat_messages(q: Question, n_answers: int, order: tuple[int, ...] | None = None) -> list[dict]:
-    """One user message asking for `n_answers` letters and nothing else."""
+def ask_line(n_answers: int) -> str:
+    """The line that tells the model how many letters to give."""
     if n_answers == 1:
-        ask = "Reply with the letter of the correct option only."
-    else:
-        ask = f"Choose exactly {_NUMBER_WORDS.get(n_answers, n_answers)} options; reply with their letters only."
-    text = (
-        "The following is a multiple-choice question from a professional certification exam. "
-        f"{ask}\n\n{question_block(q, order)}"
-    )
-    return [{"role": "user", "content": text}]
+        return "Answer with the letter of the correct option."
+    return f"Choose exactly {_NUMBER_WORDS.get(n_answers, n_answers)} options; answer with their letters."
 
 
-# --- answer extraction -------------------------------------------------------------------------------------
-
-_L = r"[A-J]"
-# "the answer is B", "Answer: **C**", "correct options are A and D", "answer: (B)"
-_STATED = re.compile(
-    rf"(?:answers?|options?|choices?)\s*(?:is|are|would be|:|=)\s*(?:options?\s+|letters?\s+)?"
-    rf"[\s*_(\[]*({_L}(?:[\s*_)\].]*(?:,|and|&|/|\+)?[\s*_(\[]*{_L})*)(?![A-Za-z])",
-    re.IGNORECASE,
-)
-# a reply that starts with its letter(s): "B", "B)", "B.", "**B**", "(B)", "B: text", "A, C", "A and C"
-_LEADING = re.compile(
-    rf"^[\s*_(\[]*({_L}(?:[\s*_)\].]*(?:,|and|&|/|\+)[\s*_(\[]*{_L})*)"
-    rf"(?:$|[\s*_]*[).:\]\n,]|[\s*_]*$|\*\*)"
-)
-_RUN = re.compile(rf"^[\s*_(\[]*({_L}{{2,}})[\s*_)\].]*$")  # "AC", "**BD**"
-_LIST = re.compile(rf"^[\s*_(\[]*({_L}(?:[\s*_)\].]*(?:,|and|&|/|\+)[\s*_(\[]*{_L})+)(?![A-Za-z])")  # "A and C …"
-# "A" and "I" are words too: the article / pronoun before a lower-case word (but not before "and", "or", "is")
-_WORD_AFTER = re.compile(r"(?:\s+(?!(?:and|or|is|are|was|were)\b)[a-z]|'|’)")
-_LONE = re.compile(rf"(?<![A-Za-z0-9'’-])({_L})(?![A-Za-z0-9'’-])")
+def chat_messages(q: Question, n_answers: int, order: tuple[int, ...] | None = None) -> list[dict]:
+    """The `chat` prompt: the system line (`SYSTEM`), then the question and how many letters to give."""
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"{question_block(q, order)}\n\n{ask_line(n_answers)}"},
+    ]
 
 
-def _letters(span: str, n_options: int) -> frozenset[str] | None:
-    found = frozenset(re.findall(_L, span))
-    return found if found and all(LETTERS.index(x) < n_options for x in found) else None
+def plain_prompt(q: Question, n_answers: int, order: tuple[int, ...] | None = None) -> str:
+    """The `plain` prompt for base models: the instruction, the question, how many letters, then "Answer:"."""
+    ask = "" if n_answers == 1 else f"({ask_line(n_answers)})\n"
+    return f"{SYSTEM}\n\n{question_block(q, order)}\n{ask}Answer:"
 
 
-def extract_answer(text: str, n_options: int) -> frozenset[str] | None:
-    """The option letters a generated reply chooses, or None when it commits to none (or names a letter the
-    question does not have).
-
-    Handles "The answer is B.", "B) …", "**B**", "(C)", "Answer: A and D", "AC"; an article "A" at the start
-    of a sentence ("A firewall …") is not a choice. When a reply only mentions letters in passing, it counts
-    only if exactly one letter is mentioned."""
-    text = text.strip()
-    if not text:
-        return None
-    m = _STATED.search(text)
-    if m:
-        return _letters(m.group(1), n_options)
-    m = _RUN.match(text) or _LIST.match(text) or _LEADING.match(text)
-    if m:
-        return _letters(m.group(1), n_options)
-    lone = set()
-    for m in _LONE.finditer(text):
-        if m.group(1) in "AI" and _WORD_AFTER.match(text, m.end()):
-            continue  # "A firewall …", "I think …"
-        lone.add(m.group(1))
-    return _letters("".join(lone), n_options) if len(lone) == 1 else None
+def generation_prompt(q: Question, n_answers: int, fmt: PromptFormat, order: tuple[int, ...] | None = None):
+    """The prompt of format `fmt`: chat messages (`chat`) or text (`plain`)."""
+    if fmt == "chat":
+        return chat_messages(q, n_answers, order)
+    if fmt == "plain":
+        return plain_prompt(q, n_answers, order)
+    raise ValueError(f"prompt format {fmt!r}: choose chat or plain")

@@ -2,13 +2,17 @@
 
 `run_exam(params, run_dir)` is what the notebook, `spdf exam` and sweeps call. It writes into `run_dir`:
 
-- `manifest.json`, `results.json` (flat metrics: accuracy, pass_share, pass_share_<field>, baselines, …);
-- `records.parquet` and `records.jsonl`: one record per question (model, qid, options, choice, correct, letter
-  log-probabilities or the reply, rotations);
-- `certifications.csv`: score and pass per certification (plain and CircularEval);
-- `headline.csv`: pass share overall and per field with counts, beside the baselines;
-- `letters.csv`: the model's chosen-letter distribution against the keys';
-- `data_report.json`: rows loaded, repaired, excluded by reason, flags, and what the field rules do not cover.
+- `manifest.json` (with `info`: backend, device, dtype, torch threads, the API's base URL — never its key —, the
+  prompt format, the system line and one exact prompt, the selection) and `results.json` (flat metrics:
+  accuracy, pass_share, pass_share_<field>, every baseline's accuracy and pass share, letter bias, …);
+- tables listed in the manifest and read with `spdf_lib.records.read_table(run_dir, name)`:
+  `records` (parquet; one record per question: model, qid, options, exact prompt, choice, correct, letter
+  log-probabilities or the reply and its extraction reason, rotations), `certifications` (score and pass per
+  certification, plain and CircularEval, and whether it was asked whole), `headline` (pass share overall and
+  per field beside the baselines), `letters` (the model's letter distribution beside the keys'), `baselines`
+  (the model and every baseline: accuracy beside pass share);
+- `records.jsonl` (the records as JSON lines) and `data_report.json` (rows loaded, repaired, excluded by
+  reason, flags, what the field rules do not cover, the selection).
 """
 
 from __future__ import annotations
@@ -24,13 +28,57 @@ import pandas as pd
 from spdf_lib.exams.fields import FieldRules, assign_fields, coverage, load_rules
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import DATA_FILE, DATASET, DataReport, Question, load_questions
-from spdf_lib.exams.report import certification_table, headline_table, letter_distribution, results_dict
-from spdf_lib.exams.scoring import score
+from spdf_lib.exams.prompts import SYSTEM, generation_prompt, loglik_prompt
+from spdf_lib.exams.report import (
+    baseline_table,
+    certification_table,
+    headline_table,
+    letter_distribution,
+    results_dict,
+    split_note,
+    whole_certifications,
+)
+from spdf_lib.exams.scoring import n_answers, score
 from spdf_lib.records import Run, atomic_write_text, new_run_dir, write_json
 
 
+def read_questions_file(path: str | Path, questions: list[Question]) -> list[Question]:
+    """The questions a file names, one data-row index a line (0-based, header not counted; blank lines and
+    `#` comments are skipped). A bad file fails with one line naming the file, the line and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"questions_file {path}: no such file (one data-row index a line, e.g. 0 for the first row)")
+    chosen: list[Question] = []
+    seen: dict[int, int] = {}
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        where = f"questions_file {path}, line {lineno}"
+        if not text.isdigit():
+            raise ValueError(f"{where}: {text!r} is not a row index; write one 0-based data-row number a line")
+        row = int(text)
+        if row >= len(questions):
+            raise ValueError(f"{where}: row {row} is past the last data row ({len(questions) - 1}); rows are "
+                             f"0-based and the header is not counted")
+        if row in seen:
+            raise ValueError(f"{where}: row {row} is listed twice (first on line {seen[row]}); remove one")
+        q = questions[row]
+        if not q.scored:
+            raise ValueError(f"{where}: row {row} cannot be scored ({q.excluded}); remove it (data_report.json "
+                             f"lists the excluded rows)")
+        seen[row] = lineno
+        chosen.append(q)
+    if not chosen:
+        raise ValueError(f"questions_file {path}: no row indices in it")
+    return chosen
+
+
 def select(questions: list[Question], p: ExamParams, fields: dict[str, str]) -> list[Question]:
-    """The scored questions of the certifications `p` selects (whole certifications; see `ExamParams`)."""
+    """The scored questions `p` selects: a questions file, a question sample, or whole certifications (see
+    `ExamParams`)."""
+    if p.questions_file:
+        return read_questions_file(p.questions_file, questions)
     by_cert: dict[str, list[Question]] = {}
     for q in questions:
         if q.scored:
@@ -46,6 +94,12 @@ def select(questions: list[Question], p: ExamParams, fields: dict[str, str]) -> 
         if bad := [f for f in p.fields if f not in known]:
             raise ValueError(f"fields: unknown field id(s) {bad}; known: {', '.join(sorted(known))}")
         names = [c for c in names if fields[c] in set(p.fields)]
+    if p.sample:
+        pool = sorted((q for c in names for q in by_cert[c]), key=lambda q: q.qid)
+        if p.sample > len(pool):
+            raise ValueError(f"sample: {p.sample} questions asked for, but the selection has only {len(pool)} "
+                             f"scorable questions; choose sample <= {len(pool)}")
+        return sorted(random.Random(p.seed).sample(pool, p.sample), key=lambda q: q.qid)
     random.Random(p.seed).shuffle(names)
     if p.sample_certifications:
         names = names[: p.sample_certifications]
@@ -62,6 +116,18 @@ def select(questions: list[Question], p: ExamParams, fields: dict[str, str]) -> 
     return [q for c in sorted(names) for q in by_cert[c]]
 
 
+def describe_selection(p: ExamParams, chosen: list[Question]) -> str:
+    """How the questions were chosen, in words (for the manifest and the printed summary)."""
+    n_certs = len({q.certification for q in chosen})
+    if p.questions_file:
+        how = f"the rows listed in {p.questions_file}"
+    elif p.sample:
+        how = f"a random sample (seed {p.seed}) of questions"
+    else:
+        how = "whole certifications" + (f" (seed {p.seed}, limit {p.limit})" if p.limit else "")
+    return f"{len(chosen)} questions in {n_certs} certifications: {how}"
+
+
 def load_model(p: ExamParams):
     """The `LocalLM` or `ApiLM` that `p` names."""
     from spdf_lib.exams.backends import ApiLM, LocalLM
@@ -69,6 +135,15 @@ def load_model(p: ExamParams):
     if p.backend == "api":
         return ApiLM(p.model)
     return LocalLM.load(p.model, dtype=p.dtype, threads=p.threads or None)
+
+
+def resolve_prompt_format(p: ExamParams, lm) -> str:
+    """`chat` or `plain` for this model: `auto` is chat when the model has a chat template (every API model)."""
+    if p.prompt_format != "auto":
+        if p.prompt_format == "chat" and not lm.has_chat_template:
+            raise ValueError(f"model {p.model!r} has no chat template: set prompt_format=plain (or auto)")
+        return p.prompt_format
+    return "chat" if lm.has_chat_template else "plain"
 
 
 def prepare(p: ExamParams) -> tuple[list[Question], DataReport, FieldRules, dict[str, str]]:
@@ -79,33 +154,51 @@ def prepare(p: ExamParams) -> tuple[list[Question], DataReport, FieldRules, dict
     return questions, report, rules, fields
 
 
-def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None) -> dict[str, Any]:
+def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress: bool = True) -> dict[str, Any]:
     """Evaluate the model of `p` and write the records into `run_dir`; returns results.json's dict.
 
-    `lm` may pass an already loaded model (the notebook reuses one across cells)."""
+    `lm` may pass an already loaded model (the notebook reuses one across cells); `progress` shows a tqdm bar
+    over the questions while scoring."""
     run_dir = Path(run_dir or p.run_dir or new_run_dir("exams"))
     questions, report, rules, fields = prepare(p)
-    chosen = select(questions, p, fields)
+    chosen = select(questions, p, fields)  # a bad selection fails here, before the model loads
     if not chosen:
         raise ValueError("no questions selected; check certifications/fields/limit")
+    whole = whole_certifications(chosen, questions)
+    note = split_note(chosen, whole)
     run = Run(run_dir, "exams", p.model_dump(), p.seed)
     if not p.data_file:
         from spdf_lib.data.registry import checksums, fetch
 
         run.add_data(checksums(fetch(DATASET, [DATA_FILE]), DATASET))
     lm = lm if lm is not None else load_model(p)
+    fmt = resolve_prompt_format(p, lm) if p.mode == "generate" else "loglik"
+    first = chosen[0]
+    example = (lm.render(generation_prompt(first, n_answers(first, p.answer_count), fmt)) if p.mode == "generate"
+               else loglik_prompt(first))
+    run.describe(**lm.describe(), mode=p.mode, prompt_format=fmt,
+                 system_prompt=SYSTEM if fmt == "chat" else None,
+                 prompt_example={"qid": first.qid, "prompt": example},
+                 selection=describe_selection(p, chosen), whole_certifications=len(whole),
+                 split_certifications=len({q.certification for q in chosen} - whole), selection_note=note)
     t0 = time.perf_counter()
     records = score(lm, chosen, mode=p.mode, circular=p.circular, answer_count=p.answer_count,
-                    batch_tokens=p.batch_tokens, max_new_tokens=p.max_new_tokens, fields=fields)
+                    batch_tokens=p.batch_tokens, max_new_tokens=p.max_new_tokens, fields=fields,
+                    prompt_format=fmt if p.mode == "generate" else "chat", progress=progress)
     seconds = time.perf_counter() - t0
 
-    table = headline_table(records, chosen, fields, rules, p.pass_threshold, p.pass_rule, p.answer_count)
+    table = headline_table(records, chosen, fields, rules, p.pass_threshold, p.pass_rule, p.answer_count, whole,
+                           reference=questions)
     letters = letter_distribution(records)
+    baselines = baseline_table(records, chosen, fields, p.pass_threshold, p.pass_rule, p.answer_count, whole,
+                               reference=questions)
     certs = certification_table(records, "correct", p.pass_threshold, p.pass_rule)
     if p.circular:
         circ = certification_table(records, "circular_correct", p.pass_threshold, p.pass_rule)
         certs["circular_correct"], certs["circular_passed"] = circ["correct"], circ["passed"]
-    results = results_dict(records, chosen, table, letters, fields, p.pass_threshold, p.pass_rule, p.answer_count)
+    certs["whole"] = certs["certification"].isin(whole)
+    results = results_dict(records, chosen, table, letters, fields, p.pass_threshold, p.pass_rule,
+                           p.answer_count, baselines)
     results.update(seconds=seconds, questions_per_second=len(records) / seconds if seconds else 0.0)
 
     run.write_table("records", pd.DataFrame(records), fmt="parquet")
@@ -113,10 +206,14 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None) -> dict[
     run.write_table("certifications", certs)
     run.write_table("headline", table)
     run.write_table("letters", letters)
+    run.write_table("baselines", baselines)
     write_json(run_dir / "data_report.json", {
         **report.as_dict(),
         "selected_questions": len(chosen),
         "selected_certifications": len({q.certification for q in chosen}),
+        "whole_certifications": len(whole),
+        "selection": describe_selection(p, chosen),
+        "selection_note": note,
         "fields": coverage({q.certification for q in questions}, rules),
         "fields_file": rules.source,
     })

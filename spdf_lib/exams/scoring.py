@@ -9,11 +9,15 @@ pass on a lucky key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tqdm import tqdm
+
+from spdf_lib.exams.extract import extract_answer
 from spdf_lib.exams.parse import LETTERS, Question
-from spdf_lib.exams.prompts import chat_messages, extract_answer, loglik_prompt, rotation, to_original
+from spdf_lib.exams.prompts import PromptFormat, generation_prompt, loglik_prompt, rotation, to_original
 
 Mode = Literal["loglik", "generate"]
 AnswerCount = Literal["key", "stated"]
@@ -50,6 +54,24 @@ def _jobs(questions: list[Question], circular: bool, answer_count: AnswerCount) 
     return jobs
 
 
+class _Bar:
+    """A plain tqdm bar over questions (questions/s, ETA) fed by finished jobs; a question's rotations each
+    count 1/n of it."""
+
+    def __init__(self, jobs: list[Asked], n_questions: int, desc: str, enabled: bool):
+        self.weight = [1.0 / (len(j.order) if len(jobs) > n_questions else 1) for j in jobs]
+        self.bar = tqdm(total=n_questions, desc=desc, unit="q", leave=True, disable=not enabled,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} "
+                                   "[{elapsed}<{remaining}, {rate_fmt}]")
+
+    def __call__(self, done: Sequence[int]) -> None:
+        self.bar.update(sum(self.weight[i] for i in done))
+
+    def close(self) -> None:
+        self.bar.n = self.bar.total  # fractional rotations add up to the total up to rounding
+        self.bar.close()
+
+
 def score(
     lm,
     questions: list[Question],
@@ -59,32 +81,47 @@ def score(
     batch_tokens: int = 2048,
     max_new_tokens: int = 16,
     fields: dict[str, str] | None = None,
+    prompt_format: PromptFormat = "chat",
+    progress: bool = True,
 ) -> list[dict]:
     """Ask `lm` every question (and its rotations) and return one record per question.
 
-    `lm` is a `LocalLM` (both modes) or an `ApiLM` (generation only). A record holds the model, question id,
-    certification, field, parsed options, key, the chosen letters, whether they are correct, the letter
-    log-probabilities (log-likelihood mode) or the reply (generation mode), and with `circular` the choice under
-    every rotation (as original letters) and whether all of them are correct."""
+    `lm` is a `LocalLM` (both modes) or an `ApiLM` (generation only); `prompt_format` (generation) is `chat` or
+    `plain` (see `prompts`). A record holds the model, question id, certification, field, parsed options, key,
+    the exact prompt of the unrotated question (`prompt`: the rendered chat, the API request's messages as
+    JSON, or the text), the chosen letters, whether they are correct, the letter log-probabilities
+    (log-likelihood mode) or the reply and its extraction reason (generation mode), and with `circular` the
+    choice (as original letters), reply and reason under every rotation and whether all of them are correct.
+    `progress` shows a tqdm bar over the questions (questions/s, ETA)."""
     questions = [q for q in questions if q.scored]
     if mode == "loglik" and not hasattr(lm, "letter_logprobs"):
         raise ValueError(f"{type(lm).__name__} cannot score log-likelihoods; use mode=generate")
-    jobs = _jobs(questions, circular, answer_count)
-    if mode == "loglik":
-        scores = lm.letter_logprobs(
-            [loglik_prompt(j.q, j.order) for j in jobs], [len(j.order) for j in jobs], batch_tokens=batch_tokens
-        )
-        shown = [top_letters(s, j.k) for s, j in zip(scores, jobs, strict=True)]
-        replies: list[str | None] = [None] * len(jobs)
-    elif mode == "generate":
-        replies = lm.generate([chat_messages(j.q, j.k, j.order) for j in jobs], max_new_tokens=max_new_tokens)
-        shown = [extract_answer(r, len(j.order)) for r, j in zip(replies, jobs, strict=True)]
-        scores = [None] * len(jobs)
-    else:
+    if mode not in ("loglik", "generate"):
         raise ValueError(f"mode {mode!r}: choose loglik or generate")
+    jobs = _jobs(questions, circular, answer_count)
+    bar = _Bar(jobs, len(questions), f"scoring {lm.name} ({mode})", progress)
+    try:
+        if mode == "loglik":
+            texts = [loglik_prompt(j.q, j.order) for j in jobs]
+            scores = lm.letter_logprobs(texts, [len(j.order) for j in jobs], batch_tokens=batch_tokens,
+                                        progress=bar)
+            shown = [top_letters(s, j.k) for s, j in zip(scores, jobs, strict=True)]
+            replies: list[str | None] = [None] * len(jobs)
+            reasons: list[str | None] = [None] * len(jobs)
+        else:
+            prompts = [generation_prompt(j.q, j.k, prompt_format, j.order) for j in jobs]
+            texts = [lm.render(p) if i == 0 or jobs[i].q is not jobs[i - 1].q else ""
+                     for i, p in enumerate(prompts)]  # the unrotated prompt of each question, rendered once
+            replies = lm.generate(prompts, max_new_tokens=max_new_tokens, progress=bar)
+            found = [extract_answer(r, len(j.order)) for r, j in zip(replies, jobs, strict=True)]
+            shown = [e.letters if e.answered else None for e in found]
+            reasons = [e.reason for e in found]
+            scores = [None] * len(jobs)
+    finally:
+        bar.close()
 
     records: dict[str, dict] = {}
-    for j, s, sc, reply in zip(jobs, shown, scores, replies, strict=True):
+    for j, s, sc, reply, reason, text in zip(jobs, shown, scores, replies, reasons, texts, strict=True):
         original = to_original(s, j.order) if s is not None else None
         chosen = "".join(sorted(original)) if original is not None else None
         rec = records.get(j.q.qid)
@@ -92,6 +129,7 @@ def score(
             rec = records[j.q.qid] = {
                 "model": lm.name,
                 "qid": j.q.qid,
+                "row": int(j.q.qid),
                 "certification": j.q.certification,
                 "field": (fields or {}).get(j.q.certification, ""),
                 "number": j.q.number,
@@ -100,14 +138,22 @@ def score(
                 "key": "".join(sorted(j.q.key)),
                 "n_answers": j.k,
                 "mode": mode,
+                "prompt_format": prompt_format if mode == "generate" else "loglik",
+                "prompt": text,
                 "choice": chosen,
                 "correct": original == j.q.key,
                 "letter_logprobs": sc,
                 "reply": reply,
+                "extraction": reason,
                 "rotation_choices": [],
+                "rotation_replies": [] if mode == "generate" and circular else None,
+                "rotation_extractions": [] if mode == "generate" and circular else None,
             }
         if circular:
             rec["rotation_choices"].append(chosen)
+            if mode == "generate":
+                rec["rotation_replies"].append(reply)
+                rec["rotation_extractions"].append(reason)
     for rec in records.values():
         if circular:
             rec["circular_correct"] = all(c == rec["key"] for c in rec["rotation_choices"])
