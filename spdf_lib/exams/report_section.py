@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from spdf_lib.exams import plots
+from spdf_lib.exams.report import letter_tvd
 from spdf_lib.records import read_table
 from spdf_lib.reporting import Report, column
 
@@ -57,19 +58,25 @@ def section(results: pd.DataFrame, rep: Report) -> None:
         label = model_label(str(column(runs, "model").loc[r.Index]))
         top = headline[headline["field"] == "all"].iloc[0]
         oscp = certs[certs["certification"].str.contains("OSCP", regex=False)]
+        letters = read_table(folder, "letters")
         row = {"model": label, "certifications": top["certifications"], "questions": top["questions"],
                "accuracy": top["accuracy"], "pass_share": top["pass_share"],
                "circular_pass_share": top["circular_pass_share"], "random": top["random_pass_share"],
-               "best_always_letter": f"{top['best_always_letter']} {top['best_always_pass_share']:.2f}",
-               "majority_per_cert": top["majority_per_cert_pass_share"],
+               "always_letter_strict": f"{top['best_always_strict_letter']} {top['best_always_strict_pass_share']:.2f}",
+               "always_letter_as_key": f"{top['best_always_letter']} {top['best_always_pass_share']:.2f}",
+               "majority_per_cert": top["majority_per_cert_pass_share"], "letter_tvd": letter_tvd(letters),
                "oscp": f"{oscp['correct'].iloc[0]}/{oscp['questions'].iloc[0]}" if len(oscp) else "—"}
         rows.append(row)
         beats = row["pass_share"] > max(row["random"], row["majority_per_cert"])
         rep.figure(plots.pass_share_by_field(headline, title=label), f"exams_pass_share_{label}",
                    f"- {label}: {row['pass_share']:.0%} passed ({row['circular_pass_share']:.0%} under CircularEval) "
-                   f"against {row['random']:.0%} expected from random guessing and {row['majority_per_cert']:.0%} from "
-                   f"always answering each certification's majority letter — {'above' if beats else 'not above'} the "
-                   f"letter baselines; it answered {_top_choice(records['choice'])}. The paper's GPT-3 passed "
+                   f"against {row['random']:.0%} expected from random guessing, "
+                   f"{top['best_always_strict_pass_share']:.0%} from always answering "
+                   f"'{top['best_always_strict_letter']}' (strict single letter; "
+                   f"{top['best_always_pass_share']:.0%} with as many letters as the key) and "
+                   f"{row['majority_per_cert']:.0%} from each certification's majority letter — "
+                   f"{'above' if beats else 'not above'} the letter baselines; it answered {_top_choice(records['choice'])} "
+                   f"(distance of its letters from the keys': {row['letter_tvd']:.2f}). The paper's GPT-3 passed "
                    f"{PAPER_GPT3_PASS_SHARE:.0%} of 1,149 certifications; " + _oscp_sentence(row["oscp"], oscp_keys))
     table = pd.DataFrame(rows)
     rep.tables["exams"] = table
