@@ -26,7 +26,7 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     assert set(table["experiment"]) >= {"flops", "spdf_pretrain", "spdf_finetune", "primer", "exams"}
     assert (table["status"] == "ok").all()
     for name in ("flops_reduction_vs_sparsity", "flops_breakdown", "spdf_bleu_vs_sparsity", "spdf_bleu_vs_total_flops",
-                 "spdf_bleu_vs_train_size", "primer_speedups"):
+                 "spdf_check_vs_sparsity", "spdf_convergence", "primer_speedups"):
         assert (figures / f"{name}.png").is_file() and (figures / f"{name}.pdf").is_file(), name
     assert list(figures.glob("exams_pass_share_*.png"))
     summary = (figures / "summary.md").read_text()
