@@ -213,6 +213,8 @@ def comparisons(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
             if s == 0 or base.empty:
                 continue
             lines = [cmp(_group(dense, sparsity=s), base, m, "no_loss") for m in measures]
+            if not any(lines):
+                continue
             out.append(f"- **{task}**, dense fine-tuning from {s:.0%} sparse vs dense pre-training — the paper finds "
                        f"no significant loss at 75% (GPT-3 XL): " + "; ".join(x for x in lines if x) + ".")
         for s in sorted(g[g["mode"] == "sparse"]["sparsity"].unique()):
@@ -220,12 +222,16 @@ def comparisons(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
                 continue
             a, b = _group(dense, sparsity=s), _group(g[g["mode"] == "sparse"], sparsity=s)
             lines = [cmp(a, b, m, "gain") for m in measures]
+            if not any(lines):
+                continue
             out.append(f"- **{task}**, {s:.0%} sparse pre-training, dense minus sparse fine-tuning — the paper finds "
                        f"that dense fine-tuning recovers what sparse fine-tuning loses: "
                        + "; ".join(x for x in lines if x) + ".")
         sc = scratch[scratch["task"] == task]
         if len(sc) and len(base):
             lines = [cmp(base, sc, m, "gain") for m in (*measures, LOSS)]
+            if not any(lines):
+                continue
             out.append(f"- **{task}**, dense pre-trained minus from scratch (same architecture, same fine-tuning "
                        f"rule): " + "; ".join(x for x in lines if x) + ".")
     return out
@@ -364,15 +370,17 @@ def _beam_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
     """The same comparisons on beam-search outputs of the same models (runs with `beam_check`): does the
     decoding change a conclusion?"""
     runs = pd.concat([full, scratch])
-    tasks = [t for t, g in runs.groupby("task") if "beam_bleu" in g and g["beam_bleu"].notna().all()]
-    for task in tasks:
-        greedy = comparisons(rep, full[full["task"] == task], scratch, margins)
-        beam = comparisons(rep, full[full["task"] == task], scratch, margins, table="examples_beam")
-        g = runs[runs["task"] == task]
+    if "beam_bleu" not in runs:
+        return
+    for task, g in runs[runs["beam_bleu"].notna()].groupby("task"):
+        beamed = g  # the runs decoded both ways: compare only among them
+        fb, sb = beamed[beamed["mode"] != "scratch"], beamed[beamed["mode"] == "scratch"]
+        greedy = comparisons(rep, fb, sb, margins)
+        beam = comparisons(rep, fb, sb, margins, table="examples_beam")
         same = [_labels(a) == _labels(b) for a, b in zip(greedy, beam, strict=True)]
-        rep.say(f"Greedy vs beam search ({task}, the same fine-tuned models decoded again with beams; BLEU "
-                f"{_fmt(g['bleu'])} greedy, {_fmt(g['beam_bleu'])} beam over all its runs). The verdicts on beam "
-                f"outputs, {sum(same)} of {len(same)} the same as on greedy outputs:", "", *beam, "")
+        rep.say(f"Greedy vs beam search ({task}: {len(g)} fine-tuned models decoded again with beams; BLEU "
+                f"{_fmt(g['bleu'])} greedy, {_fmt(g['beam_bleu'])} beam). The verdicts on beam outputs — "
+                f"{sum(same)} of {len(same)} the same as on greedy outputs:", "", *beam, "")
 
 
 def _labels(line: str) -> list[str]:
