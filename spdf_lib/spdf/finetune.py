@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,7 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
         "val_check": best.get("val_check", float("nan")),
         "n_train_inputs": len(train_examples), "n_train_pairs": len(pairs), "n_val_inputs": len(val),
         "n_eval": len(data.eval), "finetune_seconds": last["elapsed_s"],
+        "process_cpu_s": time.process_time(),  # CPU seconds of this process so far: the run's cost on idle cores
     }
     run.finish(results)
     for folder in ("checkpoints", "best"):  # the run is complete: its model is saved, the resume state can go
