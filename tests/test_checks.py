@@ -52,6 +52,15 @@ def test_wrong_and_missing_values_are_not_realised():
     # the negation decides familyFriendly: "not family friendly" is a no, never a yes
     assert not slot_realised("familyFriendly", "yes", "it is not family friendly")
     assert not slot_realised("priceRange", "cheap", "it is not cheap")
+    # a second, contradicting value of the same slot: not realised (overlapping wordings are no contradiction)
+    assert not slot_realised("priceRange", "cheap", "a cheap place in the high price range")
+    assert slot_realised("priceRange", "less than £20", "a cheap place, under £20")
+    assert not slot_realised("customer rating", "high", "highly rated, with a customer rating of 1 out of 5")
+    assert not slot_realised("area", "riverside", "by the riverside in the city centre")
+    # the names of the place and its landmark are not wordings of other slots
+    assert e2e_slots("name[Zizzi], food[Italian], near[Raja Indian Cuisine]", "Zizzi serves Italian food near "
+                     "Raja Indian Cuisine.") == {"name": True, "food": True, "near": True}
+    assert e2e_slots("name[Zizzi], eatType[pub], near[Café Rouge]", "Zizzi is a pub near Café Rouge.")["eatType"]
     # names must be there verbatim and whole
     assert not slot_realised("name", "The Mill", "the Millstone pub")
     assert slot_realised("name", "The Mill", "the mill is a pub")  # case-insensitive, as the E2E scripts

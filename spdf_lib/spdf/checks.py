@@ -7,10 +7,11 @@ fine-tuning run also reports:
   by pattern matching in the manner of the E2E challenge's slot-error scripts (Dušek, Howcroft & Rieser 2019,
   "Semantic noise matters for neural NLG"; `tuetschek/e2e-cleaning`): each value has a few regular expressions
   for its usual wordings ("family friendly", "kid-friendly", "welcomes children"), matched as whole words,
-  case-insensitively; `name` and `near` must appear verbatim. The patterns below are this kit's own and
-  deliberately lenient (a paraphrase the patterns miss counts against the model): realisation is a lower bound,
-  and `1 − realisation` is the missing-value part of the slot error rate (added or wrong values are not counted).
-  Reported overall and for `name` alone.
+  case-insensitively; `name` and `near` must appear verbatim. A value also counts as missed when the output
+  states another value of the same slot ("cheap" and "expensive" in one output realise neither; "not family
+  friendly" is a `no`). The patterns below are this kit's own (a paraphrase they miss counts against the model),
+  so `1 − realisation` is the missing-or-wrong part of the slot error rate (slots the input does not have and
+  the output adds are not counted). Reported overall and for `name` alone.
 - **WebNLG / DART entity coverage**: the share of the input's distinct subject and object strings (underscores
   read as spaces, surrounding quotes dropped) found verbatim, case-insensitively, in the output. DART's table
   placeholders (`[TABLECONTEXT]`) are not entities.
@@ -105,19 +106,41 @@ def _says(text: str, patterns: Sequence[str]) -> bool:
     return _compiled(tuple(patterns)).search(text) is not None
 
 
+def _spans(text: str, patterns: Sequence[str]) -> list[tuple[int, int]]:
+    return [m.span() for m in _compiled(tuple(patterns)).finditer(text)]
+
+
 def slot_realised(slot: str, value: str, text: str) -> bool:
-    """Whether `text` expresses `slot[value]` of an E2E meaning representation (see the module docstring).
-    Values the patterns do not know (none in the E2E data) must appear verbatim."""
+    """Whether `text` expresses `slot[value]` of an E2E meaning representation (see the module docstring): one
+    of the value's wordings is there, and no wording of another value of the slot is there elsewhere (a text that
+    says "cheap" and "expensive" has not realised either). Values the patterns do not know (`name`, `near`) must
+    appear verbatim."""
     if slot == "familyFriendly" and value.lower() in ("yes", "no"):
         negated = _says(text, _FAMILY_NO)
         return negated if value.lower() == "no" else (not negated and _says(text, _FAMILY_YES))
-    patterns = E2E_PATTERNS.get(slot, {}).get(value)
-    return _says(text, patterns if patterns else [re.escape(value)])
+    values = E2E_PATTERNS.get(slot, {})
+    if value not in values:
+        return _says(text, [re.escape(value)])
+    own = _spans(text, values[value])
+    if not own:
+        return False
+    overlaps = lambda a, b: a[0] < b[1] and b[0] < a[1]  # noqa: E731
+    for other, patterns in values.items():  # a wording of another value, not inside one of this value's own
+        if other != value and any(not any(overlaps(span, o) for o in own) for span in _spans(text, patterns)):
+            return False
+    return True
 
 
 def e2e_slots(mr: str, text: str) -> dict[str, bool]:
-    """{slot: realised} for every attribute of the raw E2E `mr` (`name[X], eatType[pub], ...`)."""
-    return {slot: slot_realised(slot, value, text) for slot, value in parse_mr(mr)}
+    """{slot: realised} for every attribute of the raw E2E `mr` (`name[X], eatType[pub], ...`). The other slots are
+    matched with the `name` and `near` values masked out: "Raja Indian Cuisine" says nothing about the food, nor
+    "Café Rouge" about the type of place."""
+    pairs = parse_mr(mr)
+    masked = text
+    for slot, value in pairs:
+        if slot in ("name", "near"):
+            masked = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", " ", masked, flags=re.IGNORECASE)
+    return {slot: slot_realised(slot, value, text if slot in ("name", "near") else masked) for slot, value in pairs}
 
 
 # --- WebNLG / DART entity coverage ---------------------------------------------------------------------------

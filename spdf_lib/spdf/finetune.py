@@ -287,7 +287,9 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     table["hypothesis"] = hyps
     run.write_table("examples", table)
     checks = corpus_checks(table)
-    extra: dict[str, float] = {}
+    # the same checks on each input's first human reference: the ceiling the patterns allow on this data
+    reference = corpus_checks(example_table(p.task, data.eval, [e.references[0] for e in data.eval], delex))
+    extra: dict[str, float] = {f"reference_{k}": v for k, v in reference.items() if k != "len_ratio"}
     if p.beam_check > 1:  # the same model decoded with beams: does the decoding change a conclusion?
         beam_cfg = DecodeConfig(num_beams=p.beam_check, length_penalty=p.length_penalty,
                                 no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
@@ -295,8 +297,8 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
         beam_hyps = decode(model, tok, view(data.eval), beam_cfg, p.max_len, progress=p.progress)
         beam_table = example_table(p.task, data.eval, beam_hyps, delex).assign(hypothesis=beam_hyps)
         run.write_table("examples_beam", beam_table)
-        extra = {f"beam_{k}": v for k, v in {**score_examples(data.eval, beam_hyps, ["bleu"]).scores,
-                                             **corpus_checks(beam_table)}.items()}
+        extra |= {f"beam_{k}": v for k, v in {**score_examples(data.eval, beam_hyps, ["bleu"]).scores,
+                                              **corpus_checks(beam_table)}.items()}
     curve = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_loss" in r]
     run.write_table("validation", pd.DataFrame(curve).rename(columns={"eval_loss": "val_loss"}))
     write_json(run_dir / "metrics.json", {"scores": scored.scores, "missing": scored.missing,
