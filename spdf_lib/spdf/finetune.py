@@ -302,7 +302,8 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     curve = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_loss" in r]
     run.write_table("validation", pd.DataFrame(curve).rename(columns={"eval_loss": "val_loss"}))
     write_json(run_dir / "metrics.json", {"scores": scored.scores, "missing": scored.missing,
-                                          "signatures": scored.signatures, "checks": checks, "beam_check": extra,
+                                          "signatures": scored.signatures, "checks": checks,
+                                          "beam_check": {k: v for k, v in extra.items() if k.startswith("beam_")},
                                           "decoding": config_dict(decode_cfg), "train_split": data.train_split,
                                           "eval_split": data.eval_split, "e2e_delex": delex})
     if p.save_model:

@@ -79,7 +79,8 @@ def finetune_frame(results: pd.DataFrame) -> pd.DataFrame:
     out["num_beams"] = _optional(ft, "num_beams", 1).astype(int)
     for m in ("bleu", "chrfpp", "rouge_l", "nist", "finetune_eval_loss", "len_ratio", "slot_realisation",
               "name_realisation", "lex_slot_realisation", "entity_coverage", "best_epoch", "epochs_trained",
-              "pretrain_lr", "pretrain_eval_loss", "beam_bleu"):
+              "pretrain_lr", "pretrain_eval_loss", "beam_bleu", "reference_lex_slot_realisation",
+              "reference_slot_realisation", "reference_entity_coverage", "reference_name_realisation"):
         if m in ft or f"results.{m}" in ft:
             out[m] = column(ft, m).astype(float)
     return out.reset_index(drop=True)
@@ -258,6 +259,18 @@ def results_table(ft: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
+def reference_line(ft: pd.DataFrame) -> str:
+    """What each task's first human reference scores on the same checks (the ceiling the patterns allow)."""
+    parts = []
+    for task, g in ft.groupby("task"):
+        check = check_measure(task, bool(g["delexicalised"].iloc[0])).name
+        col = f"reference_{check}"
+        if col in g and g[col].notna().any():
+            parts.append(f"{task} {g[col].mean():.1f}%")
+    return ("The same check on each input's first human reference (what the patterns credit to a human): "
+            + ", ".join(parts) + ".") if parts else ""
+
+
 def _targets(full: pd.DataFrame) -> list[str]:
     e2e = _group(full[full["mode"] == "dense"], task="e2e", sparsity=0.0)
     if e2e.empty or "name_realisation" not in e2e:
@@ -339,7 +352,7 @@ def section(results: pd.DataFrame, rep: Report) -> None:
         rep.say("Downstream results after fine-tuning to convergence (mean ± sd over seeds; greedy decoding; check = "
                 "E2E slot realisation or WebNLG/DART entity coverage, %; length ratio = hypothesis / closest reference "
                 "length, BLEU's brevity penalty reads it; test loss on the evaluated inputs' references):", "",
-                results_table(table), "")
+                results_table(table), "", reference_line(table), "")
         rep.figure(plots.quality_vs_sparsity(full, scratch, beyond, METRIC), "spdf_bleu_vs_sparsity",
                    "\n".join(lines) or "No comparison to draw.")
         rep.figure(plots.check_vs_sparsity(full, scratch), "spdf_check_vs_sparsity",
