@@ -391,9 +391,11 @@ def _beam_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
         greedy = comparisons(rep, fb, sb, margins)
         beam = comparisons(rep, fb, sb, margins, table="examples_beam")
         same = [_labels(a) == _labels(b) for a, b in zip(greedy, beam, strict=True)]
-        rep.say(f"Greedy vs beam search ({task}: {len(g)} fine-tuned models decoded again with beams; BLEU "
-                f"{_fmt(g['bleu'])} greedy, {_fmt(g['beam_bleu'])} beam). The verdicts on beam outputs — "
-                f"{sum(same)} of {len(same)} the same as on greedy outputs:", "", *beam, "")
+        head = (f"Greedy vs beam search ({task}: {len(g)} fine-tuned models decoded again with beams; BLEU "
+                f"{_fmt(g['bleu'])} greedy, {_fmt(g['beam_bleu'])} beam).")
+        if beam:
+            head += f" The verdicts on beam outputs — {sum(same)} of {len(same)} the same as on greedy outputs:"
+        rep.say(head, "", *beam, "")
 
 
 def _labels(line: str) -> list[str]:
