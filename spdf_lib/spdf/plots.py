@@ -184,13 +184,14 @@ def validation_curve(curve: pd.DataFrame, best_step: int | None = None, title: s
         if col in curve:
             ax.plot(curve["step"], curve[col], "o-", ms=3, label=label)
     ax.set(xlabel="fine-tuning step", ylabel="validation BLEU / check", title=title)
+    handles = ax.get_lines()
     if "val_loss" in curve:
         right = ax.twinx()
-        right.plot(curve["step"], curve["val_loss"], "s--", ms=3, color="grey", label="loss")
+        handles += right.plot(curve["step"], curve["val_loss"], "s--", ms=3, color="grey", label="loss (right)")
         right.set_ylabel("validation loss (nats/token)")
         right.grid(False)
     if best_step is not None:
-        ax.axvline(best_step, color="k", ls=":", lw=1)
-    ax.legend(fontsize=7, loc="lower right")
+        handles.append(ax.axvline(best_step, color="k", ls=":", lw=1, label="kept"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=4)
     fig.tight_layout()
     return fig
