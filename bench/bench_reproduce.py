@@ -30,8 +30,8 @@ WORKERS = 2
 # Each stage's share of the budget, in worker-seconds (2 workers: 2 × 50 min = 6,000 worker-seconds planned,
 # 10 minutes of the hour kept as margin); set from the tiny runs of issue 15 (see the README).
 BUDGET_S = {
-    "flops": 30, "pretrain": 1500, "primer": 1000, "finetune": 1100, "finetune_dense": 550, "finetune_scratch": 550,
-    "exams": 400,
+    "flops": 30, "pretrain": 1500, "primer": 700, "finetune": 1250, "finetune_sparse": 420, "finetune_scratch": 420,
+    "finetune_e2e": 1250, "finetune_e2e_sparse": 420, "finetune_e2e_scratch": 420, "exams": 300,
 }
 
 
