@@ -76,8 +76,9 @@ class Verdict:
     def text(self) -> str:
         """"agrees", "disagrees" or "inconclusive at this noise", with the interval and the margin."""
         word = "inconclusive at this noise" if self.label == "inconclusive" else self.label
+        gain = ", a gain beyond the margin" if self.claim == "no_loss" and self.interval.lo > self.margin else ""
         level = f"{100 * self.interval.level:.0f}%"
-        return f"**{word}** (difference {self.interval}, {level} interval; margin ±{self.margin:.3g})"
+        return f"**{word}** (difference {self.interval}, {level} interval; margin ±{self.margin:.3g}{gain})"
 
 
 CLAIMS = ("no_loss", "equal", "gain")
