@@ -77,6 +77,9 @@ def finetune_frame(results: pd.DataFrame) -> pd.DataFrame:
     })
     out["delexicalised"] = _optional(ft, "delexicalised", "").fillna("").astype(str)
     out["num_beams"] = _optional(ft, "num_beams", 1).astype(int)
+    out["stop_metric"] = _optional(ft, "stop_metric", "").fillna("").astype(str)
+    out["epochs_max"] = _optional(ft, "epochs", np.nan).astype(float)
+    out["stopped_early"] = _optional(ft, "stopped_early", False).fillna(False).astype(bool)
     for m in ("bleu", "chrfpp", "rouge_l", "nist", "finetune_eval_loss", "len_ratio", "slot_realisation",
               "name_realisation", "lex_slot_realisation", "entity_coverage", "best_epoch", "epochs_trained",
               "pretrain_lr", "pretrain_eval_loss", "beam_bleu", "reference_lex_slot_realisation",
@@ -362,13 +365,16 @@ def section(results: pd.DataFrame, rep: Report) -> None:
         rep.figure(plots.quality_vs_flops(same_size, METRIC), "spdf_bleu_vs_total_flops",
                    "Quality against total training FLOPs (pre-training + fine-tuning, including the validations "
                    "after the best one).")
-    cv = curves(rep, pd.concat([full, scratch]))
+    runs = pd.concat([full, scratch])
+    cv = curves(rep, runs)
     if len(cv):
         rep.tables["finetune_curves"] = cv
         rep.figure(plots.convergence(cv), "spdf_convergence",
                    "Fine-tuning convergence: BLEU and the task check of greedy outputs on inputs held out from the "
                    "training split, against fine-tuning steps (one line per run). Early stopping keeps each run's best "
-                   "validation BLEU; the test numbers above come from that model.")
+                   "model by " + ", ".join(f"{t}: {g['stop_metric'].iloc[0] or 'the last step'}"
+                                           for t, g in runs.groupby("task")) + "; the test numbers above come from "
+                   "that model. " + _budget_line(runs, cv))
     _beam_check(rep, full, scratch, margins)
     sizes = main[(main["task"] == "webnlg") & (main["mode"] == "dense")]
     if sizes["n_train_pairs"].nunique() > 1:
@@ -377,6 +383,25 @@ def section(results: pd.DataFrame, rep: Report) -> None:
                    "WebNLG BLEU after dense fine-tuning, per pre-training sparsity and number of training pairs.")
     if len(full):
         rep.say(samples(rep, pd.concat([full, scratch])), "")
+
+
+def _budget_line(runs: pd.DataFrame, cv: pd.DataFrame) -> str:
+    """Whether the fine-tuning budget, not early stopping, ended the runs of a task (the curve still rising)."""
+    out = []
+    for task, g in runs.groupby("task"):
+        stopped = g["stopped_early"]
+        c = cv[cv["task"] == task].sort_values("step")
+        if c.empty:
+            continue
+        last, mid = c["step"].max(), c["step"].max() * 0.6
+        gain = (c[c["step"] == last]["val_bleu"].mean() - c[c["step"].between(mid - 100, mid + 100)]["val_bleu"].mean())
+        if not stopped.any() and gain > 1:
+            out.append(f"{task}: no run stopped early and validation BLEU still rose by {gain:.1f} over the last 40% "
+                       f"of the steps: the budget ({g['epochs_max'].iloc[0]:g} epochs), not convergence, ended these "
+                       f"runs")
+        else:
+            out.append(f"{task}: {int(stopped.sum())} of {len(g)} runs stopped early")
+    return ("; ".join(out) + ".") if out else ""
 
 
 def _beam_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins) -> None:
