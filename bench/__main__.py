@@ -1,6 +1,7 @@
 """Run the benchmarks: `python -m bench [substring ...]`.
 
-Each module `bench/bench_<name>.py` defines `run() -> list[Result]`. A `Result` holds both sides measured in the
+Each module `bench/bench_<name>.py` defines `run() -> list[Result]`; one that sets `ON_REQUEST = True` (the
+hour-long `reproduce`) runs only when named. A `Result` holds both sides measured in the
 same run (baseline and candidate), the unit, which direction is better, and an optional target ratio. The
 runner prints one table with each pair and their ratio, and writes it to `runs/bench/<timestamp>.json`.
 """
@@ -24,7 +25,8 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(f"usage: python -m bench [substring ...]\nbenchmarks: {', '.join(discover())}")
         return 0
-    names = [n for n in discover() if not argv or any(a in n for a in argv)]
+    names = [n for n in discover() if any(a in n for a in argv) or (
+        not argv and not getattr(importlib.import_module(f"bench.{n}"), "ON_REQUEST", False))]
     if not names:
         print(f"error: no benchmark matches {argv}; choose from {', '.join(discover())}", file=sys.stderr)
         return 2

@@ -7,6 +7,11 @@ position ids from the mask, so a padded prompt is decoded as if it were alone), 
 input order. Each output is cut at the first `<|endoftext|>` and stripped of its prompt.
 
 Decoding is deterministic: no sampling, and the batches depend only on the inputs and `batch_size`.
+
+`no_repeat_ngram_size` forbids repeating an n-gram *of the output*. Hugging Face's own rule looks at the whole
+sequence, and a decoder-only model's sequence starts with the prompt: it then forbids copying any n-gram of the
+input (a 4-token entity name, a placeholder) into the output. On WebNLG that cut entity coverage from 26% to 6%
+(issue 15), so the rule here is applied to the generated tokens only (`NoRepeatNGramInOutput`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from tqdm import tqdm
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessorList
+from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
 
 from spdf_lib.data.encoding import encode_prompt, special_ids
 
@@ -48,9 +54,19 @@ class DecodeConfig:
                       num_return_sequences=1, eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=eos_id)
         if self.num_beams > 1:
             kwargs["length_penalty"] = self.length_penalty
-        if self.no_repeat_ngram_size:
-            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
-        return GenerationConfig(**kwargs)
+        return GenerationConfig(**kwargs)  # no_repeat_ngram_size: NoRepeatNGramInOutput, not HF's own rule
+
+
+class NoRepeatNGramInOutput(NoRepeatNGramLogitsProcessor):
+    """No n-gram twice in the generated tokens (those after the first `prompt_len` positions of every row, which
+    left padding makes the same for a whole batch); n-grams of the prompt may be copied."""
+
+    def __init__(self, ngram_size: int, prompt_len: int):
+        super().__init__(ngram_size)
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        return super().__call__(input_ids[:, self.prompt_len:], scores)
 
 
 def _model_device(model) -> torch.device:
@@ -88,8 +104,10 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], config: DecodeConfig, 
                 p = prompts[i]
                 input_ids[row, T - len(p):] = torch.tensor(list(p), dtype=torch.long)
                 attention_mask[row, T - len(p):] = 1
+            processors = LogitsProcessorList(
+                [NoRepeatNGramInOutput(config.no_repeat_ngram_size, T)] if config.no_repeat_ngram_size else [])
             generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                       generation_config=gen_config)
+                                       generation_config=gen_config, logits_processor=processors)
             for row, i in enumerate(idx):
                 new = generated[row, T:].tolist()
                 out[i] = new[: new.index(eos_id)] if eos_id in new else new

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from spdf_lib import params as P
 from spdf_lib.records import REPO_ROOT, new_run_dir
 
@@ -40,6 +42,8 @@ class ReportParams(P.Params):
     runs_root: str = ""  # folder of runs to aggregate; empty: runs/
     results_table: str = ""  # a results table (parquet/csv) of runs under runs_root; empty: scan runs_root
     figures_dir: str = ""  # empty: figures/ in the repository
+    margin_bleu: float = Field(1.0, ge=0)  # verdicts: a BLEU difference within this many points is no difference
+    margin_relative: float = Field(0.02, ge=0)  # ... and for slot realisation, coverage, loss: this fraction
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,18 @@ from spdf_lib.exams import report_section as exams_section
 from spdf_lib.primer import report_section as primer_section
 from spdf_lib.reporting import Report
 from spdf_lib.spdf import report_section as spdf_section
+from spdf_lib.stats import Margins
 
 SECTIONS = (spdf_section.section, primer_section.section, exams_section.section)
 
 
-def build_report(results: pd.DataFrame, root: str | Path, figures_dir: str | Path) -> Report:
-    """Draw every figure the results (runs under `root`) allow into `figures_dir` and write `summary.md` there."""
+def build_report(results: pd.DataFrame, root: str | Path, figures_dir: str | Path,
+                 margins: Margins | None = None) -> Report:
+    """Draw every figure the results (runs under `root`) allow into `figures_dir` and write `summary.md` there;
+    `margins`: what the verdicts count as no difference (default 1 BLEU point, 2% relative)."""
     figures = Path(figures_dir)
     figures.mkdir(parents=True, exist_ok=True)
-    rep = Report(Path(root), figures)
+    rep = Report(Path(root), figures, margins=margins or Margins())
     rep.say("# spdf-kit results summary", "",
             f"Runs: {len(results)} in the results table; every number below comes from those records.", "")
     for section in SECTIONS:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from spdf_lib import plots
 from spdf_lib.records import atomic_write_text
+from spdf_lib.stats import Margins
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Report:
     figures_dir: Path
     blocks: list[Block] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    margins: Margins = field(default_factory=Margins)  # what the verdicts count as no difference (spdf_lib.stats)
 
     def run_dir(self, run: str) -> Path:
         """The folder of a results-table row's `run`."""

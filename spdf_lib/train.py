@@ -11,6 +11,13 @@ Records: `metrics.jsonl` rows (step, tokens, loss, lr, training FLOPs so far fro
 training seconds, eval loss when evaluated). Checkpoints every N steps hold the weights (safetensors), the
 optimizer, RNG states and counters; a run restarted with the same `out_dir` resumes from the newest one and
 ends with bitwise the same weights as an uninterrupted run (CPU, same seed).
+
+Early stopping (`patience` > 0): at each evaluation the loop reads `stop_metric` from the eval row (the eval
+loss, or a number that `train(validate=...)` computes, e.g. BLEU of greedy outputs on held-out inputs), keeps the
+best weights (in memory and, with `out_dir`, in `<out_dir>/best/`), stops after `patience` evaluations without
+an improvement of more than `min_delta`, and ends with the best weights loaded. The best value, its step and the
+count of evaluations without improvement are part of the checkpointed state, so an interrupted run resumes the
+same decisions.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +67,11 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # 0: no checkpoints
     keep_checkpoints: int = 2
+    patience: int = 0  # early stopping: evaluations without improvement before stopping; 0: off (no best kept)
+    stop_metric: str = "eval_loss"  # a key of the eval row (eval_loss, or one that `validate` returns)
+    stop_mode: str = "min"  # "min" (a loss) or "max" (BLEU, a share)
+    min_delta: float = 0.0  # an improvement must exceed this
+    min_steps: int = 0  # early stopping never stops before this step
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -76,6 +89,10 @@ class TrainConfig:
             raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
         if self.sdpa_backend not in SDPA_BACKENDS:
             raise ValueError(f"sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}, got {self.sdpa_backend!r}")
+        if self.stop_mode not in ("min", "max"):
+            raise ValueError(f"stop_mode must be 'min' or 'max', got {self.stop_mode!r}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
         self.betas = tuple(self.betas)
 
 
@@ -145,6 +162,9 @@ def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
     tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "desc", "device", "log_every",
                                                                           "eval_every", "checkpoint_every",
                                                                           "keep_checkpoints", *speed)}
+    if not cfg.patience:  # runs without early stopping keep the fingerprints they always had
+        for k in ("patience", "stop_metric", "stop_mode", "min_delta", "min_steps"):
+            tc.pop(k)
     return {"model": {k: mc.get(k) for k in keep}, "train": json.loads(json.dumps(tc))}
 
 
@@ -208,6 +228,27 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
             if a.get(k) != b.get(k):
                 return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
     return f"{path}: checkpoint has {a!r}, this run has {b!r}"
+
+
+def _save_best(out_dir: Path, weights: dict[str, torch.Tensor]) -> None:
+    """The best weights so far, atomically, as `<out_dir>/best/model.safetensors`."""
+    folder = out_dir / "best"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".model.safetensors.tmp"
+    save_file(weights, str(tmp))
+    os.replace(tmp, folder / "model.safetensors")
+
+
+def _improved(value: float, best: float | None, cfg: TrainConfig) -> bool:
+    if best is None:
+        return math.isfinite(value)
+    return value < best - cfg.min_delta if cfg.stop_mode == "min" else value > best + cfg.min_delta
+
+
+def _load_weights(model, weights: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise ValueError(f"saved weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -289,11 +330,15 @@ def _autocast_factory(device: str, precision: str):
     return lambda: torch.autocast(dev_type, enabled=False)
 
 
-def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None = None, run=None) -> dict[str, Any]:
-    """Train `model` in place for `cfg.max_steps` optimizer steps; returns the final metrics.
+def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None = None, run=None,
+          validate: Callable[[Any], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train `model` in place for `cfg.max_steps` optimizer steps (fewer when early stopping ends it); returns
+    the final metrics, and with early stopping `best` (the eval row of the best weights, which the model holds
+    on return) and `stopped_early`.
 
     `out_dir` holds checkpoints (and is where a restarted run resumes from); `run` (a `records.Run`) receives
-    the metrics rows. Under `torchrun`, every rank calls this with the same arguments; rank 0 writes.
+    the metrics rows; `validate(model)` adds numbers to each eval row (computed on rank 0, shared with the
+    others). Under `torchrun`, every rank calls this with the same arguments; rank 0 writes.
     """
     device = resolve_device(cfg.device)
     d = init_distributed(device)
@@ -313,9 +358,14 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     shape = flop_counter.shape_from_model(model)
     fingerprint = _fingerprint(model, cfg)
     state = {"step": 0, "tokens": 0, "flops": 0.0, "elapsed_s": 0.0, "fingerprint": fingerprint}
+    if cfg.patience:
+        state.update(best=None, bad_evals=0, stopped=False)  # best: the eval row of the best weights
+    best_weights: dict[str, torch.Tensor] | None = None
     ckpts = _checkpoints(out_dir) if out_dir is not None else []
     if ckpts:
         state = _load_checkpoint(ckpts[-1], model, opt, fingerprint)
+        if cfg.patience and state["best"] is not None:
+            best_weights = load_file(str(out_dir / "best" / "model.safetensors"))
         if run is not None and d.main:  # drop metrics logged after that checkpoint by the interrupted session
             rows = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["step"] <= state["step"]]
             atomic_write_text(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -330,7 +380,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     last: dict[str, Any] = {}
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.desc, disable=not (cfg.progress and d.main),
                dynamic_ncols=True)
-    while state["step"] < cfg.max_steps:
+    while state["step"] < cfg.max_steps and not state.get("stopped"):
         step = state["step"]
         t0 = time.perf_counter()
         lr = lr_at(step, cfg)
@@ -368,6 +418,11 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         done = state["step"] == cfg.max_steps
         if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or done:
             row["eval_loss"] = evaluate(model, data, micro, device, cfg.precision, d)
+            if validate is not None:
+                row.update(_shared(validate(model) if d.main else None, d))
+            if cfg.patience:
+                best_weights = _early_stopping(row, state, cfg, model, best_weights, out_dir if d.main else None)
+                done = done or state["stopped"]
         if run is not None and d.main and (state["step"] % cfg.log_every == 0 or done or "eval_loss" in row):
             run.log(row)
         last = row
@@ -379,5 +434,35 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     if not last:  # resumed from a checkpoint of the final step: nothing left to train
         last = {k: state[k] for k in ("step", "tokens", "flops", "elapsed_s")}
         last["eval_loss"] = evaluate(model, data, micro, device, cfg.precision, d)
+    if cfg.patience:
+        if best_weights is not None:  # end with the best weights (SPDF §4: the best validation checkpoint)
+            _load_weights(model, best_weights)
+        last = {**last, "best": state["best"], "stopped_early": state["stopped"]}
     return last
+
+
+def _shared(values: dict[str, float] | None, d: Dist) -> dict[str, float]:
+    """`values` computed on rank 0, the same on every rank (so that every rank takes the same decisions)."""
+    if not d.enabled:
+        return dict(values or {})
+    box = [values]
+    dist.broadcast_object_list(box, src=0)
+    return dict(box[0] or {})
+
+
+def _early_stopping(row: dict[str, Any], state: dict[str, Any], cfg: TrainConfig, model,
+                    best_weights: dict[str, torch.Tensor] | None, out_dir: Path | None) -> dict[str, torch.Tensor] | None:
+    """Update the early-stopping state with an eval row; returns the best weights (a CPU copy)."""
+    if cfg.stop_metric not in row:
+        raise ValueError(f"early stopping on {cfg.stop_metric!r}, but the eval row has only {sorted(row)}")
+    value = float(row[cfg.stop_metric])
+    if _improved(value, None if state["best"] is None else state["best"][cfg.stop_metric], cfg):
+        best_weights = {k: v.detach().to("cpu", copy=True) for k, v in unique_state_dict(model).items()}
+        if out_dir is not None:
+            _save_best(out_dir, best_weights)
+        state["best"], state["bad_evals"] = dict(row), 0
+    else:
+        state["bad_evals"] += 1
+        state["stopped"] = state["bad_evals"] >= cfg.patience and row["step"] >= cfg.min_steps
+    return best_weights
 

@@ -170,3 +170,19 @@ def test_primer_model_decodes_batched_like_alone(trained, sources):
     cfg = DecodeConfig(max_new_tokens=10, batch_size=4)
     batched = generate(model, tok, sources[:6], cfg)
     assert batched == [generate(model, tok, [s], cfg)[0] for s in sources[:6]]
+
+
+def test_no_repeat_rule_lets_the_output_copy_from_its_prompt():
+    """The rule is about the output: an n-gram of the prompt may be copied (an entity name, a placeholder), an
+    n-gram the output already wrote may not (Hugging Face's own rule, over the whole sequence, forbids both)."""
+    from transformers.generation.logits_process import NoRepeatNGramLogitsProcessor
+
+    from spdf_lib.decoding import NoRepeatNGramInOutput
+
+    scores = torch.zeros(1, 10)
+    copying = torch.tensor([[5, 6, 7, 8, 9, 5, 6, 7]])  # prompt 5 6 7 8 9, output so far 5 6 7: next 8 copies
+    assert torch.isinf(NoRepeatNGramLogitsProcessor(4)(copying, scores.clone())[0, 8])
+    assert not torch.isinf(NoRepeatNGramInOutput(4, prompt_len=5)(copying, scores.clone())).any()
+    looping = torch.tensor([[5, 6, 7, 1, 2, 3, 1, 2]])  # prompt 5 6 7, output 1 2 3 1 2: next 3 repeats a trigram
+    banned = torch.isinf(NoRepeatNGramInOutput(3, prompt_len=3)(looping, scores.clone())[0])
+    assert banned.tolist() == [i == 3 for i in range(10)]

@@ -88,3 +88,55 @@ def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
     assert str(e.value).startswith("tokens=2.505e+09 is ") and "passes over corpus 'wikitext-2-mirror' (" in str(e.value)
     assert "more than max_epochs=1; pre-train on a larger corpus" in str(e.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_best_of_several_checkpoints_is_the_lowest_validation_loss(tmp_path):
+    """`best:a,b` (a per-sparsity learning-rate sweep): the folder whose pre-training run ended lowest, with the
+    table it was chosen from; a folder without a finished run is an error."""
+    from spdf_lib.records import write_json
+    from spdf_lib.spdf.finetune import candidates, choose_checkpoint
+
+    for name, lr, loss in (("a", 0.003, 4.8), ("b", 0.006, 4.7)):
+        write_json(tmp_path / name / "results.json", {"eval_loss": loss})
+        write_json(tmp_path / name / "manifest.json", {"params": {"lr": lr}})
+    folders = candidates(f"best:{tmp_path / 'a' / 'model'}, {tmp_path / 'b' / 'model'}")
+    chosen, table = choose_checkpoint(folders)
+    assert chosen == tmp_path / "b" / "model" and [r["lr"] for r in table] == [0.003, 0.006]
+    with pytest.raises(ParamsError, match="no results.json"):
+        choose_checkpoint([tmp_path / "c" / "model"])
+
+
+def test_validation_inputs_are_held_out_of_training():
+    from spdf_lib.spdf.finetune import held_out
+
+    ex = _examples(30)
+    val, rest = held_out(ex, 5, seed=0)
+    assert len(val) == 5 and len(rest) == 25 and not {e.id for e in val} & {e.id for e in rest}
+    assert held_out(ex, 5, seed=0) == (val, rest) and held_out(ex, 0, seed=0) == ([], ex)
+    with pytest.raises(ParamsError, match="leaves no training inputs"):
+        held_out(ex, 30, seed=0)
+    with pytest.raises(ParamsError, match="patience > 0 needs held-out validation inputs"):
+        validate(FinetuneParams, {"checkpoint": "x", "patience": 2})
+
+
+def test_per_example_test_losses_sum_to_the_training_loops_evaluation():
+    """`example_losses` (the test loss, per input for the bootstrap) scores the same next tokens as the
+    training loop's own `evaluate` on the same (prompt, first reference) pairs."""
+    from conftest import tiny_model
+
+    from spdf_lib.data.encoding import encode_pair
+    from spdf_lib.data.streams import PairData
+    from spdf_lib.spdf.finetune import example_losses
+    from spdf_lib.tokenizer import train_tokenizer
+    from spdf_lib.train import evaluate
+
+    ex = [Example(f"x/{i}", f"name[Place {i}] | area[riverside]", (f"Place {i} is by the river.", "x"), {})
+          for i in range(7)]
+    tok = train_tokenizer([e.source for e in ex] + [r for e in ex for r in e.references], 300)
+    model = tiny_model(vocab_size=len(tok))
+    per_example = example_losses(model, tok, ex, max_len=48, batch_size=3, precision="fp32")
+    assert per_example.shape == (7, 2) and (per_example[:, 1] > 0).all()
+    pairs = [encode_pair(tok, e.source, e.references[0], 48) for e in ex]
+    expected = evaluate(model, PairData(pairs, pairs, tok.pad_token_id, 48), 4, "cpu", "fp32")
+    assert per_example[:, 0].sum() / per_example[:, 1].sum() == pytest.approx(expected, rel=1e-5)
+    assert per_example[:, 1].sum() == sum(len(t) for _, t in pairs)  # every target token, EOS included

@@ -26,7 +26,7 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     assert set(table["experiment"]) >= {"flops", "spdf_pretrain", "spdf_finetune", "primer", "exams"}
     assert (table["status"] == "ok").all()
     for name in ("flops_reduction_vs_sparsity", "flops_breakdown", "spdf_bleu_vs_sparsity", "spdf_bleu_vs_total_flops",
-                 "spdf_bleu_vs_train_size", "primer_speedups"):
+                 "spdf_check_vs_sparsity", "spdf_convergence", "primer_speedups"):
         assert (figures / f"{name}.png").is_file() and (figures / f"{name}.pdf").is_file(), name
     assert list(figures.glob("exams_pass_share_*.png"))
     summary = (figures / "summary.md").read_text()
@@ -39,7 +39,8 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     assert (figures / "report.html").read_text().count("data:image/png;base64") >= len(images)
     # the fine-tuned models are saved beside their records and load like the pre-trained ones
     ft = table[table["experiment"] == "spdf_finetune"]["run"].iloc[0]
-    model = AutoModelForCausalLM.from_pretrained(root / "smoke" / ft / "model")
+    # as a user outside the kit loads them: the folder ships modeling_gpt.py (no spdf_lib import registers it)
+    model = AutoModelForCausalLM.from_pretrained(root / "smoke" / ft / "model", trust_remote_code=True)
     tok = AutoTokenizer.from_pretrained(root / "smoke" / ft / "model")
     assert model.generate(**tok("name[A] <|sep|>", return_tensors="pt"), max_new_tokens=3).shape[1] > 0
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -1,5 +1,6 @@
 """Primer's part of the report: the speedups of squared ReLU, MDHA and Primer-EZ, and the power laws over
-model sizes, beside the paper's numbers (So et al. 2021)."""
+model sizes, beside the paper's numbers (So et al. 2021). A speedup is claimed only if its 95% interval (bootstrap
+of the geometric mean over sizes and seeds, `spdf_lib.stats.bootstrap_ratio`) excludes 1.0."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pandas as pd
 
 from spdf_lib.primer import analysis, plots
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, mean_sd
+from spdf_lib.reporting import Report
+from spdf_lib.stats import bootstrap_ratio, ratio_verdict
 
 PAPER_EZ_SPEEDUP_35M = (1.75, 2.34)  # Primer-EZ at ~35M on LM1B, depending on codebase/hardware
 PAPER_MDHA_SPEEDUP_35M = 1.76
@@ -22,8 +24,8 @@ def section(results: pd.DataFrame, rep: Report) -> None:
               for name in ("speedups", "summary", "runs")}
     speedups, summary = tables["speedups"], tables["summary"]
     rep.tables["primer_speedups"], rep.tables["primer_summary"] = speedups, summary
-    lines = [f"- {variant}: speedup in training FLOPs {mean_sd(g['speedup_flops'])}, in wall-clock "
-             f"{mean_sd(g['speedup_time'])} (all sizes and seeds)."
+    lines = [f"- {variant}: {speedup_sentence(g['speedup_flops'], 'training FLOPs')}; "
+             f"{speedup_sentence(g['speedup_time'], 'wall-clock')} (n = {len(g)} size × seed points)."
              for variant, g in speedups[speedups["variant"] != "baseline"].groupby("variant", sort=False)]
     lo, hi = PAPER_EZ_SPEEDUP_35M
     lines.append(f"- The paper: Primer-EZ {lo}x–{hi}x and MDHA alone {PAPER_MDHA_SPEEDUP_35M}x at about 35M "
@@ -38,8 +40,21 @@ def section(results: pd.DataFrame, rep: Report) -> None:
             where = "within" if lo <= ez <= hi else ("below" if ez < lo else "above")
             n = tables["runs"]["n_params"]
             text = (f"- Power laws over {summary['size'].nunique()} sizes (shared exponent k = "
-                    f"{powerlaw['k'].iloc[0]:.3f}): Primer-EZ's implied constant compute saving is **{ez:.2f}x**, "
+                    f"{powerlaw['k'].iloc[0]:.3f}): Primer-EZ's implied constant compute saving is **{ez:.2f}x** (a fit, without an interval), "
                     f"{where} the paper's {lo}x–{hi}x at 35M parameters (the kit's models here: {n.min() / 1e6:.2f}M–"
                     f"{n.max() / 1e6:.2f}M parameters, {tables['runs']['tokens'].max():.3g} tokens at most).")
         rep.figure(plots.power_law(summary, powerlaw), "primer_power_law", text)
     rep.say("")
+
+
+def speedup_sentence(values: pd.Series, what: str) -> str:
+    """"speedup in <what> 1.27x [0.98, 1.62]: inconclusive at this noise" (geometric mean, 95% interval)."""
+    try:
+        iv = bootstrap_ratio(values.tolist())
+    except ValueError:
+        return f"speedup in {what}: not measured"
+    if len(values.dropna()) < 2:
+        return f"speedup in {what} {iv.estimate:.2f}x from one point: **no interval, no claim**"
+    word = ratio_verdict(iv)
+    claim = {"faster": "**faster** (the interval excludes 1.0)", "slower": "**slower** (the interval lies below 1.0)"}
+    return f"speedup in {what} {iv.estimate:.2f}x [{iv.lo:.2f}, {iv.hi:.2f}]: {claim.get(word, f'**{word}**')}"

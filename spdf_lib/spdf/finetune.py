@@ -3,26 +3,40 @@ task densely (`dense`: the masks are dropped and the pruned weights, starting at
 sparsely (`sparse`: masks kept, the paper's comparison) or from scratch (`scratch`: same architecture and
 tokenizer, no pre-training); then the evaluation split is decoded and scored.
 
-`run_finetune(params, run_dir)` writes the run records, `generations.jsonl`, `metrics.json` and (with
-`save_model`) the fine-tuned model and tokenizer in `<run_dir>/model`, loadable by `from_pretrained`.
+Convergence, not a fixed budget: inputs held out from the training split (`val_inputs`) are greedy-decoded every
+`eval_every` steps; fine-tuning stops when their BLEU (or slot realisation / entity coverage, or loss) has not
+improved for `patience` validations, and the best model is kept (`spdf_lib.train`, early stopping). Every run
+scores its test outputs with the corpus metrics and the task-level checks (`spdf_lib.spdf.checks`).
+
+`run_finetune(params, run_dir)` writes the run records, `generations.jsonl`, `metrics.json`, the per-example
+table `examples` (BLEU statistics, checks and loss per test input: what the report's bootstrap intervals
+resample) and (with `save_model`) the fine-tuned model and tokenizer in `<run_dir>/model`, loadable by
+`from_pretrained`. An interrupted run resumes from its last validation.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from spdf_lib.params import ParamsError, load, preset_path
-from spdf_lib.records import Run, new_run_dir, read_json, write_json
+from spdf_lib.records import Run, new_run_dir, read_json, read_jsonl, write_json
 from spdf_lib.spdf.params import FinetuneParams
 from spdf_lib.spdf.pretrain import run_pretrain, save_model
 from spdf_lib.train import is_main_process
 
 PRETRAIN_PREFIX = "pretrain:"  # checkpoint = "pretrain:<preset>": pre-train with that preset first
+BEST_PREFIX = "best:"  # checkpoint = "best:<folder>,<folder>": the one with the lowest pre-training eval loss
+STOP_KEYS = {"val_bleu": ("val_bleu", "max"), "val_check": ("val_check", "max"), "val_loss": ("eval_loss", "min")}
 
 
 def check_checkpoint(path: str | Path, max_len: int | None = None) -> dict[str, Any]:
@@ -51,11 +65,36 @@ def check_checkpoint(path: str | Path, max_len: int | None = None) -> dict[str, 
     return config
 
 
-def resolve_checkpoint(p: FinetuneParams, run_dir: Path) -> Path:
-    """The checkpoint folder of `p`: as given, or, for `pretrain:<preset>`, a model pre-trained now with
-    `params/spdf_pretrain/<preset>.yaml` (seed `p.seed`) into `<run_dir>/pretrain` (reused when it is there)."""
+def candidates(checkpoint: str) -> list[Path]:
+    """The model folders a `best:a,b,...` checkpoint names (one folder for a plain checkpoint)."""
+    if not checkpoint.startswith(BEST_PREFIX):
+        return [Path(checkpoint)]
+    return [Path(c.strip()) for c in checkpoint[len(BEST_PREFIX):].split(",") if c.strip()]
+
+
+def choose_checkpoint(folders: Sequence[Path]) -> tuple[Path, list[dict[str, Any]]]:
+    """Of pre-trained model folders, the one whose run ended with the lowest validation loss (a per-sparsity
+    learning-rate sweep); returns it and the table it was chosen from (lr, eval loss per candidate)."""
+    table = []
+    for folder in folders:
+        results = folder.parent / "results.json"
+        if not results.is_file():
+            raise ParamsError(f"checkpoint {folder}: its run has no results.json to compare validation losses with")
+        manifest = read_json(folder.parent / "manifest.json")
+        table.append({"checkpoint": str(folder), "lr": manifest["params"].get("lr"),
+                      "eval_loss": read_json(results)["eval_loss"]})
+    best = min(table, key=lambda r: r["eval_loss"])
+    return Path(best["checkpoint"]), table
+
+
+def resolve_checkpoint(p: FinetuneParams, run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The checkpoint folder of `p` and, for `best:`, the table it was chosen from: as given; the best of several;
+    or, for `pretrain:<preset>`, a model pre-trained now with `params/spdf_pretrain/<preset>.yaml` (seed `p.seed`)
+    into `<run_dir>/pretrain` (reused when it is there)."""
+    if p.checkpoint.startswith(BEST_PREFIX):
+        return choose_checkpoint(candidates(p.checkpoint))
     if not p.checkpoint.startswith(PRETRAIN_PREFIX):
-        return Path(p.checkpoint)
+        return Path(p.checkpoint), []
     preset = p.checkpoint[len(PRETRAIN_PREFIX):]
     folder = run_dir / "pretrain"
     path = preset_path("spdf_pretrain", preset)
@@ -63,7 +102,18 @@ def resolve_checkpoint(p: FinetuneParams, run_dir: Path) -> Path:
         raise ParamsError(f"checkpoint {p.checkpoint!r}: there is no preset {path}")
     if not (folder / "model" / "config.json").is_file():
         run_pretrain(load("spdf_pretrain", path, {"seed": p.seed, "progress": p.progress}), folder)
-    return folder / "model"
+    return folder / "model", []
+
+
+def held_out(examples: list, n: int, seed: int) -> tuple[list, list]:
+    """(validation, rest): `n` training-split inputs, drawn at random (`seed`) and held out of fine-tuning."""
+    if n == 0:
+        return [], list(examples)
+    if n >= len(examples):
+        raise ParamsError(f"val_inputs={n} leaves no training inputs (the split has {len(examples)})")
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+    val = set(order[:n])
+    return [examples[i] for i in sorted(val)], [e for i, e in enumerate(examples) if i not in val]
 
 
 def training_subset(examples: list, fraction: float, max_pairs: int | None, seed: int) -> list:
@@ -101,64 +151,184 @@ def load_finetune_model(checkpoint: str | Path, mode: str, seed: int):
     return model, tok
 
 
+# --- decoding and scoring --------------------------------------------------------------------------------------
+
+
+def decode(model, tok, examples: Sequence, config, max_len: int, progress: bool = False) -> list[str]:
+    """Outputs for `examples` (as the model sees them, possibly delexicalised), placeholders put back."""
+    from spdf_lib.decoding import generate
+    from spdf_lib.spdf.delex import relexicalise
+
+    hyps = generate(model, tok, [e.source for e in examples], config, max_len=max_len, progress=progress)
+    return [relexicalise(h, e) for h, e in zip(hyps, examples, strict=True)]
+
+
+def check_name(task: str) -> str:
+    """The results key of a task's check: slot realisation (E2E) or entity coverage (WebNLG, DART)."""
+    return "slot_realisation" if task == "e2e" else "entity_coverage"
+
+
+def validator(task: str, model_view: Sequence, originals: Sequence, tok, config, max_len: int, delex: Sequence[str]):
+    """`validate(model)` for the training loop: greedy outputs on the held-out inputs, as BLEU and the task's
+    check (0–100)."""
+    from spdf_lib.spdf.checks import BLEU_STATS, corpus_checks, example_table
+    from spdf_lib.stats import bleu_from_stats
+
+    def validate(model) -> dict[str, float]:
+        hyps = decode(model, tok, model_view, config, max_len)
+        table = example_table(task, originals, hyps, delex)
+        return {"val_bleu": float(bleu_from_stats(table[BLEU_STATS].to_numpy().sum(0))),
+                "val_check": corpus_checks(table)[check_name(task)]}
+
+    return validate
+
+
+@torch.no_grad()
+def example_losses(model, tok, examples: Sequence, max_len: int, batch_size: int = 64,
+                   precision: str = "bf16") -> np.ndarray:
+    """[n_examples, 2]: summed next-token loss (nats) over the target tokens of each example's first reference,
+    and their number: per input, so that the bootstrap can resample inputs. (One reference per input: all of
+    E2E's ~7.5 per input would cost a minute of CPU per run; the first is the dataset's first-listed one.)"""
+    import torch.nn.functional as F
+
+    from spdf_lib.data.encoding import encode_pair
+    from spdf_lib.data.streams import IGNORE, PairData
+
+    pairs = [encode_pair(tok, e.source, e.references[0], max_len) for e in examples]
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))  # little padding
+    collate = PairData(pairs, [], tok.pad_token_id, max_len).collate
+    device = next(model.parameters()).device
+    out = np.zeros((len(examples), 2))
+    was_training = model.training
+    model.eval()
+    dev_type = "cuda" if device.type == "cuda" else "cpu"
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx]).items()}
+        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(input_ids=batch["input_ids"]).logits
+        targets = batch["targets"]  # (B, T): the token after each position
+        loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+        out[idx, 0] = loss.sum(1).double().numpy(force=True)
+        out[idx, 1] = (targets != IGNORE).sum(1).numpy(force=True)
+    model.train(was_training)
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+
 def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Fine-tune, decode the evaluation split, score it; writes records, generations.jsonl and metrics.json."""
+    """Fine-tune (to convergence on held-out inputs), decode the evaluation split, score it with the metrics and
+    the task-level checks; writes records, generations.jsonl, metrics.json and the per-example table."""
     from spdf_lib.data.encoding import encode_examples
     from spdf_lib.data.streams import PairData
     from spdf_lib.data.tasks import load_task
-    from spdf_lib.decoding import DecodeConfig, config_dict, generate
+    from spdf_lib.decoding import DecodeConfig, config_dict
     from spdf_lib.modeling_gpt import architecture_name
+    from spdf_lib.spdf.checks import corpus_checks, example_table
+    from spdf_lib.spdf.delex import delexicalise
     from spdf_lib.spdf.metrics import score_examples, write_generations
     from spdf_lib.train import TrainConfig, train
 
     run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_finetune"))
     if not p.checkpoint.startswith(PRETRAIN_PREFIX):
-        check_checkpoint(p.checkpoint, p.max_len)  # fail fast, before data or compute
-    decode = DecodeConfig(num_beams=p.num_beams, length_penalty=p.length_penalty,
-                          no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
-                          batch_size=p.decode_batch_size)
+        for folder in candidates(p.checkpoint):
+            check_checkpoint(folder, p.max_len)  # fail fast, before data or compute
+    decode_cfg = DecodeConfig(num_beams=p.num_beams, length_penalty=p.length_penalty,
+                              no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
+                              batch_size=p.decode_batch_size)
+    # validation decodes greedily (with the same repetition rule), whatever the test decoding is
+    greedy = DecodeConfig(max_new_tokens=p.max_new_tokens, no_repeat_ngram_size=p.no_repeat_ngram_size,
+                          batch_size=max(p.decode_batch_size, 64))
     data = load_task(p.task, p.setup, p.train_split, p.eval_split, max_eval=p.max_eval_examples)
-    checkpoint = resolve_checkpoint(p, run_dir)
+    checkpoint, choice = resolve_checkpoint(p, run_dir)
     config = check_checkpoint(checkpoint, p.max_len)
-    train_examples = training_subset(data.train, p.train_fraction, p.max_train_pairs, p.subset_seed)
+    delex = list(p.e2e_delex) if p.task == "e2e" else []
+    view = (lambda es: [delexicalise(e, delex) for e in es]) if delex else list  # what the model reads and writes
+    val, rest = held_out(data.train, p.val_inputs, p.subset_seed)
+    train_examples = training_subset(rest, p.train_fraction, p.max_train_pairs, p.subset_seed)
     model, tok = load_finetune_model(checkpoint, p.mode, p.seed)
-    pairs = encode_examples(tok, train_examples, p.max_len)
-    eval_pairs = encode_examples(tok, data.eval[: max(1, min(len(data.eval), 64))], p.max_len)
+    pairs = encode_examples(tok, view(train_examples), p.max_len)
+    # the loss logged at each validation: on the held-out inputs (before: the first 64 test inputs, which would
+    # leak the test set into early stopping)
+    val_pairs = encode_examples(tok, view(val), p.max_len)
+    steps_per_epoch = max(1, math.ceil(len(pairs) / p.batch_size))
     steps = max(1, math.ceil(p.epochs * len(pairs) / p.batch_size))
+    eval_every = p.eval_every or steps_per_epoch
     run = Run(run_dir, "spdf_finetune", p.model_dump(), p.seed) if is_main_process() else None
     if run:
         run.add_data(data.checksums)
-        run.describe(checkpoint=str(checkpoint))
+        run.describe(checkpoint=str(checkpoint), checkpoint_choice=choice, e2e_delex=delex,
+                     val_ids=[e.id for e in val])
+    stop_key, stop_mode = STOP_KEYS[p.stop_metric]
     cfg = TrainConfig(
         max_steps=steps, batch_size=p.batch_size, micro_batch_size=p.micro_batch_size, lr=p.lr,
         warmup_steps=int(p.warmup_fraction * steps), weight_decay=p.weight_decay, precision=p.precision,
-        log_every=p.log_every, seed=p.seed, device=p.device, progress=p.progress,
-        desc=f"finetune {p.task} {p.mode}",
+        eval_every=eval_every if val else 0, log_every=p.log_every, seed=p.seed, device=p.device,
+        progress=p.progress, desc=f"finetune {p.task} {p.mode}", patience=p.patience, stop_metric=stop_key,
+        stop_mode=stop_mode, min_steps=math.ceil(p.min_epochs * steps_per_epoch),
+        checkpoint_every=eval_every if p.patience else 0,
     )
-    last = train(model, PairData(pairs, eval_pairs, tok.pad_token_id, p.max_len, seed=p.seed), cfg,
-                 out_dir=run_dir, run=run)
+    validate = validator(p.task, view(val), val, tok, greedy, p.max_len, delex) if val else None
+    last = train(model, PairData(pairs, val_pairs or pairs[:64], tok.pad_token_id, p.max_len, seed=p.seed), cfg,
+                 out_dir=run_dir, run=run, validate=validate)
     if not run:
         return last
+    best = last.get("best") or last
     model.eval()
-    hyps = generate(model, tok, [e.source for e in data.eval], decode, max_len=p.max_len, progress=p.progress)
+    hyps = decode(model, tok, view(data.eval), decode_cfg, p.max_len, progress=p.progress)
     write_generations(run_dir / "generations.jsonl", data.eval, hyps)
     scored = score_examples(data.eval, hyps, p.metrics, workers=p.metric_workers)
+    table = example_table(p.task, data.eval, hyps, delex)
+    losses = example_losses(model, tok, view(data.eval), p.max_len, precision=p.precision)
+    table["loss_sum"], table["loss_tokens"] = losses[:, 0], losses[:, 1].astype(int)
+    table["source"], table["reference"] = [e.source for e in data.eval], [e.references[0] for e in data.eval]
+    table["hypothesis"] = hyps
+    run.write_table("examples", table)
+    checks = corpus_checks(table)
+    # the same checks on each input's first human reference: the ceiling the patterns allow on this data
+    reference = corpus_checks(example_table(p.task, data.eval, [e.references[0] for e in data.eval], delex))
+    extra: dict[str, float] = {f"reference_{k}": v for k, v in reference.items() if k != "len_ratio"}
+    if p.beam_check > 1:  # the same model decoded with beams: does the decoding change a conclusion?
+        beam_cfg = DecodeConfig(num_beams=p.beam_check, length_penalty=p.length_penalty,
+                                no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
+                                batch_size=p.decode_batch_size)
+        beam_hyps = decode(model, tok, view(data.eval), beam_cfg, p.max_len, progress=p.progress)
+        beam_table = example_table(p.task, data.eval, beam_hyps, delex).assign(hypothesis=beam_hyps)
+        run.write_table("examples_beam", beam_table)
+        extra |= {f"beam_{k}": v for k, v in {**score_examples(data.eval, beam_hyps, ["bleu"]).scores,
+                                              **corpus_checks(beam_table)}.items()}
+    curve = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_loss" in r]
+    run.write_table("validation", pd.DataFrame(curve).rename(columns={"eval_loss": "val_loss"}))
     write_json(run_dir / "metrics.json", {"scores": scored.scores, "missing": scored.missing,
-                                          "signatures": scored.signatures, "decoding": config_dict(decode),
-                                          "train_split": data.train_split, "eval_split": data.eval_split})
+                                          "signatures": scored.signatures, "checks": checks,
+                                          "beam_check": {k: v for k, v in extra.items() if k.startswith("beam_")},
+                                          "decoding": config_dict(decode_cfg), "train_split": data.train_split,
+                                          "eval_split": data.eval_split, "e2e_delex": delex})
     if p.save_model:
         model.to("cpu")
         save_model(model, tok, run_dir / "model")
     pre = checkpoint.parent / "results.json"
-    pretrain_flops = read_json(pre)["train_flops"] if p.mode != "scratch" and pre.is_file() else 0.0
+    pre_results = read_json(pre) if p.mode != "scratch" and pre.is_file() else {}
+    pre_params = read_json(checkpoint.parent / "manifest.json")["params"] if pre_results else {}
     results = {
-        **{k.replace("++", "pp"): v for k, v in scored.scores.items()},
+        **{k.replace("++", "pp"): v for k, v in scored.scores.items()}, **checks, **extra,
         "pretrain_sparsity": 0.0 if p.mode == "scratch" else float(config.get("sparsity", 0.0)),
-        "arch": architecture_name(config),
-        "finetune_flops": last["flops"], "pretrain_flops": pretrain_flops,
-        "total_flops": pretrain_flops + last["flops"], "finetune_steps": last["step"],
-        "finetune_eval_loss": last["eval_loss"], "n_train_inputs": len(train_examples), "n_train_pairs": len(pairs),
+        "arch": architecture_name(config), "delexicalised": ",".join(delex),
+        "pretrain_lr": pre_params.get("lr", float("nan")), "pretrain_eval_loss": pre_results.get("eval_loss", float("nan")),
+        "finetune_flops": last["flops"], "pretrain_flops": pre_results.get("train_flops", 0.0),
+        "total_flops": pre_results.get("train_flops", 0.0) + last["flops"],
+        "finetune_steps": last["step"], "best_step": best["step"], "stopped_early": bool(last.get("stopped_early")),
+        "epochs_trained": last["step"] / steps_per_epoch, "best_epoch": best["step"] / steps_per_epoch,
+        "finetune_eval_loss": float(losses[:, 0].sum() / max(1, losses[:, 1].sum())),
+        "val_loss": best.get("eval_loss", float("nan")), "val_bleu": best.get("val_bleu", float("nan")),
+        "val_check": best.get("val_check", float("nan")),
+        "n_train_inputs": len(train_examples), "n_train_pairs": len(pairs), "n_val_inputs": len(val),
         "n_eval": len(data.eval), "finetune_seconds": last["elapsed_s"],
+        "process_cpu_s": time.process_time(),  # CPU seconds of this process so far: the run's cost on idle cores
     }
     run.finish(results)
+    for folder in ("checkpoints", "best"):  # the run is complete: its model is saved, the resume state can go
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
     return results

@@ -95,8 +95,16 @@ class FinetuneParams(Params):
 
     `checkpoint` names the `model` folder of a `spdf_pretrain` run. `pretrain:<preset>` (e.g. `pretrain:smoke`)
     instead pre-trains a model with `params/spdf_pretrain/<preset>.yaml` into `<run_dir>/pretrain` first; this
-    is what the smoke preset does, so that the notebook runs on its own. Empty is an error, in the notebook and
-    under `python -m spdf_lib.experiments` / `torchrun` alike.
+    is what the smoke preset does, so that the notebook runs on its own. `best:<folder>,<folder>,...` takes, of
+    several pre-trained model folders (a learning-rate sweep), the one with the lowest pre-training validation
+    loss, and records the choice. Empty is an error, in the notebook and under `python -m spdf_lib.experiments` /
+    `torchrun` alike.
+
+    Convergence: `val_inputs` inputs of the training split are held out (never trained on); every `eval_every`
+    steps the model greedy-decodes them and `stop_metric` is read (BLEU, the task check, or the loss on their
+    references). With `patience` > 0, fine-tuning stops after that many evaluations without improvement, at most
+    after `epochs` epochs, and the best model is kept (and saved) — the early-stopping rule of the papers'
+    fine-tuning recipes.
     """
 
     checkpoint: str = ""
@@ -109,7 +117,14 @@ class FinetuneParams(Params):
     max_train_pairs: int | None = Field(None, ge=1)  # then at most this many (input, reference) pairs
     subset_seed: int = 0  # which inputs a fraction keeps (fixed across modes and seeds)
     max_eval_examples: int | None = Field(None, ge=1)  # evaluate on the first N inputs of the eval split
-    epochs: float = Field(1.0, gt=0)
+    e2e_delex: list[Literal["name", "near", "eatType", "food"]] = []  # E2E only: slots replaced by placeholders
+    # (spdf_lib.spdf.delex; TGen: name, near); the other tasks have no slots and ignore it
+    epochs: float = Field(1.0, gt=0)  # the most epochs (early stopping may end sooner)
+    val_inputs: int = Field(0, ge=0)  # training-split inputs held out for validation (0: none, no early stopping)
+    eval_every: int = Field(0, ge=0)  # steps between validations; 0: once per epoch
+    stop_metric: Literal["val_bleu", "val_check", "val_loss"] = "val_bleu"  # what early stopping watches
+    patience: int = Field(0, ge=0)  # validations without improvement before stopping; 0: train all epochs
+    min_epochs: float = Field(0.0, ge=0)  # never stop before this many epochs (a slow start is not convergence)
     batch_size: int = Field(16, ge=1)
     micro_batch_size: int | None = Field(None, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -121,6 +136,7 @@ class FinetuneParams(Params):
     no_repeat_ngram_size: int = Field(0, ge=0)
     max_new_tokens: int = Field(64, ge=1)
     decode_batch_size: int = Field(32, ge=1)
+    beam_check: int = Field(0, ge=0)  # also decode the test inputs with this many beams and record it beside (0: no)
     metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]] = [
         "bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]
     metric_workers: int = Field(1, ge=1)
@@ -133,10 +149,16 @@ class FinetuneParams(Params):
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_given(cls, v: str) -> str:
-        if not v.strip():
+        if not v.strip() or v.strip() == "best:":
             raise ValueError("is empty: name the `model` folder of a spdf_pretrain run (runs/.../model), or "
                              "'pretrain:smoke' to pre-train a seconds-long model first")
         return v
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_validation(self) -> FinetuneParams:
+        if self.patience and not self.val_inputs:
+            raise ValueError("patience > 0 needs held-out validation inputs: set val_inputs (e.g. 40)")
+        return self
 
 
 class FlopsParams(Params):

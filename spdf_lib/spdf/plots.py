@@ -118,3 +118,80 @@ def quality_vs_train_size(ft: pd.DataFrame, metric: str = "bleu") -> plt.Figure:
     fig.tight_layout()
     return fig
 
+
+
+CHECK_COLUMNS = {"e2e": ("lex_slot_realisation", "slot_realisation"), "webnlg": ("entity_coverage",),
+                 "dart": ("entity_coverage",)}
+
+
+def _check_column(g: pd.DataFrame, task: str) -> str | None:
+    return next((c for c in CHECK_COLUMNS.get(task, ()) if c in g and g[c].notna().any()), None)
+
+
+def check_vs_sparsity(ft: pd.DataFrame, scratch: pd.DataFrame) -> plt.Figure:
+    """The task-level check (E2E slot realisation, WebNLG/DART entity coverage) against pre-training sparsity,
+    like `quality_vs_sparsity`; for E2E also `name` realisation."""
+    tasks = sorted(ft["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        g = ft[ft["task"] == task]
+        col = _check_column(g, task)
+        if col is None:
+            continue
+        cols = [col] + (["name_realisation"] if task == "e2e" and "name_realisation" in g else [])
+        for c, ls in zip(cols, ("-", ":"), strict=False):
+            for mode, gm in g.groupby("mode"):
+                stats = gm.groupby("sparsity")[c].agg(["mean", "std"]).reset_index()
+                ax.errorbar(stats["sparsity"], stats["mean"], yerr=stats["std"].fillna(0), capsize=3, ls=ls,
+                            marker=_MODE_STYLE.get(mode, {}).get("marker", "^"), label=f"{c}, {mode} FT")
+            sc = scratch[scratch["task"] == task][c] if c in scratch else pd.Series(dtype=float)
+            if len(sc):
+                ax.axhline(sc.mean(), color="grey", lw=1, ls=ls, label=f"{c}, from scratch")
+        ax.set(xlabel="pre-training sparsity", ylabel="% of input values in the output", title=task, ylim=(0, 100))
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def convergence(curves: pd.DataFrame) -> plt.Figure:
+    """Validation BLEU and task check (greedy outputs on held-out training-split inputs) against fine-tuning
+    steps, one line per run, per task (rows) and measure (columns)."""
+    tasks = sorted(curves["task"].unique())
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(9, 3.0 * len(tasks)), squeeze=False)
+    for row, task in zip(axes, tasks, strict=True):
+        g = curves[curves["task"] == task]
+        for ax, (col, label) in zip(row, (("val_bleu", "validation BLEU"), ("val_check", "validation check (%)")),
+                                    strict=True):
+            if col not in g:
+                continue
+            for (mode, s), gm in g.groupby(["mode", "sparsity"]):
+                colour = {"dense": "C0", "sparse": "C1", "scratch": "grey"}.get(mode, "C3")
+                for i, (_, run) in enumerate(gm.groupby("seed")):
+                    ax.plot(run["step"], run[col], color=colour, alpha=0.35 + 0.65 * (s == gm["sparsity"].max()),
+                            ls="-" if s == 0 else "--", lw=1,
+                            label=(f"{mode}" + ("" if mode == "scratch" else f" s={s:g}")) if i == 0 else None)
+            ax.set(xlabel="fine-tuning step", ylabel=label, title=task)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def validation_curve(curve: pd.DataFrame, best_step: int | None = None, title: str = "") -> plt.Figure:
+    """One run's validation numbers against fine-tuning steps: BLEU and the check (left axis, 0–100), loss
+    (right axis); the kept step dotted."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for col, label in (("val_bleu", "BLEU"), ("val_check", "check (%)")):
+        if col in curve:
+            ax.plot(curve["step"], curve[col], "o-", ms=3, label=label)
+    ax.set(xlabel="fine-tuning step", ylabel="validation BLEU / check", title=title)
+    handles = ax.get_lines()
+    if "val_loss" in curve:
+        right = ax.twinx()
+        handles += right.plot(curve["step"], curve["val_loss"], "s--", ms=3, color="grey", label="loss (right)")
+        right.set_ylabel("validation loss (nats/token)")
+        right.grid(False)
+    if best_step is not None:
+        handles.append(ax.axvline(best_step, color="k", ls=":", lw=1, label="kept"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=4)
+    fig.tight_layout()
+    return fig
