@@ -18,6 +18,9 @@ best weights (in memory and, with `out_dir`, in `<out_dir>/best/`), stops after 
 an improvement of more than `min_delta`, and ends with the best weights loaded. The best value, its step and the
 count of evaluations without improvement are part of the checkpointed state, so an interrupted run resumes the
 same decisions.
+
+Why one file of ~470 lines: the step, its checkpoints, distribution and early stopping share one `state` dict
+and one loop; split apart, the resume guarantee would span modules that each hold part of that state.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ the interval of its difference (`spdf_lib.stats`), never by a point estimate.
 What it reads: the results table (one row per run) and, per fine-tuning run, its `examples` table (BLEU
 statistics, checks and loss per test input: what the bootstrap resamples) and `validation` table (the
 convergence curve).
+
+It is the longest report section (~440 lines) because SPDF makes the most claims: FLOPs, pre-training, three
+comparisons per task with their checks, targets, samples, convergence and the beam check. Each is one function.
 """
 
 from __future__ import annotations
@@ -347,8 +350,9 @@ def section(results: pd.DataFrame, rep: Report) -> None:
     beyond = greedy[(greedy["arch"] == "primer-ez") & (greedy["mode"] == "dense")]
     rep.say(f"Verdicts use a stated margin: ±{margins.absolute:g} BLEU point, {100 * margins.relative:g}% (relative) "
             f"for slot realisation, entity coverage and loss. A verdict *agrees* only when the 95% interval of the "
-            f"difference (bootstrap over seeds and test inputs) lies inside the margin (for \"no loss\": above −margin; "
-            f"for a gain: above 0), *disagrees* when it lies outside, and is *inconclusive at this noise* otherwise.", "")
+            f"difference (bootstrap over fine-tuning seeds and test inputs) lies inside the margin (for \"no loss\": above "
+            f"−margin; for a gain: above 0), *disagrees* when it lies outside, and is *inconclusive at this noise* "
+            f"otherwise.{_pretraining_noise_caveat(rep)}", "")
     lines = comparisons(rep, full, scratch, margins) + _targets(full)
     if len(full):
         table = pd.concat([full, scratch, beyond])
@@ -383,6 +387,16 @@ def section(results: pd.DataFrame, rep: Report) -> None:
                    "WebNLG BLEU after dense fine-tuning, per pre-training sparsity and number of training pairs.")
     if len(full):
         rep.say(samples(rep, pd.concat([full, scratch])), "")
+
+
+def _pretraining_noise_caveat(rep: Report) -> str:
+    """Said when each pre-training configuration has a single run: its noise is then in no interval."""
+    pre = rep.tables.get("pretrain")
+    if pre is None or pre.empty or pre.groupby(["activation", "mdha", "sparsity", "lr"]).size().max() > 1:
+        return ""
+    return (" Each pre-training configuration here is one run, so pre-training noise (seed, data order) is in no "
+            "interval: the verdicts are about these pre-trained models, not about pre-training at this scale in "
+            "general.")
 
 
 def _budget_line(runs: pd.DataFrame, cv: pd.DataFrame) -> str:
