@@ -12,6 +12,7 @@ comparisons per task with their checks, targets, samples, convergence and the be
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -429,13 +430,23 @@ def _beam_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
         fb, sb = beamed[beamed["mode"] != "scratch"], beamed[beamed["mode"] == "scratch"]
         greedy = comparisons(rep, fb, sb, margins)
         beam = comparisons(rep, fb, sb, margins, table="examples_beam")
-        same = [_labels(a) == _labels(b) for a, b in zip(greedy, beam, strict=True)]
+        same = [same_verdicts(a, b) for a, b in zip(greedy, beam, strict=True)]
         head = (f"Greedy vs beam search ({task}: {len(g)} fine-tuned models decoded again with beams; BLEU "
                 f"{_fmt(g['bleu'])} greedy, {_fmt(g['beam_bleu'])} beam).")
         if beam:
             head += f" The verdicts on beam outputs — {sum(same)} of {len(same)} the same as on greedy outputs:"
-        rep.say(head, "", *beam, "")
+        tail = ([f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, "
+                 "a verdict above is a conclusion only where beam outputs give the same one."] if not all(same) else [])
+        rep.say(head, "", *beam, "", *tail, *([""] if tail else []))
+
+
+def same_verdicts(greedy_line: str, beam_line: str) -> bool:
+    """Whether a comparison's verdicts (BLEU, check, in that order) are the same on both decodings' lines. A greedy
+    line may end with a test-loss verdict, which the decoding cannot change; only what both lines judge counts."""
+    beam = _labels(beam_line)
+    return _labels(greedy_line)[: len(beam)] == beam
 
 
 def _labels(line: str) -> list[str]:
-    return [w for w in ("agrees", "disagrees", "inconclusive") for _ in range(line.count(f"**{w}"))]
+    """The verdict words of a comparison line, in the order they appear."""
+    return re.findall(r"\*\*(agrees|disagrees|inconclusive)", line)
