@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
 _MIRROR = REPO.parent / "shared" / "data"
@@ -19,6 +20,12 @@ os.environ.setdefault("SPDF_RUNS_DIR", str(_TMP / "runs"))
 os.environ.setdefault("SPDF_FIGURES_DIR", str(_TMP / "figures"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Property tests draw the same examples on every run: a suite that passes once passes again (CI is a fresh clone).
+# HYPOTHESIS_PROFILE=explore draws new ones (with `--hypothesis-seed N`) to look for cases the fixed draw misses.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(scope="session")

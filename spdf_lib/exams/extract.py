@@ -159,7 +159,9 @@ def _is_letter(text: str, letter: str, start: int, end: int, shown: bool, stated
         return closes and re.search(r"(?:\b(?:is|be)|'s)\s+$", text[:start]) is not None  # "it is b."
     if letter in "AI":
         word = _word_after(text, end)
-        verbs = _LETTER_VERBS if letter == "A" else _PRONOUN_I_VERBS
+        # after a stated answer ("I would choose I because …") "I" is the letter unless a pronoun's verb follows
+        verbs = (_LETTER_VERBS if letter == "A" else
+                 _PRONOUN_I_VERBS | (_LETTER_VERBS - _PRONOUN_VERBS) if stated else _PRONOUN_I_VERBS)
         if word and word not in verbs and not re.match(r"\s*[.):,\-]", after):
             return False  # "A firewall …", "I think …"
         if letter == "I" and not stated and re.match(r"\s*(?:'|’)", after):
