@@ -307,6 +307,16 @@ def _token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.
     return loss, int((targets != IGNORE).sum())
 
 
+def token_losses(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, (B,) each: summed next-token cross-entropy over its targets, and their count (the per-input
+    numbers a bootstrap resamples). The training step keeps `_token_loss`'s one flat sum."""
+    with autocast():
+        logits = model(input_ids=batch["input_ids"]).logits
+    targets = batch["targets"]
+    loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    return loss.sum(1), (targets != IGNORE).sum(1)
+
+
 @torch.no_grad()
 def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precision: str = "bf16",
              d: Dist | None = None) -> float:
@@ -314,7 +324,7 @@ def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precisi
     d = d or Dist()
     was_training = model.training
     model.eval()
-    autocast = _autocast_factory(device, precision)
+    autocast = autocast_factory(device, precision)
     ex = data.eval_examples()[d.rank :: d.world]
     total = torch.zeros(2, dtype=torch.float64)
     for i in range(0, len(ex), micro_batch_size):
@@ -326,7 +336,8 @@ def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precisi
     return float(total[0] / max(total[1], 1))
 
 
-def _autocast_factory(device: str, precision: str):
+def autocast_factory(device: str, precision: str):
+    """A no-argument callable giving the autocast context of `precision` (bf16, or none for fp32) on `device`."""
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
     if precision == "bf16":
         return lambda: torch.autocast(dev_type, dtype=torch.bfloat16)
@@ -378,7 +389,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     if d.enabled:
         ids = [torch.device(device).index] if device.startswith("cuda") else None
         ddp = torch.nn.parallel.DistributedDataParallel(ddp, device_ids=ids)
-    autocast = _autocast_factory(device, cfg.precision)
+    autocast = autocast_factory(device, cfg.precision)
 
     last: dict[str, Any] = {}
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.desc, disable=not (cfg.progress and d.main),

@@ -120,21 +120,22 @@ def test_the_article_and_the_pronoun_are_not_answers(n, noun, filler):
         assert extract_answer(reply, n).reason == "no_answer", reply
 
 
+# (number of options, two distinct letters among them)
+TWO_LETTERS = st.integers(2, 10).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.sampled_from("ABCDEFGHIJ"[:n]), min_size=2, max_size=2, unique=True)))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.integers(2, 10).flatmap(lambda n: st.tuples(
-    st.just(n), st.lists(st.sampled_from("ABCDEFGHIJ"[:n]), min_size=2, max_size=2, unique=True))),
-    st.sampled_from(["The answer is {a} or {b}.", "either {a} or {b}", "{a}/{b}", "Answer: {a} (or {b})",
-                     "It could be {a} or {b}.", "{a} or maybe {b}"]))
+@given(TWO_LETTERS, st.sampled_from(["The answer is {a} or {b}.", "either {a} or {b}", "{a}/{b}", "Answer: {a} (or {b})",
+                                    "It could be {a} or {b}.", "{a} or maybe {b}"]))
 def test_hedges_are_not_answers(case, template):
     n, (a, b) = case
     assert extract_answer(template.format(a=a, b=b), n).reason == "hedge"
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(2, 10).flatmap(lambda n: st.tuples(
-    st.just(n), st.lists(st.sampled_from("ABCDEFGHIJ"[:n]), min_size=2, max_size=2, unique=True))),
-    st.sampled_from(["Neither {a} nor {b}", "not {a}", "{a} is not correct", "{a} is wrong.",
-                     "Options {a} and {b} are incorrect.", "It is not {b}."]))
+@given(TWO_LETTERS, st.sampled_from(["Neither {a} nor {b}", "not {a}", "{a} is not correct", "{a} is wrong.",
+                                    "Options {a} and {b} are incorrect.", "It is not {b}."]))
 def test_negations_are_not_answers(case, template):
     n, (a, b) = case
     assert extract_answer(template.format(a=a, b=b), n).reason == "negation"

@@ -189,28 +189,24 @@ def example_losses(model, tok, examples: Sequence, max_len: int, batch_size: int
     """[n_examples, 2]: summed next-token loss (nats) over the target tokens of each example's first reference,
     and their number: per input, so that the bootstrap can resample inputs. (One reference per input: all of
     E2E's ~7.5 per input would cost a minute of CPU per run; the first is the dataset's first-listed one.)"""
-    import torch.nn.functional as F
-
     from spdf_lib.data.encoding import encode_pair
-    from spdf_lib.data.streams import IGNORE, PairData
+    from spdf_lib.data.streams import PairData
+    from spdf_lib.train import autocast_factory, token_losses
 
     pairs = [encode_pair(tok, e.source, e.references[0], max_len) for e in examples]
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))  # little padding
     collate = PairData(pairs, [], tok.pad_token_id, max_len).collate
     device = next(model.parameters()).device
+    autocast = autocast_factory(device.type, precision)
     out = np.zeros((len(examples), 2))
     was_training = model.training
     model.eval()
-    dev_type = "cuda" if device.type == "cuda" else "cpu"
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([pairs[i] for i in idx]).items()}
-        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(input_ids=batch["input_ids"]).logits
-        targets = batch["targets"]  # (B, T): the token after each position
-        loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-        out[idx, 0] = loss.sum(1).double().numpy(force=True)
-        out[idx, 1] = (targets != IGNORE).sum(1).numpy(force=True)
+        losses, counts = token_losses(model, batch, autocast)
+        out[idx, 0] = losses.double().numpy(force=True)
+        out[idx, 1] = counts.numpy(force=True)
     model.train(was_training)
     return out
 
