@@ -3,11 +3,17 @@
 A comparison in the report ("sparse pre-training loses no quality", "Primer-EZ is faster") is decided by the
 interval of the difference, never by its point estimate alone:
 
-- **Intervals** (`bootstrap_difference`): a two-level bootstrap over both sources of noise at once — the seeds
-  (each condition's runs resampled with replacement) and the test inputs (resampled with replacement, the same
-  draw for both conditions, since they are decoded on the same inputs). Each replicate recomputes the corpus
-  metric from per-example sufficient statistics (BLEU's n-gram counts, realised/total slot counts), so corpus
-  BLEU is bootstrapped as corpus BLEU. The interval is the percentile interval (default 95%).
+- **Intervals** (`bootstrap_difference`): a bootstrap over both sources of noise at once — the test inputs
+  (resampled with replacement, the same draw for both conditions, since they are decoded on the same inputs) and
+  the seeds. Each replicate recomputes the corpus metric from per-example sufficient statistics (BLEU's n-gram
+  counts, realised/total slot counts), so corpus BLEU is bootstrapped as corpus BLEU. The interval is the
+  percentile interval (default 95%).
+  - Seeds, from few runs (`SeedNoise`, `pooled_seed_noise`): 2–3 seeds per condition cannot measure their own
+    spread. Resampling them underestimates it (a resampled mean of n runs has (n−1)/n of their variance, and 2 runs
+    have 3 distinct resamples): in the tiny study, greedy and beam outputs of the same models gave tight,
+    contradictory intervals. So the run-to-run sd is pooled over every condition of a study (as an ANOVA or a
+    t-test does: df = runs − conditions), and each replicate adds sd·√(1/n_A + 1/n_B)·t_df: a small-sample
+    interval. Without a pooled estimate the seeds are resampled as before.
 - **The rule** (`verdict`), with a margin `m` stated beside every verdict:
   - claim `no_loss` (the paper's "no significant loss", a non-inferiority claim): *agrees* when the whole interval
     lies above −m (any loss is smaller than the margin); *disagrees* when it lies below −m (a loss larger than the
@@ -148,13 +154,36 @@ def _resampled_stats(runs: Sequence[np.ndarray], counts: np.ndarray, statistic: 
     return np.stack([statistic(counts @ np.asarray(r, dtype=np.float64)) for r in runs], axis=1)
 
 
+@dataclass(frozen=True)
+class SeedNoise:
+    """The run-to-run standard deviation of a metric (different seeds, same condition), pooled over conditions,
+    with its degrees of freedom."""
+
+    sd: float
+    df: int
+
+
+def pooled_seed_noise(groups: Sequence[Sequence[float]]) -> SeedNoise | None:
+    """The pooled within-condition sd of per-run values (one sequence per condition): Σ(n_i−1)s_i² / Σ(n_i−1), with
+    df = Σ(n_i−1); None when no condition has two runs (nothing to estimate it from)."""
+    groups = [np.asarray(g, dtype=np.float64) for g in groups]
+    df = sum(len(g) - 1 for g in groups if len(g) > 1)
+    if df < 1:
+        return None
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups if len(g) > 1)
+    return SeedNoise(float(np.sqrt(ss / df)), df)
+
+
 def bootstrap_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], statistic: Callable[[np.ndarray], np.ndarray],
-                         n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
-    """Interval of mean-over-seeds `statistic`(A) − (B), bootstrapping seeds and test inputs (module docstring).
+                         n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                         seed_noise: SeedNoise | None = None) -> Interval:
+    """Interval of mean-over-seeds `statistic`(A) − (B), bootstrapping test inputs and seeds (module docstring).
 
     `a`, `b`: one array per seed run, `[n_examples, k]` per-example sufficient statistics, rows aligned on the same
     test inputs in every run; `statistic` maps summed `[..., k]` rows to the metric (`bleu_from_stats`,
-    `share_from_counts`). The estimate is the observed difference of the seed means.
+    `share_from_counts`). The estimate is the observed difference of the seed means. With `seed_noise` (in the
+    metric's units, e.g. from `pooled_seed_noise`), the seed term is its t-distributed draw instead of resampled
+    runs.
     """
     if not a or not b:
         raise ValueError("both conditions need at least one run")
@@ -167,10 +196,14 @@ def bootstrap_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], stati
                      np.mean([statistic(np.asarray(r).sum(0)) for r in b]))
     counts = rng.multinomial(n_ex, np.full(n_ex, 1.0 / n_ex), size=n_boot).astype(np.float64)  # inputs, shared
     sa, sb = _resampled_stats(a, counts, statistic), _resampled_stats(b, counts, statistic)
-    pick_a = rng.integers(0, len(a), size=(n_boot, len(a)))  # seeds, per condition
-    pick_b = rng.integers(0, len(b), size=(n_boot, len(b)))
-    rows = np.arange(n_boot)[:, None]
-    diffs = sa[rows, pick_a].mean(1) - sb[rows, pick_b].mean(1)
+    if seed_noise is not None:
+        spread = seed_noise.sd * np.sqrt(1 / len(a) + 1 / len(b))
+        diffs = sa.mean(1) - sb.mean(1) + spread * rng.standard_t(seed_noise.df, size=n_boot)
+    else:
+        pick_a = rng.integers(0, len(a), size=(n_boot, len(a)))  # seeds, per condition
+        pick_b = rng.integers(0, len(b), size=(n_boot, len(b)))
+        rows = np.arange(n_boot)[:, None]
+        diffs = sa[rows, pick_a].mean(1) - sb[rows, pick_b].mean(1)
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate, float(lo), float(hi), level)
 

@@ -32,6 +32,7 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     summary = (figures / "summary.md").read_text()
     for section in ("## SPDF", "## Primer", "## Professional-certification exams", "2.49x"):
         assert section in summary
+    assert "Greedy vs beam 2 (" in summary  # every fine-tuned model decoded twice: the decoding check
     # the executed report shows every figure of the study inline, one image per figure file
     report = nbformat.read(str(root / "smoke" / "report" / "notebook.ipynb"), as_version=4)
     images = [o for c in report.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

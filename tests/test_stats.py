@@ -8,8 +8,10 @@ import pytest
 from spdf_lib.stats import (
     Interval,
     Margins,
+    SeedNoise,
     bootstrap_difference,
     bootstrap_ratio,
+    pooled_seed_noise,
     ratio_verdict,
     share_from_counts,
     verdict,
@@ -58,6 +60,30 @@ def test_seed_noise_widens_the_interval():
     tight = bootstrap_difference(steady, base, share_from_counts, n_boot=400)
     wide = bootstrap_difference(noisy, base, share_from_counts, n_boot=400)
     assert wide.hi - wide.lo > 2 * (tight.hi - tight.lo)
+
+
+def test_pooled_seed_noise():
+    noise = pooled_seed_noise([[50.0, 54.0], [40.0, 42.0, 44.0], [47.0]])  # a lone run adds nothing
+    assert noise.df == 3 and noise.sd == pytest.approx(np.sqrt((8 + 8) / 3))
+    assert pooled_seed_noise([[50.0], [40.0]]) is None
+
+
+def test_pooled_seed_noise_gives_the_small_sample_interval():
+    """Two runs per condition whose rates differ by 10 points (huge test sets: no input noise): resampling the
+    runs gives a far narrower interval than the t interval from the pooled sd, whose half-width is known."""
+    a = [_runs(rate, 1, 20000, 20 + i)[0] for i, rate in enumerate((0.65, 0.75))]
+    b = [_runs(rate, 1, 20000, 30 + i)[0] for i, rate in enumerate((0.6, 0.7))]
+    noise = pooled_seed_noise([[share_from_counts(r.sum(0)) for r in runs] for runs in (a, b)])
+    assert noise.df == 2 and noise.sd == pytest.approx(7.07, abs=0.2)
+    pooled = bootstrap_difference(a, b, share_from_counts, n_boot=4000, seed_noise=noise)
+    resampled = bootstrap_difference(a, b, share_from_counts, n_boot=4000)
+    half = 4.303 * noise.sd * np.sqrt(1 / 2 + 1 / 2)  # t(0.975, df=2) = 4.303
+    assert (pooled.hi - pooled.lo) / 2 == pytest.approx(half, rel=0.1)
+    assert pooled.estimate == resampled.estimate == pytest.approx(5.0, abs=0.3)
+    assert resampled.hi - resampled.lo < 0.5 * (pooled.hi - pooled.lo)
+    assert pooled.lo < resampled.lo and resampled.hi < pooled.hi
+    unchanged = bootstrap_difference(a, b, share_from_counts, n_boot=400, seed_noise=SeedNoise(0.0, 2))
+    assert unchanged.hi - unchanged.lo < 1.0  # no seed noise: only the (tiny) input noise is left
 
 
 def test_mismatched_runs_are_an_error():

@@ -286,20 +286,20 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     # the same checks on each input's first human reference: the ceiling the patterns allow on this data
     reference = corpus_checks(example_table(p.task, data.eval, [e.references[0] for e in data.eval], delex))
     extra: dict[str, float] = {f"reference_{k}": v for k, v in reference.items() if k != "len_ratio"}
-    if p.beam_check > 1:  # the same model decoded with beams: does the decoding change a conclusion?
-        beam_cfg = DecodeConfig(num_beams=p.beam_check, length_penalty=p.length_penalty,
-                                no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
-                                batch_size=p.decode_batch_size)
-        beam_hyps = decode(model, tok, view(data.eval), beam_cfg, p.max_len, progress=p.progress)
-        beam_table = example_table(p.task, data.eval, beam_hyps, delex).assign(hypothesis=beam_hyps)
-        run.write_table("examples_beam", beam_table)
-        extra |= {f"beam_{k}": v for k, v in {**score_examples(data.eval, beam_hyps, ["bleu"]).scores,
-                                              **corpus_checks(beam_table)}.items()}
+    if p.second_num_beams:  # the same model decoded a second way: does the decoding change a conclusion?
+        second_cfg = DecodeConfig(num_beams=p.second_num_beams, length_penalty=p.length_penalty,
+                                  no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
+                                  batch_size=p.decode_batch_size)
+        second_hyps = decode(model, tok, view(data.eval), second_cfg, p.max_len, progress=p.progress)
+        second_table = example_table(p.task, data.eval, second_hyps, delex).assign(hypothesis=second_hyps)
+        run.write_table("examples_second", second_table)
+        extra |= {f"second_{k}": v for k, v in {**score_examples(data.eval, second_hyps, ["bleu"]).scores,
+                                                **corpus_checks(second_table)}.items()}
     curve = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_loss" in r]
     run.write_table("validation", pd.DataFrame(curve).rename(columns={"eval_loss": "val_loss"}))
     write_json(run_dir / "metrics.json", {"scores": scored.scores, "missing": scored.missing,
                                           "signatures": scored.signatures, "checks": checks,
-                                          "beam_check": {k: v for k, v in extra.items() if k.startswith("beam_")},
+                                          "second_decoding": {k: v for k, v in extra.items() if k.startswith("second_")},
                                           "decoding": config_dict(decode_cfg), "train_split": data.train_split,
                                           "eval_split": data.eval_split, "e2e_delex": delex})
     if p.save_model:

@@ -136,7 +136,9 @@ class FinetuneParams(Params):
     no_repeat_ngram_size: int = Field(0, ge=0)
     max_new_tokens: int = Field(64, ge=1)
     decode_batch_size: int = Field(32, ge=1)
-    beam_check: int = Field(0, ge=0)  # also decode the test inputs with this many beams and record it beside (0: no)
+    # decode the test inputs a second time with this many beams (1: greedy) and score it beside (0: no): does the
+    # decoding change a conclusion?
+    second_num_beams: int = Field(0, ge=0)
     metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]] = [
         "bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]
     metric_workers: int = Field(1, ge=1)

@@ -7,7 +7,8 @@ statistics, checks and loss per test input: what the bootstrap resamples) and `v
 convergence curve).
 
 It is the longest report section (~440 lines) because SPDF makes the most claims: FLOPs, pre-training, three
-comparisons per task with their checks, targets, samples, convergence and the beam check. Each is one function.
+comparisons per task with their checks, targets, samples, convergence and the decoding check. Each is one
+function.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from spdf_lib.spdf import plots
 from spdf_lib.spdf.checks import BLEU_STATS
 from spdf_lib.stats import (
     Margins,
+    SeedNoise,
     bleu_from_stats,
     bootstrap_difference,
     mean_of_values,
+    pooled_seed_noise,
     share_from_counts,
     verdict,
 )
@@ -81,12 +84,13 @@ def finetune_frame(results: pd.DataFrame) -> pd.DataFrame:
     })
     out["delexicalised"] = _optional(ft, "delexicalised", "").fillna("").astype(str)
     out["num_beams"] = _optional(ft, "num_beams", 1).astype(int)
+    out["second_num_beams"] = _optional(ft, "second_num_beams", 0).fillna(0).astype(int)
     out["stop_metric"] = _optional(ft, "stop_metric", "").fillna("").astype(str)
     out["epochs_max"] = _optional(ft, "epochs", np.nan).astype(float)
     out["stopped_early"] = _optional(ft, "stopped_early", False).fillna(False).astype(bool)
     for m in ("bleu", "chrfpp", "rouge_l", "nist", "finetune_eval_loss", "len_ratio", "slot_realisation",
               "name_realisation", "lex_slot_realisation", "entity_coverage", "best_epoch", "epochs_trained",
-              "pretrain_lr", "pretrain_eval_loss", "beam_bleu", "reference_lex_slot_realisation",
+              "pretrain_lr", "pretrain_eval_loss", "second_bleu", "reference_lex_slot_realisation",
               "reference_slot_realisation", "reference_entity_coverage", "reference_name_realisation"):
         if m in ft or f"results.{m}" in ft:
             out[m] = column(ft, m).astype(float)
@@ -154,7 +158,7 @@ def pretrain_part(results: pd.DataFrame, rep: Report) -> None:
 def _examples(rep: Report, runs: pd.DataFrame, columns: tuple[str, ...],
               table: str = "examples") -> tuple[list[np.ndarray], list[str]] | None:
     """Per-example rows of `columns` for each run (aligned on the test inputs they share), or None if a run has
-    no such `table` (`examples`: the greedy outputs; `examples_beam`: the beam-search outputs)."""
+    no such `table` (`examples`: the outputs of the run's decoding; `examples_second`: of its second decoding)."""
     frames = []
     for run in runs["run"]:
         try:
@@ -167,9 +171,21 @@ def _examples(rep: Report, runs: pd.DataFrame, columns: tuple[str, ...],
     return [f.loc[ids, list(columns)].to_numpy(dtype=np.float64) for f in frames], ids
 
 
+def seed_noise(rep: Report, conditions: list[pd.DataFrame], m: Measure, table: str = "examples") -> SeedNoise | None:
+    """The run-to-run sd of `m`, pooled over `conditions` (each the seed runs of one condition of a task): the seed
+    term of every interval of that task (`spdf_lib.stats`: 2–3 seeds cannot measure their own spread)."""
+    groups = []
+    for runs in conditions:
+        rows = _examples(rep, runs, m.columns, table)
+        if rows is not None:
+            groups.append([float(m.statistic(r.sum(0))) for r in rows[0]])
+    return pooled_seed_noise(groups)
+
+
 def compare(rep: Report, a: pd.DataFrame, b: pd.DataFrame, m: Measure, claim: str, margins: Margins,
-            table: str = "examples") -> str | None:
-    """The verdict sentence for measure `m`, condition `a` against `b` (a − b, higher is better), or None."""
+            table: str = "examples", noise: SeedNoise | None = None) -> str | None:
+    """The verdict sentence for measure `m`, condition `a` against `b` (a − b, higher is better), or None; `noise`:
+    the pooled seed noise of `m` (without it, seeds are resampled)."""
     rows = _examples(rep, a, m.columns, table), _examples(rep, b, m.columns, table)
     if rows[0] is None or rows[1] is None:
         return None
@@ -183,7 +199,7 @@ def compare(rep: Report, a: pd.DataFrame, b: pd.DataFrame, m: Measure, claim: st
     rb = [r[np.searchsorted(ids_b, common)] for r in rb]
     sign = 1.0 if m.higher_is_better else -1.0
     stat = (lambda x: sign * m.statistic(x))  # noqa: E731
-    interval = bootstrap_difference(ra, rb, stat, n_boot=1000, seed=0)
+    interval = bootstrap_difference(ra, rb, stat, n_boot=1000, seed=0, seed_noise=noise)
     reference = float(np.mean([m.statistic(r.sum(0)) for r in rb]))
     margin = margins.for_metric(m.name, reference)
     v = verdict(interval, margin, claim)
@@ -209,12 +225,18 @@ def _group(ft: pd.DataFrame, **where) -> pd.DataFrame:
 def comparisons(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,
                 table: str = "examples") -> list[str]:
     """The paper-vs-kit verdicts per task: sparse vs dense pre-training (SPDF's "no significant loss"), dense vs
-    sparse fine-tuning, pre-trained vs from scratch (`table`: the outputs they are computed on)."""
+    sparse fine-tuning, pre-trained vs from scratch (`table`: the outputs they are computed on). The last line per
+    task gives the pooled seed noise the intervals used."""
     out = []
     for task, g in full.groupby("task"):
         delex = bool(g["delexicalised"].iloc[0])
         measures = [BLEU, check_measure(task, delex)]
-        cmp = lambda a, b, m, claim: compare(rep, a, b, m, claim, margins, table)  # noqa: E731
+        sc = scratch[scratch["task"] == task]
+        conditions = [c for _, c in g.groupby(["mode", "sparsity"])] + ([sc] if len(sc) else [])
+        noises = {m.name: seed_noise(rep, conditions, m, table) for m in (*measures, LOSS)}
+        def cmp(a, b, m, claim, noises=noises):
+            return compare(rep, a, b, m, claim, margins, table, noises[m.name])
+
         dense = g[g["mode"] == "dense"]
         base = _group(dense, sparsity=0.0)
         for s in sorted(dense["sparsity"].unique()):
@@ -235,13 +257,16 @@ def comparisons(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
             out.append(f"- **{task}**, {s:.0%} sparse pre-training, dense minus sparse fine-tuning — the paper finds "
                        f"that dense fine-tuning recovers what sparse fine-tuning loses: "
                        + "; ".join(x for x in lines if x) + ".")
-        sc = scratch[scratch["task"] == task]
         if len(sc) and len(base):
             lines = [cmp(base, sc, m, "gain") for m in (*measures, LOSS)]
-            if not any(lines):
-                continue
-            out.append(f"- **{task}**, dense pre-trained minus from scratch (same architecture, same fine-tuning "
-                       f"rule): " + "; ".join(x for x in lines if x) + ".")
+            if any(lines):
+                out.append(f"- **{task}**, dense pre-trained minus from scratch (same architecture, same fine-tuning "
+                           f"rule): " + "; ".join(x for x in lines if x) + ".")
+        known = [f"{m.label} {noises[m.name].sd:.3g} (df {noises[m.name].df})" for m in (*measures, LOSS)
+                 if noises[m.name] is not None]
+        if known and out:
+            out.append(f"- *{task}: run-to-run sd pooled over its {len(conditions)} conditions* — " + "; ".join(known)
+                       + ".")
     return out
 
 
@@ -342,22 +367,25 @@ def section(results: pd.DataFrame, rep: Report) -> None:
         rep.say("- No fine-tuning runs in the results table yet.", "")
         return
     rep.tables["finetune"] = ft
-    greedy = ft[ft["num_beams"] == ft.groupby("task")["num_beams"].transform("min")]
-    main = greedy[(greedy["arch"] == "gpt") & (greedy["mode"].isin(["dense", "sparse"]))]
+    # per task, one decoding: the one most runs use (a run decoded otherwise is another condition)
+    decoded = ft[ft["num_beams"] == ft.groupby("task")["num_beams"].transform(lambda x: x.mode().iloc[0])]
+    main = decoded[(decoded["arch"] == "gpt") & (decoded["mode"].isin(["dense", "sparse"]))]
     # per task, the main grid is the training-set size most runs use; the other sizes are the dataset-size axis
     main_size = main.groupby("task")["n_train_pairs"].agg(lambda x: x.mode().iloc[0])
     full = main[main["n_train_pairs"] == main["task"].map(main_size)]
-    scratch = greedy[(greedy["mode"] == "scratch") & (greedy["arch"] == "gpt")]
-    beyond = greedy[(greedy["arch"] == "primer-ez") & (greedy["mode"] == "dense")]
+    scratch = decoded[(decoded["mode"] == "scratch") & (decoded["arch"] == "gpt")]
+    beyond = decoded[(decoded["arch"] == "primer-ez") & (decoded["mode"] == "dense")]
     rep.say(f"Verdicts use a stated margin: ±{margins.absolute:g} BLEU point, {100 * margins.relative:g}% (relative) "
             f"for slot realisation, entity coverage and loss. A verdict *agrees* only when the 95% interval of the "
-            f"difference (bootstrap over fine-tuning seeds and test inputs) lies inside the margin (for \"no loss\": above "
-            f"−margin; for a gain: above 0), *disagrees* when it lies outside, and is *inconclusive at this noise* "
-            f"otherwise.{_pretraining_noise_caveat(rep)}", "")
+            f"difference lies inside the margin (for \"no loss\": above −margin; for a gain: above 0), *disagrees* when it "
+            f"lies outside, and is *inconclusive at this noise* otherwise. The interval bootstraps the test inputs and "
+            f"adds the fine-tuning seeds' noise as a t-distributed term whose sd is pooled over all runs of the task "
+            f"(2–3 seeds per condition cannot measure their own spread; resampling them gave tight intervals that "
+            f"contradicted each other across decodings).{_pretraining_noise_caveat(rep)}", "")
     lines = comparisons(rep, full, scratch, margins) + _targets(full)
     if len(full):
         table = pd.concat([full, scratch, beyond])
-        rep.say("Downstream results after fine-tuning to convergence (mean ± sd over seeds; greedy decoding; check = "
+        rep.say(f"Downstream results after fine-tuning to convergence (mean ± sd over seeds; {decoding_line(table)}; check = "
                 "E2E slot realisation or WebNLG/DART entity coverage, %; length ratio = hypothesis / closest reference "
                 "length, BLEU's brevity penalty reads it; test loss on the evaluated inputs' references):", "",
                 results_table(table), "", reference_line(table), "")
@@ -380,7 +408,7 @@ def section(results: pd.DataFrame, rep: Report) -> None:
                    "model by " + ", ".join(f"{t}: {g['stop_metric'].iloc[0] or 'the last step'}"
                                            for t, g in runs.groupby("task")) + "; the test numbers above come from "
                    "that model. " + _budget_line(runs, cv))
-    _beam_check(rep, full, scratch, margins)
+    _decoding_check(rep, full, scratch, margins)
     sizes = main[(main["task"] == "webnlg") & (main["mode"] == "dense")]
     if sizes["n_train_pairs"].nunique() > 1:
         rep.figure(plots.quality_vs_train_size(sizes, METRIC), "spdf_bleu_vs_train_size",
@@ -419,32 +447,52 @@ def _budget_line(runs: pd.DataFrame, cv: pd.DataFrame) -> str:
     return ("; ".join(out) + ".") if out else ""
 
 
-def _beam_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins) -> None:
-    """The same comparisons on beam-search outputs of the same models (runs with `beam_check`): does the
-    decoding change a conclusion?"""
+def decoding_name(num_beams: int) -> str:
+    return "greedy" if num_beams == 1 else f"beam {num_beams}"
+
+
+def decoding_line(runs: pd.DataFrame) -> str:
+    """How each task's test inputs were decoded, e.g. "decoding: e2e beam 4, webnlg beam 4"."""
+    return "decoding: " + ", ".join(f"{task} {decoding_name(int(g['num_beams'].iloc[0]))}"
+                                    for task, g in runs.groupby("task"))
+
+
+def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins) -> None:
+    """The same comparisons on a second decoding of the same models (runs with `second_num_beams`, e.g. greedy
+    beside beam search): does the decoding change a conclusion?"""
     runs = pd.concat([full, scratch])
-    if "beam_bleu" not in runs:
+    if "second_bleu" not in runs:
         return
-    for task, g in runs[runs["beam_bleu"].notna()].groupby("task"):
-        beamed = g  # the runs decoded both ways: compare only among them
-        fb, sb = beamed[beamed["mode"] != "scratch"], beamed[beamed["mode"] == "scratch"]
-        greedy = comparisons(rep, fb, sb, margins)
-        beam = comparisons(rep, fb, sb, margins, table="examples_beam")
-        same = [same_verdicts(a, b) for a, b in zip(greedy, beam, strict=True)]
-        head = (f"Greedy vs beam search ({task}: {len(g)} fine-tuned models decoded again with beams; BLEU "
-                f"{_fmt(g['bleu'])} greedy, {_fmt(g['beam_bleu'])} beam).")
-        if beam:
-            head += f" The verdicts on beam outputs — {sum(same)} of {len(same)} the same as on greedy outputs:"
+    for task, g in runs[runs["second_bleu"].notna()].groupby("task"):
+        first, second = decoding_name(int(g["num_beams"].iloc[0])), decoding_name(int(g["second_num_beams"].iloc[0]))
+        fb, sb = g[g["mode"] != "scratch"], g[g["mode"] == "scratch"]  # the runs decoded both ways
+        main = comparisons(rep, fb, sb, margins)
+        other = comparisons(rep, fb, sb, margins, table="examples_second")
+        paired = _by_comparison(main), _by_comparison(other)
+        same = [same_verdicts(line, paired[1][k]) for k, line in paired[0].items() if k in paired[1]]
+        if not same:
+            continue
+        head = (f"{first.capitalize()} vs {second} ({task}: {len(g)} fine-tuned models decoded both ways; BLEU "
+                f"{_fmt(g['bleu'])} {first}, {_fmt(g['second_bleu'])} {second}).")
+        if other:
+            head += f" The verdicts on {second} outputs — {sum(same)} of {len(same)} the same as on {first} outputs:"
         tail = ([f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, "
-                 "a verdict above is a conclusion only where beam outputs give the same one."] if not all(same) else [])
-        rep.say(head, "", *beam, "", *tail, *([""] if tail else []))
+                 f"a verdict above is a conclusion only where {second} outputs give the same one."] if not all(same)
+                else [f"The decoding changes none of the {len(same)} conclusions on {task}."])
+        rep.say(head, "", *other, "", *tail, "")
 
 
-def same_verdicts(greedy_line: str, beam_line: str) -> bool:
-    """Whether a comparison's verdicts (BLEU, check, in that order) are the same on both decodings' lines. A greedy
+def _by_comparison(lines: list[str]) -> dict[str, str]:
+    """Verdict lines keyed by what they compare (the text before their first measure, BLEU)."""
+    return {line[: line.index("BLEU:")]: line for line in lines if "BLEU:" in line}
+
+
+def same_verdicts(first_line: str, second_line: str) -> bool:
+    """Whether a comparison's verdicts (BLEU, check, in that order) are the same on both decodings' lines. Either
     line may end with a test-loss verdict, which the decoding cannot change; only what both lines judge counts."""
-    beam = _labels(beam_line)
-    return _labels(greedy_line)[: len(beam)] == beam
+    first, second = _labels(first_line), _labels(second_line)
+    n = min(len(first), len(second))
+    return first[:n] == second[:n]
 
 
 def _labels(line: str) -> list[str]:
