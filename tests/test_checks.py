@@ -8,6 +8,7 @@ import pytest
 from spdf_lib.data.tasks import Example, linearise_mr
 from spdf_lib.spdf.checks import (
     BLEU_STATS,
+    check_name,
     corpus_checks,
     covered,
     e2e_slots,
@@ -115,3 +116,14 @@ def test_delexicalisation_round_trip():
     assert relexicalise("X-name near X-near", delexicalise(no_near)) == "Zizzi near X-near"  # stays an error
     with pytest.raises(ValueError, match="cannot delexicalise"):
         delexicalise(ex, ["area"])
+
+
+def test_the_check_of_delexicalised_e2e_counts_only_the_slots_left_in_words():
+    """Validation (`val_check`) and the report read the same check: with name/near delexicalised, an output that
+    writes both placeholders but gets area wrong and omits the rest realises 0 of the 6 slots left in words."""
+    ex = Example("e2e/0", linearise_mr(MR), ("ref",), {"mr": MR})
+    table = example_table("e2e", [ex], ["Blue Spice is near Avalon in the city centre."], ["name", "near"])
+    checks = corpus_checks(table)
+    assert check_name("e2e", ["name", "near"]) == "lex_slot_realisation" and checks["lex_slot_realisation"] == 0.0
+    assert check_name("e2e") == "slot_realisation" and checks["slot_realisation"] == pytest.approx(100 * 2 / 8)
+    assert check_name("webnlg", ["name"]) == check_name("dart") == "entity_coverage"

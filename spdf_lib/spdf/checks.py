@@ -215,6 +215,14 @@ def example_table(task: str, examples: Sequence, hypotheses: Sequence[str],
 SLOTS = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly", "near")
 
 
+def check_name(task: str, delexicalised: Sequence[str] = ()) -> str:
+    """The `corpus_checks` key of a task's check, as validation and the report give it: E2E slot realisation (of
+    the slots left in words when some are delexicalised), or WebNLG/DART entity coverage."""
+    if task != "e2e":
+        return "entity_coverage"
+    return "lex_slot_realisation" if delexicalised else "slot_realisation"
+
+
 def corpus_checks(table: pd.DataFrame) -> dict[str, float]:
     """The corpus numbers of an `example_table`: `len_ratio` (hypothesis / closest reference length, as BLEU's
     brevity penalty sees it); E2E `slot_realisation` (all values), `name_realisation`, `lex_slot_realisation`

@@ -163,22 +163,17 @@ def decode(model, tok, examples: Sequence, config, max_len: int, progress: bool 
     return [relexicalise(h, e) for h, e in zip(hyps, examples, strict=True)]
 
 
-def check_name(task: str) -> str:
-    """The results key of a task's check: slot realisation (E2E) or entity coverage (WebNLG, DART)."""
-    return "slot_realisation" if task == "e2e" else "entity_coverage"
-
-
 def validator(task: str, model_view: Sequence, originals: Sequence, tok, config, max_len: int, delex: Sequence[str]):
     """`validate(model)` for the training loop: greedy outputs on the held-out inputs, as BLEU and the task's
     check (0–100)."""
-    from spdf_lib.spdf.checks import BLEU_STATS, corpus_checks, example_table
+    from spdf_lib.spdf.checks import BLEU_STATS, check_name, corpus_checks, example_table
     from spdf_lib.stats import bleu_from_stats
 
     def validate(model) -> dict[str, float]:
         hyps = decode(model, tok, model_view, config, max_len)
         table = example_table(task, originals, hyps, delex)
         return {"val_bleu": float(bleu_from_stats(table[BLEU_STATS].to_numpy().sum(0))),
-                "val_check": corpus_checks(table)[check_name(task)]}
+                "val_check": corpus_checks(table).get(check_name(task, delex), float("nan"))}
 
     return validate
 

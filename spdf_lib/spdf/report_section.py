@@ -23,7 +23,7 @@ from spdf_lib import flops
 from spdf_lib.records import read_table
 from spdf_lib.reporting import Report, column, ok_runs
 from spdf_lib.spdf import plots
-from spdf_lib.spdf.checks import BLEU_STATS
+from spdf_lib.spdf.checks import BLEU_STATS, check_name
 from spdf_lib.stats import (
     Margins,
     SeedNoise,
@@ -61,15 +61,19 @@ BLEU = Measure("bleu", "BLEU", tuple(BLEU_STATS), bleu_from_stats)
 LOSS = Measure("finetune_eval_loss", "test loss (nats/token)", ("loss_sum", "loss_tokens"), mean_of_values, False)
 
 
+CHECKS = {  # the task-level checks (`checks.check_name`): label and per-example counts
+    "lex_slot_realisation": ("slot realisation (not delexicalised slots, %)", ("lex_realised", "lex_total")),
+    "slot_realisation": ("slot realisation (%)", ("slots_realised", "slots_total")),
+    "entity_coverage": ("entity coverage (%)", ("entities_covered", "entities_total")),
+}
+
+
 def check_measure(task: str, delexicalised: bool) -> Measure:
     """The task-level check: slot realisation of the E2E values that were not delexicalised (all values when
-    none were), or WebNLG/DART entity coverage."""
-    if task == "e2e":
-        if delexicalised:
-            return Measure("lex_slot_realisation", "slot realisation (not delexicalised slots, %)",
-                           ("lex_realised", "lex_total"), share_from_counts)
-        return Measure("slot_realisation", "slot realisation (%)", ("slots_realised", "slots_total"), share_from_counts)
-    return Measure("entity_coverage", "entity coverage (%)", ("entities_covered", "entities_total"), share_from_counts)
+    none were), or WebNLG/DART entity coverage; the same one validation records as `val_check`."""
+    name = check_name(task, ["delexicalised"] if delexicalised else [])
+    label, columns = CHECKS[name]
+    return Measure(name, label, columns, share_from_counts)
 
 
 def finetune_frame(results: pd.DataFrame) -> pd.DataFrame:
