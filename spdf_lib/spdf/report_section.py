@@ -268,7 +268,7 @@ def comparisons(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
                            f"rule): " + "; ".join(x for x in lines if x) + ".")
         known = [f"{m.label} {noises[m.name].sd:.3g} (df {noises[m.name].df})" for m in (*measures, LOSS)
                  if noises[m.name] is not None]
-        if known and out:
+        if known and any(_labels(line) for line in out if f"**{task}**" in line):  # said only beside a verdict
             out.append(f"- *{task}: run-to-run sd pooled over its {len(conditions)} conditions* — " + "; ".join(known)
                        + ".")
     return out
@@ -473,17 +473,19 @@ def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, marg
         main = comparisons(rep, fb, sb, margins)
         other = comparisons(rep, fb, sb, margins, table="examples_second")
         paired = _by_comparison(main), _by_comparison(other)
-        same = [same_verdicts(line, paired[1][k]) for k, line in paired[0].items() if k in paired[1]]
-        if not same:
-            continue
-        head = (f"{first.capitalize()} vs {second} ({task}: {len(g)} fine-tuned models decoded both ways; BLEU "
+        same = [same_verdicts(line, paired[1][k]) for k, line in paired[0].items()
+                if k in paired[1] and _labels(line)]
+        models = f"{len(g)} fine-tuned model{'s' if len(g) != 1 else ''}"
+        head = (f"{first.capitalize()} vs {second} ({task}: {models} decoded both ways; BLEU "
                 f"{_fmt(g['bleu'])} {first}, {_fmt(g['second_bleu'])} {second}).")
-        if other:
-            head += f" The verdicts on {second} outputs — {sum(same)} of {len(same)} the same as on {first} outputs:"
-        tail = ([f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, "
-                 f"a verdict above is a conclusion only where {second} outputs give the same one."] if not all(same)
-                else [f"The decoding changes none of the {len(same)} conclusions on {task}."])
-        rep.say(head, "", *other, "", *tail, "")
+        if not same:  # e.g. models that did not learn their task: no verdict on either decoding
+            rep.say(head + f" No verdict was drawn on {task}, so there is no conclusion for the decoding to change.", "")
+            continue
+        head += f" The verdicts on {second} outputs — {sum(same)} of {len(same)} the same as on {first} outputs:"
+        tail = (f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, a "
+                f"verdict above is a conclusion only where {second} outputs give the same one." if not all(same)
+                else f"The decoding changes none of the {len(same)} conclusions on {task}.")
+        rep.say(head, "", *other, "", tail, "")
 
 
 def _by_comparison(lines: list[str]) -> dict[str, str]:
