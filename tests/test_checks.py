@@ -16,7 +16,7 @@ from spdf_lib.spdf.checks import (
     example_table,
     slot_realised,
 )
-from spdf_lib.spdf.delex import delexicalise, relexicalise
+from spdf_lib.spdf.delex import DELEX_SLOTS, added_slots, delexicalise, relexicalise
 from spdf_lib.stats import bleu_from_stats
 
 MR = ("name[Blue Spice], eatType[coffee shop], food[Italian], priceRange[less than £20], customer rating[low], "
@@ -127,3 +127,17 @@ def test_the_check_of_delexicalised_e2e_counts_only_the_slots_left_in_words():
     assert check_name("e2e", ["name", "near"]) == "lex_slot_realisation" and checks["lex_slot_realisation"] == 0.0
     assert check_name("e2e") == "slot_realisation" and checks["slot_realisation"] == pytest.approx(100 * 2 / 8)
     assert check_name("webnlg", ["name"]) == check_name("dart") == "entity_coverage"
+
+
+def test_a_placeholder_left_unfilled_is_an_added_slot():
+    """`relexicalise` fills the slots the input has; a placeholder it leaves is a slot the model added."""
+    no_near = delexicalise(Example("e2e/1", "name[Zizzi] | area[riverside]", ("Zizzi is by the river.",),
+                                   {"mr": "name[Zizzi], area[riverside]"}))
+    with_near = delexicalise(Example("e2e/0", linearise_mr(MR), ("ref",), {"mr": MR}))
+    outputs = ["X-name is a X-food place by the river near X-near.", "X-name is near X-near."]
+    hyps = [relexicalise(h, e) for h, e in zip(outputs, (no_near, with_near), strict=True)]
+    assert hyps == ["Zizzi is a X-food place by the river near X-near.", "Blue Spice is near Avalon."]
+    table = example_table("e2e", [no_near, with_near], hyps, DELEX_SLOTS)
+    assert table["added_slots"].tolist() == [2, 0]
+    assert corpus_checks(table)["added_slot_outputs"] == 50.0
+    assert added_slots("X-nearby, AX-near and X-name-like are words, not placeholders") == 0

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from spdf_lib.data.tasks import FIELD_SEP, TRIPLE_SEP, parse_mr
+from spdf_lib.spdf.delex import added_slots
 
 # --- E2E slot patterns ---------------------------------------------------------------------------------------
 # value -> alternatives (regex, whole words, case-insensitive). Values with overlapping wordings (a "cheap" place
@@ -189,8 +190,9 @@ def example_table(task: str, examples: Sequence, hypotheses: Sequence[str],
                   delexicalised: Sequence[str] = ()) -> pd.DataFrame:
     """One row per example: id, BLEU statistics (`BLEU_STATS`), and the task's check as counts — E2E:
     `slots_total`, `slots_realised`, `name_realised`, the same for the slots not in `delexicalised`
-    (`lex_total`, `lex_realised`), and `slot_<name>` (1 realised, 0 missed, −1 absent from the MR); WebNLG and
-    DART: `entities_total`, `entities_covered`."""
+    (`lex_total`, `lex_realised`), `added_slots` (placeholders of slots the input lacks, `delex.added_slots`) and
+    `slot_<name>` (1 realised, 0 missed, −1 absent from the MR); WebNLG and DART: `entities_total`,
+    `entities_covered`."""
     if len(examples) != len(hypotheses):
         raise ValueError(f"{len(examples)} examples but {len(hypotheses)} hypotheses; they must pair up")
     stats = bleu_statistics(hypotheses, [list(e.references) for e in examples])
@@ -203,7 +205,7 @@ def example_table(task: str, examples: Sequence, hypotheses: Sequence[str],
             lex = {s: v for s, v in got.items() if s not in delexicalised}
             rows.append({"slots_total": len(got), "slots_realised": sum(got.values()),
                          "name_realised": int(got.get("name", False)), "lex_total": len(lex),
-                         "lex_realised": sum(lex.values()),
+                         "lex_realised": sum(lex.values()), "added_slots": added_slots(h),
                          **{f"slot_{s}": int(got[s]) if s in got else -1 for s in SLOTS}})
         return pd.concat([table, pd.DataFrame(rows)], axis=1)
     ents = [entities(e.source) for e in examples]
@@ -225,13 +227,15 @@ def check_name(task: str, delexicalised: Sequence[str] = ()) -> str:
 
 def corpus_checks(table: pd.DataFrame) -> dict[str, float]:
     """The corpus numbers of an `example_table`: `len_ratio` (hypothesis / closest reference length, as BLEU's
-    brevity penalty sees it); E2E `slot_realisation` (all values), `name_realisation`, `lex_slot_realisation`
+    brevity penalty sees it); E2E `slot_realisation` (all values), `name_realisation`, `added_slot_outputs` (the
+    share of outputs that add a delexicalised slot the input lacks), `lex_slot_realisation`
     (the values that were not delexicalised) and per slot `slot_<name>`; WebNLG/DART `entity_coverage`. Shares
     are 0–100, like BLEU."""
     out = {"len_ratio": float(table["sys_len"].sum() / max(1, table["ref_len"].sum()))}
     if "slots_total" in table:
         out["slot_realisation"] = 100.0 * table["slots_realised"].sum() / max(1, table["slots_total"].sum())
         out["name_realisation"] = 100.0 * table["name_realised"].mean()
+        out["added_slot_outputs"] = 100.0 * (table["added_slots"] > 0).mean()
         if table["lex_total"].sum():
             out["lex_slot_realisation"] = 100.0 * table["lex_realised"].sum() / table["lex_total"].sum()
         for s in SLOTS:

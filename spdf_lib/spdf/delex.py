@@ -57,6 +57,16 @@ def delexicalise(example: Example, slots: Sequence[str] = DELEX_SLOTS) -> Exampl
                    meta={**example.meta, "delexicalised": values})
 
 
+# A placeholder as the model writes it (`X-near`), whole: not the start of a longer word.
+PLACEHOLDER = re.compile(r"(?<![\w-])X-(?:" + "|".join(DELEX_SLOTS) + r")(?![\w-])")
+
+
+def added_slots(text: str) -> int:
+    """The placeholders left in a relexicalised output: `relexicalise` fills every slot the input has, so each one
+    left is a slot the model added (an error E2E's slot error rate counts, which realisation does not see)."""
+    return len(PLACEHOLDER.findall(text))
+
+
 def relexicalise(text: str, example: Example) -> str:
     """`text` with the placeholders of `example` (a `delexicalise`d example) replaced by its values; a
     placeholder of a slot the input does not have stays as it is (and counts as an error in the checks)."""
