@@ -217,9 +217,10 @@ def example_table(task: str, examples: Sequence, hypotheses: Sequence[str],
 SLOTS = ("name", "eatType", "food", "priceRange", "customer rating", "area", "familyFriendly", "near")
 
 
-def check_name(task: str, delexicalised: Sequence[str] = ()) -> str:
+def check_name(task: str, delexicalised: Sequence[str] | bool = ()) -> str:
     """The `corpus_checks` key of a task's check, as validation and the report give it: E2E slot realisation (of
-    the slots left in words when some are delexicalised), or WebNLG/DART entity coverage."""
+    the slots left in words when some are delexicalised: the slots, or just whether any), or WebNLG/DART entity
+    coverage."""
     if task != "e2e":
         return "entity_coverage"
     return "lex_slot_realisation" if delexicalised else "slot_realisation"

@@ -72,7 +72,7 @@ CHECKS = {  # the task-level checks (`checks.check_name`): label and per-example
 def check_measure(task: str, delexicalised: bool) -> Measure:
     """The task-level check: slot realisation of the E2E values that were not delexicalised (all values when
     none were), or WebNLG/DART entity coverage; the same one validation records as `val_check`."""
-    name = check_name(task, ["delexicalised"] if delexicalised else [])
+    name = check_name(task, delexicalised)
     label, columns = CHECKS[name]
     return Measure(name, label, columns, share_from_counts)
 
