@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
@@ -30,16 +29,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
-
-
-def report_errors(prog: str, func: Callable[[], int]) -> int:
-    """Run a command; a user error (bad parameters, data, sweep file, ...) becomes one line on stderr and exit
-    code 2, instead of a traceback."""
-    try:
-        return func()
-    except (ValueError, RuntimeError, FileNotFoundError) as e:  # ParamsError, DataError, SweepError among them
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
@@ -263,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from spdf_lib.errors import report_errors
+
     return report_errors(f"spdf {args.command}", lambda: args.func(args))
 
 

@@ -107,6 +107,23 @@ def get(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
+def schema_for(experiment: str) -> type[P.Params]:
+    """The parameter schema of `experiment`."""
+    return get(experiment).schema()
+
+
+def load(experiment: str, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> P.Params:
+    """Parameters of `experiment` from a YAML file (default: its `smoke` preset) plus overrides, validated."""
+    schema = schema_for(experiment)
+    path = Path(path) if path is not None else P.preset_path(experiment, "smoke")
+    values = P.read_yaml(path)
+    source = str(path)
+    if overrides:
+        values.update(overrides)
+        source += " + " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+    return P.validate(schema, values, source)
+
+
 def notebook_params(name: str, namespace: dict[str, Any]) -> P.Params:
     """The validated parameters of a notebook's run, from the variables its `parameters` cell (and papermill)
     defined: an unknown name is an error with "did you mean", as in a parameter file. `run_dir`, when empty,
@@ -124,7 +141,7 @@ def run(name: str, params: P.Params, run_dir: str | Path) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m spdf_lib.experiments NAME --params FILE --run-dir DIR [-p KEY=VALUE ...]` (what torchrun runs)."""
-    from spdf_lib.cli import report_errors
+    from spdf_lib.errors import report_errors
 
     ap = argparse.ArgumentParser(prog="python -m spdf_lib.experiments", description="run one experiment (no notebook)")
     ap.add_argument("experiment", choices=[n for n, e in EXPERIMENTS.items() if e.runner_ref])
@@ -134,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def go() -> int:
-        params = P.load(args.experiment, args.params, dict(P.parse_override(x) for x in args.param))
+        params = load(args.experiment, args.params, dict(P.parse_override(x) for x in args.param))
         run(args.experiment, params, args.run_dir)
         return 0
 

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spdf_lib import params as P
 from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir
 
 # ipykernel warns at every start that its TCP transport is unencrypted (it listens on 127.0.0.1 only).
@@ -128,7 +127,9 @@ def run_notebook(
     """Validate the parameters, say where the run goes, execute the notebook into `<run_dir>/notebook.ipynb`
     while streaming its progress to `stream` (default: stderr); returns the run folder."""
     experiment, path = resolve_notebook(notebook)
-    values = P.load(experiment, params_file, overrides).model_dump()
+    from spdf_lib.experiments import load
+
+    values = load(experiment, params_file, overrides).model_dump()
     run_dir = Path(run_dir) if run_dir else new_run_dir(experiment)
     run_dir.mkdir(parents=True, exist_ok=True)
     values["run_dir"] = str(run_dir.resolve())

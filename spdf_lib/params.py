@@ -26,7 +26,6 @@ PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 PRESETS = ("smoke", "tiny", "paper")
 
 
-
 class ParamsError(ValueError):
     """Invalid parameters; the message is one line naming the file (or source) and the key."""
 
@@ -93,31 +92,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def schema_for(experiment: str) -> type[Params]:
-    """The parameter schema of `experiment`, from the experiment table."""
-    from spdf_lib.experiments import get
-
-    return get(experiment).schema()
-
-
 def preset_path(experiment: str, preset: str) -> Path:
     return PARAMS_DIR / experiment / f"{preset}.yaml"
-
-
-def load(
-    experiment: str,
-    path: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> Params:
-    """Parameters of `experiment` from a YAML file (default: its `smoke` preset) plus overrides, validated."""
-    schema = schema_for(experiment)
-    path = Path(path) if path is not None else preset_path(experiment, "smoke")
-    values = read_yaml(path)
-    source = str(path)
-    if overrides:
-        values.update(overrides)
-        source += " + " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-    return validate(schema, values, source)
 
 
 # Names IPython puts into a kernel's namespace, which are never parameters.

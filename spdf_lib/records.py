@@ -22,10 +22,11 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from spdf_lib.atomic import atomic_write_bytes, atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ENV = "SPDF_RUNS_DIR"
@@ -54,25 +55,6 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password)$", re.IGNORECASE)
 
 def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _jsonable(x: Any) -> Any:
@@ -109,12 +91,17 @@ def package_versions() -> dict[str, Any]:
 
 
 def device_info() -> dict[str, Any]:
+    """Platform, CPUs and, when the run uses torch, its threads, GPUs and the precision facts of the device
+    (CPU model, torch capability, bf16 flags, the probe's figures: `spdf_lib.precision.describe`)."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     torch = sys.modules.get("torch")  # only if the run uses it: importing torch here would cost seconds
     if torch is not None:
+        from spdf_lib.precision import describe
+
         info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["precision"] = describe("auto")
     return info
 
 

@@ -4,7 +4,8 @@ A run folder is any folder with a `manifest.json` (see `spdf_lib.records`) or, f
 before its notebook wrote a manifest, a `point.json` (see `spdf_lib.sweep`). Columns, in order:
 
 - `run` (the folder, relative to the root), `experiment`, `status`, `sweep`, `stage`, `point`, `seconds`,
-  `start`, `end`, `git_commit`, `git_dirty`, `error`;
+  `start`, `end`, `git_commit`, `git_dirty`, `error`, `resolved_precision` (the precision the run computed in:
+  `bf16` or `fp32`, what `precision: auto` resolved to on its machine);
 - the run's parameters (`manifest.json` "params", less `run_dir`) and a sweep point's vars;
 - its metrics (`results.json`).
 A parameter or metric whose name is already taken gets a `params.` / `results.` prefix. Values that are not
@@ -22,7 +23,9 @@ import pandas as pd
 from spdf_lib.records import atomic_write_bytes, read_json, runs_dir
 
 META = ("run", "experiment", "status", "sweep", "stage", "point", "seconds", "start", "end", "git_commit",
-        "git_dirty", "error")
+        "git_dirty", "error", "resolved_precision")
+# A run's arithmetic: the precision training resolved to (`auto` made concrete), or a local exam model's dtype.
+_DTYPE_PRECISION = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}
 TABLE_NAME = "results.parquet"
 
 
@@ -67,6 +70,7 @@ def _row(folder: str | Path, root: str | Path | None) -> tuple[dict[str, Any], l
     point = _read(folder / "point.json")
     results = _read(folder / "results.json")
     git = manifest.get("git") or {}
+    info = manifest.get("info") or {}
     status = manifest.get("status")
     if point.get("status") in ("failed", "blocked", "interrupted") or not status:
         status = point.get("status")
@@ -84,6 +88,7 @@ def _row(folder: str | Path, root: str | Path | None) -> tuple[dict[str, Any], l
         "git_commit": git.get("commit"),
         "git_dirty": git.get("dirty"),
         "error": point.get("error") if status != "ok" else None,
+        "resolved_precision": info.get("precision") or _DTYPE_PRECISION.get(info.get("dtype")),
     }
     params = dict(manifest.get("params") or point.get("params") or {})
     params.pop("run_dir", None)

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from spdf_lib import flops as flop_counter
 from spdf_lib.data.streams import IGNORE
+from spdf_lib.precision import PRECISIONS, resolve
 from spdf_lib.records import atomic_write_text, read_jsonl
 
 SDPA_BACKENDS = ("auto", "flash", "efficient", "math")
@@ -65,7 +66,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float = 1.0
-    precision: str = "bf16"  # "bf16" (autocast on CPU and CUDA) or "fp32"
+    precision: str = "auto"  # "bf16" (autocast on CPU and CUDA), "fp32", or "auto" (spdf_lib.precision.resolve)
     eval_every: int = 0  # 0: only at the end
     log_every: int = 10
     checkpoint_every: int = 0  # 0: no checkpoints
@@ -88,8 +89,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be 'bf16' or 'fp32', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.sdpa_backend not in SDPA_BACKENDS:
             raise ValueError(f"sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}, got {self.sdpa_backend!r}")
         if self.stop_mode not in ("min", "max"):
@@ -318,7 +319,7 @@ def token_losses(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch
 
 
 @torch.no_grad()
-def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precision: str = "bf16",
+def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precision: str = "auto",
              d: Dist | None = None) -> float:
     """Mean next-token loss over `data.eval_examples()` (sharded across ranks)."""
     d = d or Dist()
@@ -337,9 +338,10 @@ def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precisi
 
 
 def autocast_factory(device: str, precision: str):
-    """A no-argument callable giving the autocast context of `precision` (bf16, or none for fp32) on `device`."""
+    """A no-argument callable giving the autocast context of `precision` (bf16, or none for fp32; `auto` resolved
+    for `device` by `spdf_lib.precision.resolve`) on `device`."""
     dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    if precision == "bf16":
+    if resolve(precision, device) == "bf16":
         return lambda: torch.autocast(dev_type, dtype=torch.bfloat16)
     return lambda: torch.autocast(dev_type, enabled=False)
 
@@ -389,7 +391,10 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     if d.enabled:
         ids = [torch.device(device).index] if device.startswith("cuda") else None
         ddp = torch.nn.parallel.DistributedDataParallel(ddp, device_ids=ids)
-    autocast = autocast_factory(device, cfg.precision)
+    precision = resolve(cfg.precision, device)  # `auto` becomes bf16 or fp32 once, before the first step
+    autocast = autocast_factory(device, precision)
+    if run is not None and d.main:
+        run.describe(precision=precision, precision_requested=cfg.precision)
 
     last: dict[str, Any] = {}
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.desc, disable=not (cfg.progress and d.main),
@@ -431,7 +436,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         done = state["step"] == cfg.max_steps
         if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or done:
-            row["eval_loss"] = evaluate(model, data, micro, device, cfg.precision, d)
+            row["eval_loss"] = evaluate(model, data, micro, device, precision, d)
             if validate is not None:
                 row.update(_shared(validate(model) if d.main else None, d))
             if cfg.patience:
@@ -447,7 +452,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     bar.close()
     if not last:  # resumed from a checkpoint of the final step: nothing left to train
         last = {k: state[k] for k in ("step", "tokens", "flops", "elapsed_s")}
-        last["eval_loss"] = evaluate(model, data, micro, device, cfg.precision, d)
+        last["eval_loss"] = evaluate(model, data, micro, device, precision, d)
     if cfg.patience:
         if best_weights is not None:  # end with the best weights (SPDF §4: the best validation checkpoint)
             _load_weights(model, best_weights)

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from spdf_lib import params as P
+from spdf_lib import experiments as E
 from spdf_lib.exams.backends import LocalLM, models_cache, smollm2_gguf
 from spdf_lib.exams.extract import extract_answer
 from spdf_lib.exams.prompts import chat_messages
@@ -18,7 +18,7 @@ from spdf_lib.exams.run import prepare, run_exam, select
 @pytest.mark.slow
 def test_smollm2_smoke_preset_and_chat_answers(mirror, tmp_path):
     assert smollm2_gguf().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    p = P.load("exams")  # the smoke preset
+    p = E.load("exams")  # the smoke preset
     lm = LocalLM.load(p.model, dtype=p.dtype)
     assert (models_cache() / "SmolLM2-135M-Instruct.Q4_1" / "config.json").is_file()
     assert lm.has_chat_template and lm.model.config.vocab_size == 49152

@@ -77,7 +77,8 @@ def test_an_empty_split_is_a_clear_error():
 
 def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
     """Yesterday's paper preset: GPT-2 Small's 2.505e9 tokens on WikiText-2 (here the mirror's split)."""
-    from spdf_lib.params import load, preset_path
+    from spdf_lib.experiments import load
+    from spdf_lib.params import preset_path
     from spdf_lib.spdf.pretrain import run_pretrain
 
     p = load("spdf_pretrain", preset_path("spdf_pretrain", "paper"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from spdf_lib import experiments as E
 from spdf_lib import params as P
 from spdf_lib.experiments import EXPERIMENTS
 
@@ -19,7 +20,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", sorted(p for p in (REPO / "params").glob("*/*.yaml") if p.parent.name in EXPERIMENTS),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_preset_validates(path):
-    P.load(path.parent.name, path)
+    E.load(path.parent.name, path)
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if (REPO / "params" / e).is_dir()])
@@ -31,7 +32,7 @@ def test_smoke_tiny_and_paper_presets_exist(experiment):
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_parameters_cell_is_the_smoke_preset(notebook):
     defaults = P.notebook_defaults(notebook)
-    schema = P.schema_for(notebook.stem)
+    schema = E.schema_for(notebook.stem)
     smoke = P.read_yaml(P.preset_path(notebook.stem, "smoke"))
     assert set(smoke) <= set(defaults), f"smoke keys missing from the parameters cell: {set(smoke) - set(defaults)}"
     # every parameter is in the cell, so that the notebook documents it and papermill never warns about it
@@ -46,7 +47,7 @@ def test_an_out_of_range_value_is_one_line_naming_key_and_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sparsity: 1.2\n")
     with pytest.raises(P.ParamsError) as e:
-        P.load("spdf_pretrain", bad)
+        E.load("spdf_pretrain", bad)
     assert str(e.value) == f"{bad}: sparsity: must be less than 1 (got 1.2)"
 
 
@@ -61,7 +62,7 @@ def test_bad_files_fail_before_any_compute(tmp_path, text, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text(text + "\n")
     with pytest.raises(P.ParamsError, match=message) as e:
-        P.load("spdf_pretrain", bad)
+        E.load("spdf_pretrain", bad)
     assert "\n" not in str(e.value) and str(bad) in str(e.value)
 
 
@@ -91,7 +92,7 @@ def test_every_experiment_has_its_notebook_and_schema():
         else:
             assert e.runner_ref, f"{name} has neither a notebook nor a runner"
     with pytest.raises(P.ParamsError, match="unknown experiment 'spdf_pretrian'; did you mean 'spdf_pretrain'"):
-        P.load("spdf_pretrian")
+        E.load("spdf_pretrian")
 
 
 def test_model_sizes_of_the_schemas_are_the_models():
@@ -115,7 +116,7 @@ def test_a_typo_in_the_parameters_cell_is_the_cli_error():
         P.from_namespace(PretrainParams, namespace)
     assert str(kernel.value) == "notebook parameters: unknown key 'sparsty'; did you mean 'sparsity'?"
     with pytest.raises(P.ParamsError) as cli:
-        P.load("spdf_pretrain", overrides={"sparsty": 0.9})
+        E.load("spdf_pretrain", overrides={"sparsty": 0.9})
     assert str(cli.value).endswith(": unknown key 'sparsty'; did you mean 'sparsity'?")
     # a name defined in a later cell is not a parameter; without a history, every public variable counts
     namespace["In"][2] = cell.replace("sparsty = 0.9\n", "")

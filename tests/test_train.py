@@ -63,7 +63,7 @@ def test_empty_fine_tuning_set_is_an_error():
         PairData([], [], pad_id=1, max_len=8)
 
 
-def _run_worker(out: Path, steps: int, every: int, precision: str = "bf16", dropout: float = 0.1) -> subprocess.Popen:
+def _run_worker(out: Path, steps: int, every: int, precision: str = "auto", dropout: float = 0.1) -> subprocess.Popen:
     # dropout > 0 makes the resumed run depend on the restored RNG state too
     return subprocess.Popen([sys.executable, str(WORKER), str(out), str(steps), str(every), precision, str(dropout)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

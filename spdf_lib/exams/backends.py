@@ -123,17 +123,21 @@ class LocalLM:
 
     @classmethod
     def load(cls, spec: str, dtype: str = "float32", threads: int | None = None) -> LocalLM:
-        """Load `smollm2` or a save_pretrained folder (the kit's GPT included) in `dtype` on the CPU/GPU."""
+        """Load `smollm2` or a save_pretrained folder (the kit's GPT included) in `dtype` on the CPU/GPU; `auto` is
+        bfloat16 where the device computes it natively, else float32 (`spdf_lib.precision`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         import spdf_lib.modeling_gpt  # noqa: F401  (registers the kit's GPT with AutoModelForCausalLM)
+        from spdf_lib.precision import resolve
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        if dtype not in (*DTYPES, "auto"):
+            raise ValueError(f"dtype {dtype!r}: choose one of auto, {', '.join(DTYPES)}")
         if threads:
             torch.set_num_threads(threads)
         folder = resolve_model(spec)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype in ("auto", "bfloat16"):  # the same rule (and warning) as the training runs' precision
+            dtype = "bfloat16" if resolve("auto" if dtype == "auto" else "bf16", device) == "bf16" else "float32"
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]).to(device)
         tok = AutoTokenizer.from_pretrained(folder)
         return cls(model, tok, name=spec if spec.lower() == SMOLLM2 else Path(spec).name)

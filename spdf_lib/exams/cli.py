@@ -7,6 +7,7 @@ import argparse
 
 def _cmd_exam(args: argparse.Namespace) -> int:
     from spdf_lib import params as P
+    from spdf_lib.experiments import load
     from spdf_lib.records import new_run_dir
 
     overrides = dict(P.parse_override(x) for x in args.param)
@@ -19,7 +20,7 @@ def _cmd_exam(args: argparse.Namespace) -> int:
         overrides.setdefault("limit", 0)  # a question selection replaces the preset's whole-certification limit
     if args.no_circular:
         overrides["circular"] = False
-    p = P.load("exams", args.params, overrides)  # validated before any data or model is touched
+    p = load("exams", args.params, overrides)  # validated before any data or model is touched
 
     from spdf_lib.exams.run import run_exam
     from spdf_lib.exams.summary import summary_text
@@ -44,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="score exactly these questions: one 0-based data-row index a line (header not counted)")
     e.add_argument("--sample", type=int, metavar="N", help="score a random sample of N questions (see --seed)")
     e.add_argument("--seed", type=int, help="seed of --sample and of the certification order (default 0)")
-    e.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    e.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="local model's dtype (default auto: bfloat16 where the CPU/GPU computes it natively)")
     e.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     e.add_argument("--no-circular", action="store_true", help="skip the rotated re-asks (CircularEval)")
     e.add_argument("--params", help="YAML parameter file (default: params/exams/smoke.yaml)")

@@ -31,7 +31,7 @@ class ExamParams(Params):
     backend: Literal["local", "api"] = "local"
     mode: Literal["loglik", "generate"] = "loglik"
     circular: bool = True  # CircularEval: also ask every rotation of the options
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # local models' weights and activations
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # local weights; auto: bfloat16 where native
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch's default
     batch_tokens: int = Field(2048, ge=64)  # padded tokens per log-likelihood batch
     max_new_tokens: int = Field(16, ge=1, le=512)  # generation mode

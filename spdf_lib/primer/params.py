@@ -40,7 +40,7 @@ class PrimerParams(Params):
     mdha_kernel: int = Field(3, ge=1)
     eval_points: int = Field(8, ge=2)  # validation evaluations per run (the speedup reads these)
     eval_windows: int = Field(16, ge=1)
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where native (spdf_lib.precision)
     device: str = "auto"
     progress: bool = True
 

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from spdf_lib.plots import metrics_frame
+from spdf_lib.precision import resolve
 from spdf_lib.primer import analysis
 from spdf_lib.primer.params import VARIANTS, PrimerParams
 from spdf_lib.records import Run, new_run_dir, read_json
@@ -47,6 +48,7 @@ def run_primer(p: PrimerParams, run_dir: str | Path | None = None) -> dict[str, 
     speedups and power-law fits. Returns the tables (`runs`, `speedups`, `summary`, `powerlaw`) and `curves`."""
     run_dir = Path(run_dir or p.run_dir or new_run_dir("primer"))
     run = Run(run_dir, "primer", p.model_dump(), p.seed)
+    run.describe(precision=resolve(p.precision, p.device), precision_requested=p.precision)
     rows, curves = [], {}
     for size in p.sizes:
         for seed in p.seeds:

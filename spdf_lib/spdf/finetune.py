@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spdf_lib.params import ParamsError, load, preset_path
+from spdf_lib.experiments import load
+from spdf_lib.params import ParamsError, preset_path
 from spdf_lib.records import Run, new_run_dir, read_json, read_jsonl, write_json
 from spdf_lib.spdf.params import FinetuneParams
 from spdf_lib.spdf.pretrain import run_pretrain, save_model
@@ -180,7 +181,7 @@ def validator(task: str, model_view: Sequence, originals: Sequence, tok, config,
 
 @torch.no_grad()
 def example_losses(model, tok, examples: Sequence, max_len: int, batch_size: int = 64,
-                   precision: str = "bf16") -> np.ndarray:
+                   precision: str = "auto") -> np.ndarray:
     """[n_examples, 2]: summed next-token loss (nats) over the target tokens of each example's first reference,
     and their number: per input, so that the bootstrap can resample inputs. (One reference per input: all of
     E2E's ~7.5 per input would cost a minute of CPU per run; the first is the dataset's first-listed one.)"""

@@ -71,7 +71,7 @@ class PretrainParams(Params):
     mask_init: Literal["random", "topk"] = "random"
     sparsity_distribution: Literal["uniform", "erk"] = "uniform"
     sparsity_targets: list[str] | None = None  # regexes over parameter names; None: the six SPDF matrices
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where native (spdf_lib.precision)
     compile: bool = False  # torch.compile the training steps (GPU)
     activation_checkpointing: bool = False  # recompute activations in backward (fits GPT-3 XL on one GPU)
     sdpa_backend: Literal["auto", "flash", "efficient", "math"] = "auto"  # force an attention kernel
@@ -143,7 +143,7 @@ class FinetuneParams(Params):
         "bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]
     metric_workers: int = Field(1, ge=1)
     save_model: bool = True  # save the fine-tuned model and tokenizer into <run_dir>/model (from_pretrained)
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where native (spdf_lib.precision)
     log_every: int = Field(10, ge=1)
     device: str = "auto"
     progress: bool = True

@@ -19,7 +19,7 @@ A sweep file (`params/sweeps/<name>.yaml`)::
         grid: {task: [e2e], mode: [dense, sparse], seed: [0, 1]}
 
 Keys of a stage: `notebook`, `experiment` (default: the notebook's stem; names the parameter schema),
-`schema` ("module:Class", default: `spdf_lib.params.schema_for(experiment)`), `preset`, `params`, `grid`,
+`schema` ("module:Class", default: `spdf_lib.experiments.schema_for(experiment)`), `preset`, `params`, `grid`,
 `vars`, `launcher` (`papermill`, the default; `torchrun`; or `process`, a plain `python -m`, the default for
 an experiment without a notebook such as `data_prepare`), `torchrun` (options passed through to
 `torch.distributed.run`) and `module` (what torchrun or process runs; default `spdf_lib.experiments`).

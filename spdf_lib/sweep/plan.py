@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from spdf_lib import params as P
+from spdf_lib.experiments import schema_for
 from spdf_lib.records import read_json, runs_dir
 from spdf_lib.sweep.spec import DEFAULT_MODULE, Stage, SweepError, read_sweep
 
@@ -102,7 +103,7 @@ def _load_schema(stage: Stage) -> type[P.Params]:
         if stage.schema:
             module, _, cls = stage.schema.partition(":")
             return getattr(importlib.import_module(module), cls)
-        return P.schema_for(stage.experiment)
+        return schema_for(stage.experiment)
     except (ImportError, AttributeError, ValueError) as e:
         what = stage.schema or stage.experiment
         raise SweepError(f"{stage.where}: cannot load the parameter schema of {what!r} ({e})") from None

@@ -1,0 +1,93 @@
+"""The shape of the library: no import circles (module-level or inside functions), no module over 500 lines, and
+a core that imports nothing from the papers' packages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+LIB = Path(__file__).resolve().parent.parent / "spdf_lib"
+PAPERS = ("spdf_lib.spdf", "spdf_lib.primer", "spdf_lib.exams")
+MAX_LINES = 500
+# The entry points and the report: they put the papers together, so they may import them.
+TOP = ("spdf_lib.cli", "spdf_lib.experiments", "spdf_lib.report", "spdf_lib.plan")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in LIB.rglob("*.py"):
+        parts = path.relative_to(LIB.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the kit's modules it imports anywhere in its body (functions included)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
+                for a in node.names:  # `from spdf_lib import params` imports the module spdf_lib.params
+                    targets.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_over_500_lines():
+    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_the_core_imports_nothing_from_the_papers():
+    core = {name: deps for name, deps in import_graph().items()
+            if not name.startswith(PAPERS) and name not in TOP}
+    leaks = {name: sorted(d for d in deps if d.startswith(PAPERS)) for name, deps in core.items()}
+    assert {k: v for k, v in leaks.items() if v} == {}
