@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 PRESET ?= tiny
-WORKERS ?= 2
+WORKERS ?=
 
 .PHONY: venv reproduce test lint lab bench clean
 
@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 ## The README's first command: every figure of the tiny preset (FLOP tables, SPDF, Primer, exams, report).
 reproduce: $(STAMP)
-	$(BIN)/spdf reproduce --preset $(PRESET) --workers $(WORKERS)
+	$(BIN)/spdf reproduce --preset $(PRESET) $(if $(WORKERS),--workers $(WORKERS))
 
 ## The README's second command: lint, unit tests, and every notebook under nbval with its smoke parameters.
 test: $(STAMP)

@@ -14,9 +14,11 @@ EXAMPLES = """examples:
   spdf run spdf_pretrain --params params/spdf_pretrain/tiny-s75.yaml -p tokens=2e6
   spdf run spdf_finetune -p checkpoint=runs/spdf_pretrain/<stamp>/model -p task=e2e
   spdf sweep params/sweeps/tiny.yaml --workers 2 --dry-run
+  spdf sweep params/sweeps/smoke.yaml -p precision=fp32
   spdf results --experiment spdf_finetune
   spdf flops --model gpt3-xl --sparsity 0.75 --tokens 26.3e9
   spdf data prepare pile-uncopyrighted --tokenizer gpt2 --tokens 2.51e9
+  spdf plan params/sweeps/tiny.yaml --workers 2
   spdf plan params/sweeps/paper.yaml --gpus 8 --gpu h100
   spdf exam --model smollm2 --limit 40
   spdf reproduce --preset tiny
@@ -56,9 +58,17 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from spdf_lib.plan import plan_costs
+    from spdf_lib.params import parse_override
+    from spdf_lib.plan import default_workers, machine_plan, plan_costs
 
-    print("\n".join(plan_costs(args.sweep, args.gpus, args.gpu, args.mfu)[1]))
+    if args.gpus is not None or args.gpu is not None:
+        print("\n".join(plan_costs(args.sweep, args.gpus or 8, args.gpu or "h100", args.mfu)[1]))
+        return 0
+    from spdf_lib import sweep
+
+    overrides = dict(parse_override(p) for p in args.param)
+    plan = sweep.plan_sweep(args.sweep, overrides=overrides)
+    print("\n".join(machine_plan(plan, args.workers or default_workers())[2]))
     return 0
 
 
@@ -88,15 +98,19 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
     from spdf_lib.params import parse_override
+    from spdf_lib.plan import default_workers
 
     torchrun = dict(parse_override(item) for item in args.torchrun)
-    plan = sweep.plan_sweep(args.sweep, root=args.root, stages=args.stage or None, torchrun=torchrun)
+    overrides = dict(parse_override(item) for item in args.param)
+    plan = sweep.plan_sweep(args.sweep, root=args.root, stages=args.stage or None, torchrun=torchrun,
+                            overrides=overrides)
     if args.dry_run:
         print("\n".join(sweep.format_plan(plan)))
         return 0
-    print(f"sweep {plan.name}: {len(plan.points)} points -> {plan.dir} ({args.workers} worker(s))")
+    workers = args.workers or default_workers()
+    print(f"sweep {plan.name}: {len(plan.points)} points -> {plan.dir} ({workers} worker(s))")
     try:
-        statuses = sweep.run_sweep(plan, workers=args.workers, progress=not args.no_progress)
+        statuses = sweep.run_sweep(plan, workers=workers, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"sweep {plan.name}: interrupted; finished points are kept, re-run the same command to resume",
               file=sys.stderr)
@@ -136,16 +150,22 @@ def _cmd_results(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
     from spdf_lib.notebooks import run_notebook
-    from spdf_lib.params import PARAMS_DIR
+    from spdf_lib.params import PARAMS_DIR, parse_override
+    from spdf_lib.plan import default_workers, machine_plan
     from spdf_lib.records import figures_dir
     from spdf_lib.report import export_html
 
-    plan = sweep.plan_sweep(PARAMS_DIR / "sweeps" / f"{args.preset}.yaml", root=args.root)  # validates every point
+    overrides = dict(parse_override(item) for item in args.param)
+    plan = sweep.plan_sweep(PARAMS_DIR / "sweeps" / f"{args.preset}.yaml", root=args.root,
+                            overrides=overrides)  # validates every point
+    workers = args.workers or default_workers()
     done = sum(sweep.point_status(p) == "done" for p in plan.points)
     print(f"reproduce ({args.preset}): {len(plan.points)} runs, {done} already done (re-running resumes); "
           f"records in {plan.dir}", flush=True)
+    if not args.no_plan and done < len(plan.points):
+        print("\n".join(machine_plan(plan, workers, todo_only=True)[2]), flush=True)
     try:
-        statuses = sweep.run_sweep(plan, workers=args.workers)
+        statuses = sweep.run_sweep(plan, workers=workers)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to resume ({plan.dir})", file=sys.stderr)
         return 130
@@ -202,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a sweep file's points (papermill or torchrun), resumable")
     s.add_argument("sweep", help="sweep file, e.g. params/sweeps/smoke.yaml")
-    s.add_argument("--workers", type=int, default=1, help="points run at once, each in its own process")
+    s.add_argument("--workers", type=int, default=None,
+                   help="points run at once, each in its own process (default: the cores this process may use)")
+    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a parameter in every point that has it, e.g. -p precision=fp32; repeatable")
     s.add_argument("--dry-run", action="store_true", help="list the points, their ids and status; run nothing")
     s.add_argument("--stage", action="append", default=[], help="only this stage (and what it needs); repeatable")
     s.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
@@ -232,10 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_exam(sub)  # spdf exam
 
-    pl = sub.add_parser("plan", help="what a sweep will cost: FLOPs, tokens, shard disk, GPU-hours")
-    pl.add_argument("sweep", help="sweep file, e.g. params/sweeps/paper.yaml")
-    pl.add_argument("--gpus", type=int, default=8, help="GPUs the sweep runs on (default 8)")
-    pl.add_argument("--gpu", default="h100", choices=list(PEAK_BF16), help="GPU type (default h100)")
+    pl = sub.add_parser("plan", help="what a sweep will cost: wall time on this machine, or GPU-hours on GPUs")
+    pl.add_argument("sweep", help="sweep file, e.g. params/sweeps/tiny.yaml")
+    pl.add_argument("--workers", type=int, default=None,
+                    help="on this machine: points run at once (default: the cores this process may use)")
+    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="on this machine: a parameter set in every point that has it, as `spdf sweep -p`")
+    pl.add_argument("--gpus", type=int, default=None, help="plan for this many GPUs instead (default with --gpu: 8)")
+    pl.add_argument("--gpu", default=None, choices=list(PEAK_BF16), help="plan for this GPU type (default with --gpus: h100)")
     pl.add_argument("--mfu", type=float, default=None,
                     help="model FLOPs utilisation (default: the measured one for that GPU, else an assumption)")
     pl.set_defaults(func=_cmd_plan)
@@ -243,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")
     rp.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"],
                     help="params/sweeps/<preset>.yaml (default: tiny, the CPU study)")
-    rp.add_argument("--workers", type=int, default=2, help="runs at once, each in its own process")
+    rp.add_argument("--workers", type=int, default=None,
+                    help="runs at once, each in its own process (default: the cores this process may use)")
+    rp.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a parameter in every run that has it, e.g. -p precision=fp32; repeatable")
+    rp.add_argument("--no-plan", action="store_true", help="do not print the plan (and skip its calibration)")
     rp.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
     rp.add_argument("--figures", help="figures folder (default: figures/ or $SPDF_FIGURES_DIR)")
     rp.set_defaults(func=_cmd_reproduce)

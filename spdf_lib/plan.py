@@ -1,5 +1,10 @@
-"""`spdf plan`: what a sweep will cost before anyone spends it — each point's training FLOPs (the kit's counter),
-tokens, disk for its token shards, and GPU-hours at a model-FLOPs utilisation (MFU) on a given GPU.
+"""`spdf plan`: what a sweep will cost before anyone spends it.
+
+On this machine (`machine_plan`, the default): each point's wall time from its work and unit costs measured here
+(`spdf_lib.cost`), per stage and in total at the chosen workers, against the sweep file's `budget_minutes`.
+
+On GPUs (`plan_costs`, `--gpus N --gpu NAME`): each point's training FLOPs (the kit's counter), tokens, disk for
+its token shards, and GPU-hours at a model-FLOPs utilisation (MFU) on a given GPU.
 
 GPU-hours = executed training FLOPs / (peak dense bf16 FLOP/s of the GPU × MFU) / 3600, summed over the GPUs;
 the wall time on `gpus` GPUs is that divided by `gpus` (data parallelism scales the throughput, not the FLOPs).
@@ -120,3 +125,81 @@ def plan_costs(sweep: str | Path, gpus: int, gpu: str, mfu: float | None = None)
               "GPU-hours count the dense FLOPs a GPU executes (masked weights are dense matrices there); fine-tuning "
               "and exam points are not counted (small next to pre-training)."]
     return costs, lines
+
+
+# --- on this machine (CPU) ----------------------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    """The cores this process may use (`os.sched_getaffinity`): the default of `spdf sweep` and `spdf reproduce`."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    h, m = divmod(round(seconds / 60), 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"
+
+
+def machine_plan(plan, workers: int, todo_only: bool = False):
+    """(point plans, simulated wall seconds, the printed lines) of a planned sweep (`spdf_lib.sweep.Plan`) run on
+    this machine with `workers` at a time (`spdf_lib.cost`); `todo_only`: leave out points already done."""
+    import time
+
+    from spdf_lib.cost import Calibration, Pricer, simulate
+    from spdf_lib.precision import describe
+    from spdf_lib.sweep import point_status
+
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    points = [p for p in plan.points if not (todo_only and point_status(p) == "done")]
+    threads = max(1, default_workers() // max(1, min(workers, len(points))))
+    t0 = time.perf_counter()
+    pricers: dict[str, Pricer] = {}
+    priced = []
+    for point in points:
+        precision = _point_precision(point.params)
+        if precision not in pricers:
+            pricers[precision] = Pricer(plan, Calibration(threads, precision))
+        priced.append(pricers[precision].price(point))
+    cals = [pr.cal for pr in pricers.values()]
+    for cal in cals:
+        cal.save()
+    took = time.perf_counter() - t0
+    seconds = {pp.point: pp.seconds or 0.0 for pp in priced}
+    wall = simulate(points, seconds, workers)
+    machine = describe("cpu")
+    precisions = ", ".join(sorted(cal.precision for cal in cals)) or "—"
+    lines = [f"plan {plan.name} on this machine: {machine['cpu_model']} ({machine['capability']}, bf16 "
+             f"{'native' if machine['native_bf16'] else 'emulated'}), {workers} worker(s) x {threads} torch "
+             f"thread(s), computing in {precisions}; unit costs: {sum(c.measured for c in cals)} measured "
+             f"now, the rest cached ({took:.1f} s)"]
+    by_stage: dict[str, list] = {}
+    for pp in priced:
+        by_stage.setdefault(pp.stage, []).append(pp)
+    lines.append(f"{'STAGE':<22} {'POINTS':>6} {'WORKER-S':>10} {'EACH':>12}")
+    for stage, pps in by_stage.items():
+        s = [pp.seconds for pp in pps if pp.seconds is not None]
+        each = f"{min(s):.0f}-{max(s):.0f} s" if s and len(s) > 1 and max(s) > 1.05 * min(s) else (
+            f"{s[0]:.0f} s" if s else "—")
+        lines.append(f"{stage[:22]:<22} {len(pps):>6} {sum(s):>10,.0f} {each:>12}")
+        lines += [f"  not priced: {pp.point} ({pp.note})" for pp in pps if pp.seconds is None]
+    lines.append(f"total: {len(points)} points, {sum(seconds.values()):,.0f} worker-seconds; about "
+                 f"{_duration(wall)} at {workers} worker(s) (the scheduler simulated)")
+    if plan.budget_minutes is not None and wall > 60 * plan.budget_minutes:
+        lines.append(f"OVER BUDGET: this plan takes about {_duration(wall)}, more than the {plan.budget_minutes:g} "
+                     f"minutes {plan.file} is meant for, on this machine")
+    return priced, wall, lines
+
+
+def _point_precision(params: dict[str, Any]) -> str:
+    """A point's precision request: `precision`, or an exam model's dtype."""
+    if "precision" in params:
+        return params["precision"]
+    return {"bfloat16": "bf16", "float32": "fp32"}.get(params.get("dtype", "auto"), "auto")

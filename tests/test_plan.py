@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spdf_lib import flops
+from spdf_lib.cost import Calibration
 from spdf_lib.params import PARAMS_DIR
 from spdf_lib.plan import plan_costs
 from spdf_lib.sweep import plan_sweep
@@ -42,3 +43,78 @@ def test_plan_costs_come_from_the_flop_counter():
     assert any(f"{hours:.1f}" in line and "gpt3-xl s=0 " in line for line in lines)
     with pytest.raises(ValueError, match="unknown GPU 'tpu'"):
         plan_costs(PAPER, gpus=8, gpu="tpu")
+
+
+# --- on this machine ----------------------------------------------------------------------------------------------
+
+SMOKE = PARAMS_DIR / "sweeps" / "smoke.yaml"
+
+
+class UnitCosts(Calibration):
+    """A calibration whose every unit cost is one second: the plan's arithmetic, without timing anything."""
+
+    def __init__(self, threads: int = 1, precision: str = "auto"):
+        self.threads, self.precision, self.measured = threads, "fp32", 0
+
+    def _cached(self, key, measure):
+        return 1.0
+
+    def save(self):
+        pass
+
+
+def test_every_smoke_point_is_priced_and_the_work_is_counted(monkeypatch):
+    from spdf_lib import cost
+    from spdf_lib.plan import machine_plan
+
+    monkeypatch.setattr(cost, "Calibration", UnitCosts)
+    plan = plan_sweep(SMOKE)
+    priced, wall, lines = machine_plan(plan, workers=2)
+    assert len(priced) == len(plan.points) and all(pp.seconds and pp.seconds > 0 for pp in priced)
+    pre = next(pp for pp, p in zip(priced, plan.points, strict=True) if p.experiment == "spdf_pretrain")
+    p = next(p for p in plan.points if p.experiment == "spdf_pretrain").params
+    steps = -(-int(p["tokens"]) // (p["batch_size"] * p["seq_len"]))
+    evals = (steps // p["eval_every"] if p["eval_every"] else 0) + 1
+    assert pre.seconds == cost.STARTUP_S["papermill"] + steps + evals * -(-p["eval_windows"] // p["batch_size"])
+    assert 0 < wall < sum(pp.seconds for pp in priced)  # two workers overlap
+    assert any(line.startswith(f"total: {len(plan.points)} points, ") for line in lines)
+
+
+def test_a_plan_over_the_sweep_files_budget_says_so(monkeypatch, tmp_path):
+    from spdf_lib import cost
+    from spdf_lib.plan import machine_plan
+
+    monkeypatch.setattr(cost, "Calibration", UnitCosts)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("budget_minutes: 0.1\nstages:\n  pretrain:\n    notebook: spdf_pretrain\n    preset: smoke\n")
+    lines = machine_plan(plan_sweep(sweep), workers=1)[2]
+    assert lines[-1].startswith("OVER BUDGET: this plan takes about ") and "more than the 0.1 minutes" in lines[-1]
+
+
+def test_the_schedule_simulation_waits_for_dependencies():
+    from types import SimpleNamespace as NS
+
+    from spdf_lib.cost import simulate
+
+    a, b, c, d = NS(id="a", needs=()), NS(id="b", needs=()), NS(id="c", needs=("a",)), NS(id="d", needs=("b",))
+    seconds = {"a": 10.0, "b": 1.0, "c": 5.0, "d": 1.0}
+    assert simulate([a, b, c, d], seconds, workers=1) == 17.0
+    assert simulate([a, b, c, d], seconds, workers=2) == 15.0  # b, d run while a; then c after a
+    assert simulate([a, b, c, d], seconds, workers=4) == 15.0
+
+
+def test_sweep_overrides_reach_every_point_that_has_the_key_and_change_its_id():
+    from spdf_lib.sweep import SweepError
+
+    base = plan_sweep(SMOKE)
+    fp32 = plan_sweep(SMOKE, overrides={"precision": "fp32"})
+    trained = [p for p in fp32.points if "precision" in p.params]
+    assert trained and all(p.params["precision"] == "fp32" for p in trained)
+    flops_points = [p for p in fp32.points if p.experiment == "flops"]
+    assert [p.id for p in flops_points] == [p.id for p in base.points if p.experiment == "flops"]  # no such key
+    assert not {p.id for p in trained} & {p.id for p in base.points}
+    with pytest.raises(SweepError, match=r"-p precison: no stage of this sweep has a parameter 'precison'; did you "
+                                         r"mean 'precision'\?"):
+        plan_sweep(SMOKE, overrides={"precison": "fp32"})
+    with pytest.raises(Exception, match="precision"):  # validated against each point's schema
+        plan_sweep(SMOKE, overrides={"precision": "fp16"})

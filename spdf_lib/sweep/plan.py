@@ -89,6 +89,7 @@ class Plan:
     file: Path
     dir: Path
     points: list[Point]
+    budget_minutes: float | None = None  # the sweep file's `budget_minutes`: what its wall time should stay under
 
     def __post_init__(self) -> None:
         self.by_id = {p.id: p for p in self.points}
@@ -232,15 +233,20 @@ def plan_sweep(
     root: str | Path | None = None,
     stages: Iterable[str] | None = None,
     torchrun: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Plan:
     """Every point of a sweep file, validated against its experiment's schema, dependencies first.
 
     `root`: the runs folder (default `runs/` or `$SPDF_RUNS_DIR`); `stages`: only these stages (and the points
     they need); `torchrun`: options that override those of every torchrun stage (e.g. node_rank on each node).
+    `overrides` (`spdf sweep -p KEY=VALUE`): set in every point whose schema has the key (a key no stage's
+    schema has is an error), validated with the point and part of its id.
     Raises `SweepError` (one line) on the first bad point, before anything runs.
     """
     path = Path(path)
     name, all_stages = read_sweep(path, torchrun)
+    overrides = dict(overrides or {})
+    _check_overrides(overrides, all_stages, path)
     sweep_dir = Path(root or runs_dir()).resolve() / name
     stage_points: dict[str, list[Point]] = {}
     points: dict[str, Point] = {}
@@ -253,7 +259,8 @@ def plan_sweep(
             grid_values = {k: v for k, v in swept.items() if k in stage.grid}
             point_vars = {k: v for k, v in swept.items() if k in stage.vars}
             where = f"{stage.where} ({' '.join(f'{k}={v}' for k, v in swept.items()) or 'fixed parameters'})"
-            raw = {**stage.preset, **stage.params, **grid_values}
+            raw = {**stage.preset, **stage.params, **grid_values,
+                   **{k: v for k, v in overrides.items() if k in schema.model_fields}}
             resolve = _Resolver({**raw, **point_vars}, stage_points, where)
             real, ident = {}, {}
             for key, value in raw.items():
@@ -287,7 +294,21 @@ def plan_sweep(
             if p.id in keep:
                 keep.update(p.needs)
         selected = [p for p in selected if p.id in keep]
-    return Plan(name=name, file=path, dir=sweep_dir, points=selected)
+    budget = P.read_yaml(path).get("budget_minutes")
+    return Plan(name=name, file=path, dir=sweep_dir, points=selected,
+                budget_minutes=float(budget) if budget is not None else None)
+
+
+def _check_overrides(overrides: dict[str, Any], stages: dict[str, Stage], path: Path) -> None:
+    """Every `-p` key must be a parameter of at least one stage's schema."""
+    import difflib
+
+    known = {k for stage in stages.values() for k in _load_schema(stage).model_fields}
+    for key in overrides:
+        if key == "run_dir" or key not in known:
+            close = difflib.get_close_matches(key, sorted(known - {"run_dir"}), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "it is a parameter of none of its stages"
+            raise SweepError(f"{path}: -p {key}: no stage of this sweep has a parameter {key!r}; {hint}")
 
 
 def is_complete(run_dir: str | Path) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 from spdf_lib import params as P
 from spdf_lib.experiments import NOTEBOOKS_DIR
 
-SWEEP_KEYS = ("name", "description", "include", "stages")
+SWEEP_KEYS = ("name", "description", "include", "stages", "budget_minutes")
 STAGE_KEYS = ("notebook", "experiment", "schema", "preset", "params", "grid", "vars", "launcher", "torchrun",
               "module")
 LAUNCHERS = ("papermill", "torchrun", "process")
