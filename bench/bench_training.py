@@ -1,4 +1,5 @@
-"""Training-step speed of the kit's GPT (CPU, bf16 autocast), each against its baseline in the same run:
+"""Training-step speed of the kit's GPT (CPU, at the precision `auto` resolves to here), each against its baseline in
+the same run:
 
 - masking overhead: a 75%-sparse `mini` step vs the dense step (target: at most 1.05x the time);
 - MDHA overhead: `mini` with multi-dconv-head attention vs without (target: at most 1.15x the time; the Primer
@@ -15,8 +16,9 @@ import torch
 
 from bench.common import Result, hf_gpt2_like, interleaved_median
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+from spdf_lib.precision import resolve
 from spdf_lib.sparsity import sparsify
-from spdf_lib.train import TrainConfig, make_optimizer
+from spdf_lib.train import TrainConfig, autocast_factory, make_optimizer
 
 B, T, V = 16, 256, 2048
 
@@ -25,8 +27,10 @@ def _step_fn(model: torch.nn.Module, batch: torch.Tensor):
     model.train()
     opt = make_optimizer(model, TrainConfig(max_steps=1, lr=1e-4), "cpu")
 
+    autocast = autocast_factory("cpu", "auto")
+
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast():
             logits = model(input_ids=batch).logits
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
         loss.backward()
@@ -52,7 +56,7 @@ def run() -> list[Result]:
                             "mdha": _step_fn(mdha, batch), "hf": _step_fn(hf, batch),
                             "dense copy": _step_fn(dense_copy, batch)}, repeats=15, warmup=2)
     tokens = B * T
-    shape = f"mini {c.n_layer}x{c.n_embd}, batch {B}x{T}, bf16, {torch.get_num_threads()} threads"
+    shape = f"mini {c.n_layer}x{c.n_embd}, batch {B}x{T}, {resolve('auto')}, {torch.get_num_threads()} threads"
     return [
         Result("masking overhead (75% sparse step time)", "dense", t["dense"], "sparse 0.75", t["sparse"], "s/step",
                higher_is_better=False, target=1.05, note=shape),

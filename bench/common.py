@@ -21,19 +21,24 @@ class Result:
     higher_is_better: bool
     target: float | None = None  # e.g. 1.05 for "candidate time at most 1.05x baseline", 2.0 for ">= 2x throughput"
     note: str = ""
+    within: float | None = None  # a two-sided target instead: the ratio within 1 ± this (a plan against actual)
 
     @property
     def ratio(self) -> float:
         return self.candidate / self.baseline
 
     def meets_target(self) -> bool | None:
+        if self.within is not None:
+            return abs(self.ratio - 1) <= self.within
         if self.target is None:
             return None
         return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
 
     def line(self) -> str:
         tgt = ""
-        if self.target is not None:
+        if self.within is not None:
+            tgt = f"1 ± {self.within:g}  {'ok' if self.meets_target() else 'MISSED'}"
+        elif self.target is not None:
             tgt = f"{'>=' if self.higher_is_better else '<='} {self.target:g}  {'ok' if self.meets_target() else 'MISSED'}"
         b = f"{self.baseline:.4g} {self.unit} ({self.baseline_label})"
         c = f"{self.candidate:.4g} {self.unit} ({self.candidate_label})"
