@@ -221,43 +221,50 @@ def _timed(fn, reps: int = TIMED_STEPS) -> float:
 # --- the work of each point ------------------------------------------------------------------------------------
 
 
-def pretrain_seconds(p: dict[str, Any], cal: Calibration) -> float:
-    """Training steps, evaluations (every `eval_every` steps and at the end) and the final save."""
+Parts = dict[str, float]  # seconds by kind of work: start, train, eval, decode, score
+
+
+def _add(total: Parts, more: Parts) -> Parts:
+    return {k: total.get(k, 0.0) + more.get(k, 0.0) for k in {**total, **more}}
+
+
+def pretrain_parts(p: dict[str, Any], cal: Calibration) -> Parts:
+    """Training steps and evaluations (every `eval_every` steps and at the end) of one pre-training run."""
     arch = Arch.of(p)
     steps = max(1, math.ceil(p["tokens"] / (p["batch_size"] * p["seq_len"])))
     evals = (steps // p["eval_every"] if p.get("eval_every") else 0) + 1
     micro = p.get("micro_batch_size") or p["batch_size"]
     eval_batches = math.ceil(p["eval_windows"] / micro)
-    return (steps * cal.train_step(arch, p["batch_size"], p["seq_len"])
-            + evals * eval_batches * cal.forward(arch, min(micro, p["eval_windows"]), p["seq_len"]))
+    return {"train": steps * cal.train_step(arch, p["batch_size"], p["seq_len"]),
+            "eval": evals * eval_batches * cal.forward(arch, min(micro, p["eval_windows"]), p["seq_len"])}
 
 
-def finetune_seconds(p: dict[str, Any], arch: Arch, n_pairs: int, n_val: int, n_test: int, prompt_len: int,
-                     cal: Calibration) -> float:
-    """Fine-tuning to the epoch cap at `max_len`-padded batches, validation (loss, and greedy decoding of the
-    held-out inputs), test decoding (beam and the second decoding) and the test loss."""
+def finetune_parts(p: dict[str, Any], arch: Arch, n_pairs: int, n_val: int, n_test: int, prompt_len: int,
+                   cal: Calibration) -> Parts:
+    """Fine-tuning to the epoch cap at `max_len`-padded batches; evaluation (the held-out loss at each validation,
+    the test loss at the end); decoding (greedy outputs of the held-out inputs at each validation, the test inputs
+    with `num_beams` and with the second decoding)."""
     b, T = p["batch_size"], p["max_len"]
     steps = max(1, math.ceil(p["epochs"] * n_pairs / b))
     per_epoch = max(1, math.ceil(n_pairs / b))
     evals = steps // (p.get("eval_every") or per_epoch) + 1 if n_val else 1
     gen = p["max_new_tokens"]
-    seconds = steps * cal.train_step(arch, b, T)
-    val_batches = math.ceil(max(n_val, 1) / b)
-    seconds += evals * val_batches * cal.forward(arch, b, T)
+    parts = {"train": steps * cal.train_step(arch, b, T),
+             "eval": evals * math.ceil(max(n_val, 1) / b) * cal.forward(arch, b, T)
+             + math.ceil(n_test / 64) * cal.forward(arch, min(64, n_test), T), "decode": 0.0}
     if n_val:
         vb = max(p["decode_batch_size"], 64)
-        seconds += evals * math.ceil(n_val / vb) * gen * cal.decode_step(arch, min(vb, n_val), prompt_len, 1)
+        parts["decode"] += evals * math.ceil(n_val / vb) * gen * cal.decode_step(arch, min(vb, n_val), prompt_len, 1)
     for beams in (p["num_beams"], p.get("second_num_beams") or 0):
         if beams:
             db = p["decode_batch_size"]
-            seconds += math.ceil(n_test / db) * gen * cal.decode_step(arch, min(db, n_test), prompt_len, beams)
-    seconds += math.ceil(n_test / 64) * cal.forward(arch, min(64, n_test), T)
-    return seconds
+            parts["decode"] += math.ceil(n_test / db) * gen * cal.decode_step(arch, min(db, n_test), prompt_len, beams)
+    return parts
 
 
-def exam_seconds(p: dict[str, Any], n_questions: int, cal: Calibration) -> float:
+def exam_parts(p: dict[str, Any], n_questions: int, cal: Calibration) -> Parts:
     prompts = n_questions * (EXAMS_CIRCULAR_PROMPTS if p.get("circular") else 1)
-    return EXAM_LOAD_S + prompts * cal.exam_prompt(p.get("batch_tokens", 2048))
+    return {"start": EXAM_LOAD_S, "score": prompts * cal.exam_prompt(p.get("batch_tokens", 2048))}
 
 
 @dataclass
@@ -265,8 +272,12 @@ class PointPlan:
     point: str
     stage: str
     what: str
-    seconds: float | None  # None: not priced (the line says why)
+    parts: Parts | None  # seconds by kind of work; None: not priced (`note` says why)
     note: str = ""
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.parts is None else sum(self.parts.values())
 
 
 class Pricer:
@@ -275,6 +286,7 @@ class Pricer:
     def __init__(self, plan, cal: Calibration):
         self.plan, self.cal = plan, cal
         self._tasks: dict[tuple, tuple[int, int, int]] = {}
+        self._loaded: dict[tuple, Any] = {}
 
     def _pretrain_params_of(self, point) -> dict[str, Any] | None:
         """The pre-training parameters behind a fine-tuning or exam point's model: the point it needs."""
@@ -308,13 +320,13 @@ class Pricer:
 
     def price(self, point) -> PointPlan:
         p, e = point.params, point.experiment
-        start = STARTUP_S.get(point.launcher, STARTUP_S["process"])
+        start = {"start": STARTUP_S.get(point.launcher, STARTUP_S["process"])}
+        shards = "token shards: a GPU plan (`spdf plan --gpus N`)"
         if e == "spdf_pretrain":
+            what = f"{p['model_size']} s={p['sparsity']:g}"
             if p.get("tokenizer"):
-                return PointPlan(point.id, point.stage, f"{p['model_size']} s={p['sparsity']:g}", None,
-                                 "token shards: a GPU plan (`--gpus`)")
-            s = pretrain_seconds(p, self.cal)
-            return PointPlan(point.id, point.stage, f"{p['model_size']} s={p['sparsity']:g}", start + s)
+                return PointPlan(point.id, point.stage, what, None, shards)
+            return PointPlan(point.id, point.stage, what, _add(start, pretrain_parts(p, self.cal)))
         if e == "primer":
             from spdf_lib.primer.params import PrimerParams
             from spdf_lib.primer.run import point_params
@@ -322,22 +334,24 @@ class Pricer:
             pp = PrimerParams(**p)
             runs = [point_params(pp, size, v, seed).model_dump() for size in pp.sizes for v in pp.variants
                     for seed in pp.seeds]
+            what = f"{len(runs)} runs ({', '.join(pp.sizes)})"
             if any(r.get("tokenizer") for r in runs):
-                return PointPlan(point.id, point.stage, "primer", None, "token shards: a GPU plan (`--gpus`)")
-            return PointPlan(point.id, point.stage, f"{len(runs)} runs ({', '.join(pp.sizes)})",
-                             start + sum(pretrain_seconds(r, self.cal) for r in runs))
+                return PointPlan(point.id, point.stage, what, None, shards)
+            parts = start
+            for r in runs:
+                parts = _add(parts, pretrain_parts(r, self.cal))
+            return PointPlan(point.id, point.stage, what, parts)
         if e == "spdf_finetune":
+            what = f"{p['task']} {p['mode']} seed {p['seed']}"
             pre = self._pretrain_params_of(point)
             if pre is None or pre.get("tokenizer"):
-                return PointPlan(point.id, point.stage, f"{p['task']} {p['mode']}", None,
-                                 "model not planned here (a folder, or a GPU-scale one)")
-            arch = Arch.of(pre)
+                return PointPlan(point.id, point.stage, what, None, "its model is a folder, or GPU-scale")
             n_pairs, n_val, n_test = self._task_sizes(p)
             prompt = max(8, p["max_len"] // 2)
-            s = finetune_seconds(p, arch, n_pairs, n_val, n_test, prompt, self.cal)
+            parts = _add(start, finetune_parts(p, Arch.of(pre), n_pairs, n_val, n_test, prompt, self.cal))
             if str(p.get("checkpoint", "")).startswith("pretrain:"):
-                s += pretrain_seconds(pre, self.cal)
-            return PointPlan(point.id, point.stage, f"{p['task']} {p['mode']} seed {p['seed']}", start + s)
+                parts = _add(parts, pretrain_parts(pre, self.cal))
+            return PointPlan(point.id, point.stage, what, parts)
         if e == "exams":
             from spdf_lib.exams.params import ExamParams
             from spdf_lib.exams.run import prepare, select
@@ -345,9 +359,12 @@ class Pricer:
             ep = ExamParams(**p)
             if ep.backend == "api":
                 return PointPlan(point.id, point.stage, "exams (api)", None, "an API's speed is not measured here")
-            questions, _, _, fields = prepare(ep)
+            key = ("exams", ep.data_file, ep.fields_file)
+            if key not in self._loaded:  # parsing the certification data takes seconds: once per plan
+                self._loaded[key] = prepare(ep)
+            questions, _, _, fields = self._loaded[key]
             n = len(select(questions, ep, fields))
-            return PointPlan(point.id, point.stage, f"exams {n} questions", start + exam_seconds(p, n, self.cal))
+            return PointPlan(point.id, point.stage, f"exams {n} questions", _add(start, exam_parts(p, n, self.cal)))
         return PointPlan(point.id, point.stage, e, start)  # flops, report: start-up only (seconds of arithmetic)
 
 

@@ -183,13 +183,19 @@ def machine_plan(plan, workers: int, todo_only: bool = False):
     by_stage: dict[str, list] = {}
     for pp in priced:
         by_stage.setdefault(pp.stage, []).append(pp)
-    lines.append(f"{'STAGE':<22} {'POINTS':>6} {'WORKER-S':>10} {'EACH':>12}")
+    kinds = ("start", "train", "eval", "decode", "score")
+    lines.append(f"{'STAGE':<21} {'POINTS':>6} {'WORKER-S':>9} {'EACH':>11}   " + " ".join(f"{k.upper():>7}" for k in kinds))
     for stage, pps in by_stage.items():
         s = [pp.seconds for pp in pps if pp.seconds is not None]
         each = f"{min(s):.0f}-{max(s):.0f} s" if s and len(s) > 1 and max(s) > 1.05 * min(s) else (
             f"{s[0]:.0f} s" if s else "—")
-        lines.append(f"{stage[:22]:<22} {len(pps):>6} {sum(s):>10,.0f} {each:>12}")
+        kind_s = {k: sum((pp.parts or {}).get(k, 0.0) for pp in pps) for k in kinds}
+        lines.append(f"{stage[:21]:<21} {len(pps):>6} {sum(s):>9,.0f} {each:>11}   "
+                     + " ".join(f"{kind_s[k]:>7,.0f}" for k in kinds))
         lines += [f"  not priced: {pp.point} ({pp.note})" for pp in pps if pp.seconds is None]
+    total_kind = {k: sum((pp.parts or {}).get(k, 0.0) for pp in priced) for k in kinds}
+    lines.append(f"{'(share of the total)':<21} {'':>6} {'':>9} {'':>11}   " + " ".join(
+        f"{total_kind[k] / max(1e-9, sum(total_kind.values())):>7.0%}" for k in kinds))
     lines.append(f"total: {len(points)} points, {sum(seconds.values()):,.0f} worker-seconds; about "
                  f"{_duration(wall)} at {workers} worker(s) (the scheduler simulated)")
     if plan.budget_minutes is not None and wall > 60 * plan.budget_minutes:

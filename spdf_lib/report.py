@@ -30,11 +30,24 @@ def build_report(results: pd.DataFrame, root: str | Path, figures_dir: str | Pat
     figures.mkdir(parents=True, exist_ok=True)
     rep = Report(Path(root), figures, margins=margins or Margins())
     rep.say("# spdf-kit results summary", "",
-            f"Runs: {len(results)} in the results table; every number below comes from those records.", "")
+            f"Runs: {len(results)} in the results table; every number below comes from those records.",
+            precision_line(results), "")
     for section in SECTIONS:
         section(results, rep)
     rep.write("summary.md")
     return rep
+
+
+def precision_line(results: pd.DataFrame) -> str:
+    """Which arithmetic the runs computed in (`resolved_precision`: what `precision: auto` became on each
+    machine), e.g. "Precision: fp32 (24 runs), bf16 (2 runs); 1 run records none (no training or local model)"."""
+    col = results["resolved_precision"] if "resolved_precision" in results else pd.Series([None] * len(results))
+    counts = col.dropna().value_counts()
+    parts = [f"{name} ({n} run{'s' if n != 1 else ''})" for name, n in counts.items()]
+    missing = int(col.isna().sum())
+    tail = (f"; {missing} run{'s record' if missing != 1 else ' records'} none (no training or local model)"
+            if missing else "")
+    return f"Precision: {', '.join(parts) or 'none recorded'}{tail}."
 
 
 def export_html(notebook: str | Path, out: str | Path) -> Path:

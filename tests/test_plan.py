@@ -75,7 +75,9 @@ def test_every_smoke_point_is_priced_and_the_work_is_counted(monkeypatch):
     p = next(p for p in plan.points if p.experiment == "spdf_pretrain").params
     steps = -(-int(p["tokens"]) // (p["batch_size"] * p["seq_len"]))
     evals = (steps // p["eval_every"] if p["eval_every"] else 0) + 1
-    assert pre.seconds == cost.STARTUP_S["papermill"] + steps + evals * -(-p["eval_windows"] // p["batch_size"])
+    assert pre.parts == {"start": cost.STARTUP_S["papermill"], "train": steps,
+                         "eval": evals * -(-p["eval_windows"] // p["batch_size"])}
+    assert pre.seconds == sum(pre.parts.values())
     assert 0 < wall < sum(pp.seconds for pp in priced)  # two workers overlap
     assert any(line.startswith(f"total: {len(plan.points)} points, ") for line in lines)
 
@@ -118,3 +120,14 @@ def test_sweep_overrides_reach_every_point_that_has_the_key_and_change_its_id():
         plan_sweep(SMOKE, overrides={"precison": "fp32"})
     with pytest.raises(Exception, match="precision"):  # validated against each point's schema
         plan_sweep(SMOKE, overrides={"precision": "fp16"})
+
+
+def test_a_bad_override_is_one_line_before_any_calibration():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "spdf_lib.cli", "plan", str(SMOKE), "-p", "precision=fp16"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("spdf plan: error: ")
+    assert "precision" in res.stderr and "fp16" in res.stderr

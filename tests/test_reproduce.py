@@ -22,6 +22,7 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert f"summary: {figures / 'summary.md'}" in first.stdout
     assert f"report (HTML, no Jupyter needed): {figures / 'report.html'}" in first.stdout
+    _check_the_plan_it_printed(first.stdout, root / "smoke")
     table = pd.read_parquet(root / "smoke" / TABLE_NAME)
     assert set(table["experiment"]) >= {"flops", "spdf_pretrain", "spdf_finetune", "primer", "exams"}
     assert (table["status"] == "ok").all()
@@ -48,6 +49,22 @@ def test_smoke_reproduction_end_to_end_and_resume(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     planned, done = map(int, re.search(r"(\d+) runs, (\d+) already done", second.stdout).groups())
     assert planned == done > 0  # every point was kept and skipped
+
+
+def _check_the_plan_it_printed(stdout: str, sweep_dir) -> None:
+    """`spdf reproduce` prints the plan before it runs; the points then take about what it said. Loose (a factor
+    of 3: this is a shared, noisy machine); the tight check (±25%) is `python -m bench reproduce`."""
+    import json
+
+    assert re.search(r"^plan smoke on this machine: .+ computing in (fp32|bf16)", stdout, re.MULTILINE), stdout[:2000]
+    planned_total = float(re.search(r"^total: 13 points, ([\d,]+) worker-seconds", stdout, re.MULTILINE)
+                          .group(1).replace(",", ""))
+    planned_pretrain = float(re.search(r"^pretrain\s+4\s+([\d,]+) ", stdout, re.MULTILINE).group(1).replace(",", ""))
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/point.json")]
+    actual_total = sum(r["seconds"] for r in records)
+    actual_pretrain = sum(r["seconds"] for r in records if r["stage"] == "pretrain")
+    assert 1 / 3 < actual_total / planned_total < 3, (planned_total, actual_total)
+    assert 1 / 3 < actual_pretrain / planned_pretrain < 3, (planned_pretrain, actual_pretrain)
 
 
 def test_paper_sweep_launches_training_with_torchrun():

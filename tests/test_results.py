@@ -126,3 +126,11 @@ def test_help_shows_examples_and_flops_flags_explain_themselves(capsys):
     with pytest.raises(SystemExit):
         main(["flops", "--model", "gpt5", "--tokens", "1e9"])
     assert "invalid choice: 'gpt5'" in capsys.readouterr().err
+
+
+def test_the_report_says_which_precision_the_runs_computed_in():
+    from spdf_lib.report import precision_line
+
+    table = pd.DataFrame({"resolved_precision": ["fp32", "fp32", "bf16", None]})
+    assert precision_line(table) == "Precision: fp32 (2 runs), bf16 (1 run); 1 run records none (no training or local model)."
+    assert precision_line(pd.DataFrame({"run": ["a"]})).startswith("Precision: none recorded; 1 run records none")
