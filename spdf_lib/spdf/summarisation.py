@@ -132,3 +132,18 @@ def curation_extras(task: str, examples: Sequence, losses, metrics: Sequence[str
     checks = corpus_checks(example_table("curation", examples, lead))
     return {"test_perplexity": perplexity(float(losses[:, 0].sum()), int(losses[:, 1].sum())),
             **{f"lead3_{k}": v for k, v in {**scores, **checks}.items()}}
+
+
+SUMMARY_SCORES = ("rouge1", "rouge2", "rougeL", "len_ratio", "entity_coverage", "entity_support", "bleu")
+
+
+def lead3_table(results: dict[str, float]):
+    """One row per summarisation score of a run's results: the model's, the lead-3 baseline's beside it, and the
+    test-summary perplexity (which lead-3 has none of)."""
+    import pandas as pd
+
+    rows = [{"score": k, "model": results[k], "lead-3": results.get(f"lead3_{k}", float("nan"))}
+            for k in SUMMARY_SCORES if k in results]
+    if "test_perplexity" in results:
+        rows.append({"score": "test_perplexity", "model": results["test_perplexity"], "lead-3": float("nan")})
+    return pd.DataFrame(rows).set_index("score")
