@@ -10,8 +10,9 @@ well-behaved client:
   per second per host name: the archive is one host, so its copies are never asked for faster than that);
 - a timeout per request, and `retries` more tries (exponential back-off) for what may pass: timeouts, dropped
   connections, HTTP 429 and 5xx; a 4xx answer moves on to the next URL of the chain at once;
-- the main text extracted with `trafilatura` (no comments, no tables); a page with no main text counts as
-  failed ("empty extraction") and the chain goes on, since an archived copy may have what a live page lost;
+- the main text extracted with `trafilatura` (no comments, no tables); a page with no main text, or fewer than
+  `min_words` words of it (trafilatura falls back to what there is: a menu, a paywall notice), counts as failed
+  ("empty extraction") and the chain goes on, since an archived copy may have what a live page lost;
 - one record per URL, `<out>/records/<sha1[:2]>/<sha1>.json`, written atomically: a re-run (after a kill,
   say) fetches only the URLs without a record. A failure is a record too, with its reason (`http 404`,
   `timeout`, `empty extraction`, `connection error`; that of the article's own URL, every attempt listed), so
@@ -67,6 +68,7 @@ class Politeness:
     https_fallback: bool = True  # the scraper's second try: the URL with https
     archive_base: str = ARCHIVE_BASE  # the third: <archive_base><url>; empty: no archive
     user_agent: str = "spdf-kit/0.1 (research; Curation Corpus article fetch)"
+    min_words: int = 40  # fewer words extracted is no article (a paywall, a cookie wall, a menu): "empty extraction"
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.rate <= 0 or self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
@@ -89,6 +91,7 @@ def read_summaries(path: str | Path) -> list[dict[str, str]]:
     naming it, the line and the fix."""
     path = Path(path)
     fix = f"download it again (`spdf data fetch {DATASET}`) or point to the corpus's {CSV_FILE}"
+    reader = None
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f, strict=True)
@@ -111,7 +114,8 @@ def read_summaries(path: str | Path) -> list[dict[str, str]]:
                     seen.add(row["url"])
                     rows.append(row)
     except csv.Error as e:
-        raise DataError(f"{path}: cannot parse the CSV ({e}); {fix}") from None
+        where = f", line {reader.line_num}" if reader is not None else ""
+        raise DataError(f"{path}{where}: cannot parse the CSV ({e}); {fix}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); {fix}") from None
     if not rows:
@@ -168,7 +172,7 @@ class HostRateLimit:
             time.sleep(start - now)
 
 
-def _get(url: str, p: Politeness, limit: HostRateLimit) -> tuple[str | None, str | None]:
+def _get(url: str, p: Politeness, limit: HostRateLimit, opener) -> tuple[str | None, str | None]:
     """(html, None) or (None, reason) for one URL, retrying what may pass."""
     reason = None
     for attempt in range(p.retries + 1):
@@ -177,7 +181,7 @@ def _get(url: str, p: Politeness, limit: HostRateLimit) -> tuple[str | None, str
         limit.wait(url)
         try:
             req = urllib.request.Request(url, headers={"User-Agent": p.user_agent})
-            with urllib.request.urlopen(req, timeout=p.timeout) as resp:  # noqa: S310
+            with opener.open(req, timeout=p.timeout) as resp:
                 raw = resp.read()
                 charset = resp.headers.get_content_charset() or "utf-8"
             return raw.decode(charset, errors="replace"), None
@@ -208,13 +212,17 @@ def extract_text(html: str, url: str) -> str:
     return "\n".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
 
 
-def fetch_one(url: str, p: Politeness, limit: HostRateLimit) -> dict[str, Any]:
-    """The record of one article: its text and where it came from, or why it could not be had."""
+def fetch_one(url: str, p: Politeness, limit: HostRateLimit, opener=None) -> dict[str, Any]:
+    """The record of one article: its text and where it came from, or why it could not be had. `opener`: a
+    `urllib.request` opener (default: a new one, which reads the proxy settings from the environment now)."""
+    opener = opener or urllib.request.build_opener()
     attempts = []
     for candidate in candidates(url, p):
         t0 = time.monotonic()
-        html, reason = _get(candidate, p, limit)
+        html, reason = _get(candidate, p, limit, opener)
         text = extract_text(html, candidate) if html is not None else ""
+        if len(text.split()) < p.min_words:
+            text = ""
         if html is not None and not text:
             reason = "empty extraction"
         attempts.append({"url": candidate, "result": "ok" if text else reason,
@@ -282,7 +290,8 @@ def fetch_articles(csv_path: str | Path, out: str | Path, p: Politeness | None =
     failures: Counter[str] = Counter()
     try:
         with ThreadPoolExecutor(p.concurrency) as pool:
-            futures = {pool.submit(fetch_one, url, p, limiter): url for url in todo}
+            opener = urllib.request.build_opener()  # proxies from the environment as it is now (urlopen caches them)
+            futures = {pool.submit(fetch_one, url, p, limiter, opener): url for url in todo}
             for fut in as_completed(futures):
                 rec = fut.result()
                 atomic_write_text(record_path(out, rec["url"]), json.dumps(rec, ensure_ascii=False) + "\n")

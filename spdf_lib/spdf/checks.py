@@ -209,10 +209,10 @@ def example_table(task: str, examples: Sequence, hypotheses: Sequence[str],
                          **{f"slot_{s}": int(got[s]) if s in got else -1 for s in SLOTS}})
         return pd.concat([table, pd.DataFrame(rows)], axis=1)
     if task == "curation":  # the article's named entities (spdf_lib.spdf.summarisation)
-        from spdf_lib.spdf.summarisation import entity_counts
+        from spdf_lib.spdf.summarisation import entity_counts, example_rouge
 
         rows = [entity_counts(e.meta["article"], e.references[0], h) for e, h in zip(examples, hypotheses, strict=True)]
-        return pd.concat([table, pd.DataFrame(rows)], axis=1)
+        return pd.concat([table, pd.DataFrame(rows), example_rouge(examples, hypotheses)], axis=1)
     ents = [entities(e.source) for e in examples]
     table["entities_total"] = [len(x) for x in ents]
     table["entities_covered"] = [sum(covered(x, h) for x in xs) for xs, h in zip(ents, hypotheses, strict=True)]

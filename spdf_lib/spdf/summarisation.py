@@ -65,14 +65,14 @@ def proper_words(text: str) -> set[str]:
 
 def named_entities(text: str, proper: set[str] | None = None) -> list[str]:
     """The distinct named entities of `text` (see the module docstring), lower-cased, in order of appearance. A
-    sentence's first word counts only if `proper` (default: `proper_words(text)`) has it: "Shares of Acme rose"
-    names Acme, not "Shares of Acme"."""
+    sentence's first word counts only if `proper` (default: `proper_words(text)`) has it or a capitalised word
+    follows it: "Shares of Acme rose" names Acme, "Zenith Corp said" names Zenith Corp."""
     proper = proper_words(text) if proper is None else proper
     out: list[str] = []
 
     def close(span: list[str], first: bool) -> None:
-        if first and span and span[0] not in proper:
-            span = span[1:]
+        if first and span and span[0] not in proper and not (len(span) > 1 and _capitalised(span[1])):
+            span = span[1:]  # "Shares of Acme": a common word capitalised by its place; "Acme Holdings said": a name
         while span and span[0].lower() in FUNCTION_WORDS | _CONNECTORS:
             span = span[1:]
         while span and span[-1].lower() in _CONNECTORS:
@@ -110,6 +110,20 @@ def entity_counts(article: str, reference: str, output: str) -> dict[str, int]:
     own = named_entities(output, proper | proper_words(output))
     return {"entities_total": len(salient), "entities_covered": sum(covered(e, output) for e in salient),
             "output_entities": len(own), "output_entities_supported": sum(covered(e, article) for e in own)}
+
+
+def example_rouge(examples: Sequence, hypotheses: Sequence[str]):
+    """Per example ROUGE-1/2/L F1 (0-100, stemmed, best reference): columns `rouge1_f`, `rouge2_f`, `rougeL_f`,
+    whose means are the corpus scores of `metrics.compute_metrics(..., ["rouge"])` (what the report resamples)."""
+    import pandas as pd
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    rows = []
+    for e, h in zip(examples, hypotheses, strict=True):
+        s = scorer.score_multi(list(e.references), " ".join(h.split()))
+        rows.append({f"{k}_f": 100.0 * s[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")})
+    return pd.DataFrame(rows)
 
 
 def perplexity(loss_sum: float, tokens: int) -> float:
