@@ -211,7 +211,8 @@ def example_table(task: str, examples: Sequence, hypotheses: Sequence[str],
     if task == "curation":  # the article's named entities (spdf_lib.spdf.summarisation)
         from spdf_lib.spdf.summarisation import entity_counts, example_rouge
 
-        rows = [entity_counts(e.meta["article"], e.references[0], h) for e, h in zip(examples, hypotheses, strict=True)]
+        rows = [entity_counts(e.meta["article"], e.references[0], h, covered)
+                for e, h in zip(examples, hypotheses, strict=True)]
         return pd.concat([table, pd.DataFrame(rows), example_rouge(examples, hypotheses)], axis=1)
     ents = [entities(e.source) for e in examples]
     table["entities_total"] = [len(x) for x in ents]

@@ -207,6 +207,22 @@ def example_losses(model, tok, examples: Sequence, max_len: int, batch_size: int
     return out
 
 
+def curation_extras(task: str, examples: Sequence, losses, metrics: Sequence[str]) -> dict[str, float]:
+    """What a curation run adds to its results: `test_perplexity`, and the lead-3 baseline's scores and checks
+    (`lead3_<name>`) beside the model's. Empty for the other tasks."""
+    if task != "curation":
+        return {}
+    from spdf_lib.spdf.checks import corpus_checks, example_table
+    from spdf_lib.spdf.metrics import score_examples
+    from spdf_lib.spdf.summarisation import lead3, perplexity
+
+    lead = [lead3(e.meta["article"]) for e in examples]
+    scores = score_examples(examples, lead, metrics).scores
+    checks = corpus_checks(example_table("curation", examples, lead))
+    return {"test_perplexity": perplexity(float(losses[:, 0].sum()), int(losses[:, 1].sum())),
+            **{f"lead3_{k}": v for k, v in {**scores, **checks}.items()}}
+
+
 def split_record(p: FinetuneParams, data) -> dict[str, Any]:
     """What a run records about how its task was split: for curation, the URL-hash rule, its seed and the
     articles read (the fetch's coverage); nothing for the tasks with official splits."""
@@ -235,7 +251,6 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     from spdf_lib.spdf.checks import corpus_checks, example_table
     from spdf_lib.spdf.delex import delexicalise
     from spdf_lib.spdf.metrics import score_examples, write_generations
-    from spdf_lib.spdf.summarisation import curation_extras
     from spdf_lib.train import TrainConfig, train
 
     run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_finetune"))

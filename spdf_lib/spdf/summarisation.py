@@ -100,11 +100,10 @@ def named_entities(text: str, proper: set[str] | None = None) -> list[str]:
     return out
 
 
-def entity_counts(article: str, reference: str, output: str) -> dict[str, int]:
+def entity_counts(article: str, reference: str, output: str, covered) -> dict[str, int]:
     """Per example: `entities_total` (article entities the reference names), `entities_covered` (of those, named
-    by the output), `output_entities` and `output_entities_supported` (of the output's, named by the article)."""
-    from spdf_lib.spdf.checks import covered
-
+    by the output), `output_entities` and `output_entities_supported` (of the output's, named by the article).
+    `covered(entity, text)`: the data-to-text tasks' whole-word, case-insensitive match (`checks.covered`)."""
     proper = proper_words(article)
     salient = [e for e in named_entities(article, proper) if covered(e, reference)]
     own = named_entities(output, proper | proper_words(output))
@@ -131,21 +130,6 @@ def perplexity(loss_sum: float, tokens: int) -> float:
     if tokens <= 0:
         raise ValueError("perplexity of no tokens")
     return math.exp(loss_sum / tokens)
-
-
-def curation_extras(task: str, examples: Sequence, losses, metrics: Sequence[str]) -> dict[str, float]:
-    """What a curation run adds to its results: `test_perplexity`, and the lead-3 baseline's scores and checks
-    (`lead3_<name>`) beside the model's. Empty for the other tasks."""
-    if task != "curation":
-        return {}
-    from spdf_lib.spdf.checks import corpus_checks, example_table
-    from spdf_lib.spdf.metrics import score_examples
-
-    lead = [lead3(e.meta["article"]) for e in examples]
-    scores = score_examples(examples, lead, metrics).scores
-    checks = corpus_checks(example_table("curation", examples, lead))
-    return {"test_perplexity": perplexity(float(losses[:, 0].sum()), int(losses[:, 1].sum())),
-            **{f"lead3_{k}": v for k, v in {**scores, **checks}.items()}}
 
 
 SUMMARY_SCORES = ("rouge1", "rouge2", "rougeL", "len_ratio", "entity_coverage", "entity_support", "bleu")
