@@ -6,8 +6,9 @@
 | `chrf++`  | sacrebleu chrF++ (character 6-grams + word 2-grams, β = 2)       | 0-100 |
 | `ter`     | sacrebleu TER (lower is better); slow, see `workers`            | 0-100 |
 | `rouge_l` | `rouge-score` ROUGE-L F1, best reference per example, averaged  | 0-100 |
-| `rouge`   | `rouge-score` ROUGE-1, -2 and -L F1 with Porter stemming (the   | 0-100 |
-|           | summarisation convention), best reference, averaged: `rouge1`... |       |
+| `rouge1`, | `rouge-score` ROUGE-1, -2 and -L F1 with Porter stemming (the   | 0-100 |
+| `rouge2`, | summarisation convention), best reference, averaged              |       |
+| `rougeL`  |                                                                 |       |
 | `nist`    | NLTK corpus NIST, n = 5, on sacrebleu's 13a tokens              | ~0-15 |
 | `meteor`  | METEOR 1.5 (`-l en -norm`) via `pycocoevalcap`, which bundles   | 0-100 |
 |           | the jar and its English paraphrase table; needs Java            |       |
@@ -46,7 +47,8 @@ from pathlib import Path
 
 from spdf_lib.records import atomic_write_text
 
-METRICS = ("bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider", "rouge")
+METRICS = ("bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider", "rouge1", "rouge2", "rougeL")
+ROUGE = ("rouge1", "rouge2", "rougeL")  # the summarisation scores, computed together
 
 
 @dataclass
@@ -132,10 +134,9 @@ def _rouge_l(hyps: list[str], refs: list[list[str]], result: MetricsResult) -> N
     result.signatures["rouge_l"] = "rouge-score rougeL F1, max over references, mean over examples, no stemming"
 
 
-def _rouge(hyps: list[str], refs: list[list[str]], result: MetricsResult) -> None:
+def _rouge(hyps: list[str], refs: list[list[str]], result: MetricsResult, kinds: list[str]) -> None:
     from rouge_score.rouge_scorer import RougeScorer
 
-    kinds = ("rouge1", "rouge2", "rougeL")
     scorer = RougeScorer(list(kinds), use_stemmer=True)
     scores = [scorer.score_multi(r, h) for h, r in zip(hyps, refs, strict=True)]
     for k in kinds:
@@ -224,8 +225,8 @@ def compute_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str
             _ter(hyps, refs, result, workers)
         elif name == "rouge_l":
             _rouge_l(hyps, refs, result)
-        elif name == "rouge":
-            _rouge(hyps, refs, result)
+        elif name in ROUGE and name not in result.scores:
+            _rouge(hyps, refs, result, [k for k in ROUGE if k in metrics])
         elif name == "nist":
             _nist(hyps, refs, result)
         elif name == "meteor":

@@ -141,7 +141,8 @@ class FinetuneParams(Params):
     # decode the test inputs a second time with this many beams (1: greedy) and score it beside (0: no): does the
     # decoding change a conclusion?
     second_num_beams: int = Field(0, ge=0)
-    metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider", "rouge"]] = [
+    metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider", "rouge1", "rouge2",
+                          "rougeL"]] = [
         "bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]
     metric_workers: int = Field(1, ge=1)
     save_model: bool = True  # save the fine-tuned model and tokenizer into <run_dir>/model (from_pretrained)

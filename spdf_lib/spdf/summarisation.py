@@ -2,8 +2,8 @@
 
 - **Perplexity** of the test summaries: exp of the mean next-token loss (nats) over their tokens, the article
   as prompt (`finetune.example_losses`: target-only, as in training). The SPDF lineage's summarisation figure.
-- **ROUGE-1/2/L** (`metrics.compute_metrics(..., ["rouge"])`, `rouge-score`, F1 with its Porter stemmer) and the
-  **length ratio** (output over reference length in 13a tokens, `checks.corpus_checks`).
+- **ROUGE-1/2/L** (metrics `rouge1`, `rouge2`, `rougeL` of `metrics.compute_metrics`: `rouge-score` F1 with
+  its Porter stemmer) and the **length ratio** (output over reference length in 13a tokens, `checks.corpus_checks`).
 - **Entity coverage**, the task check: of the article's named entities that the professional summary names
   (what a summary of this article should say), the share the output names; and **entity support**: of the
   output's named entities, the share the article names (made-up names score low, copying scores 100). So a
@@ -113,7 +113,7 @@ def entity_counts(article: str, reference: str, output: str, covered) -> dict[st
 
 def example_rouge(examples: Sequence, hypotheses: Sequence[str]):
     """Per example ROUGE-1/2/L F1 (0-100, stemmed, best reference): columns `rouge1_f`, `rouge2_f`, `rougeL_f`,
-    whose means are the corpus scores of `metrics.compute_metrics(..., ["rouge"])` (what the report resamples)."""
+    whose means are the corpus scores of `metrics.compute_metrics` (the rows the report resamples)."""
     import pandas as pd
     from rouge_score.rouge_scorer import RougeScorer
 
