@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import json
 import socket
 import ssl
@@ -198,8 +199,10 @@ def _get(url: str, p: Politeness, limit: HostRateLimit, opener) -> tuple[str | N
                 return None, f"connection error ({type(e.reason).__name__})"  # will not pass on a retry
             else:
                 reason = f"connection error ({type(e.reason).__name__})"
-        except (ConnectionError, OSError) as e:  # reset or dropped mid-body
+        except (ConnectionError, OSError, http.client.HTTPException) as e:  # reset or cut short mid-body
             reason = f"connection error ({type(e).__name__})"
+        except ValueError as e:  # a URL urllib cannot even send (bad port, bad host name): no retry helps
+            return None, f"bad url ({type(e).__name__})"
     return None, reason
 
 
@@ -220,7 +223,10 @@ def fetch_one(url: str, p: Politeness, limit: HostRateLimit, opener=None) -> dic
     for candidate in candidates(url, p):
         t0 = time.monotonic()
         html, reason = _get(candidate, p, limit, opener)
-        text = extract_text(html, candidate) if html is not None else ""
+        try:
+            text = extract_text(html, candidate) if html is not None else ""
+        except Exception as e:  # noqa: BLE001 - one unparseable page of 40,000 must not end the fetch
+            html, reason, text = None, f"extraction error ({type(e).__name__})", ""
         if len(text.split()) < p.min_words:
             text = ""
         if html is not None and not text:
@@ -288,19 +294,23 @@ def fetch_articles(csv_path: str | Path, out: str | Path, p: Politeness | None =
     bar = tqdm(total=len(todo), unit="article", desc="curation-corpus", disable=None if progress else True,
                smoothing=0.1, file=sys.stderr)
     failures: Counter[str] = Counter()
+    pool = ThreadPoolExecutor(p.concurrency)
     try:
-        with ThreadPoolExecutor(p.concurrency) as pool:
-            opener = urllib.request.build_opener()  # proxies from the environment as it is now (urlopen caches them)
-            futures = {pool.submit(fetch_one, url, p, limiter, opener): url for url in todo}
-            for fut in as_completed(futures):
-                rec = fut.result()
-                atomic_write_text(record_path(out, rec["url"]), json.dumps(rec, ensure_ascii=False) + "\n")
-                done += 1
-                failures.update([] if rec["ok"] else [rec["reason"]])
-                bar.update(1)
-                bar.set_postfix(failed=sum(failures.values()), refresh=False)
+        opener = urllib.request.build_opener()  # proxies from the environment as it is now (urlopen caches them)
+        futures = {pool.submit(fetch_one, url, p, limiter, opener): url for url in todo}
+        for fut in as_completed(futures):
+            rec = fut.result()
+            atomic_write_text(record_path(out, rec["url"]), json.dumps(rec, ensure_ascii=False) + "\n")
+            done += 1
+            failures.update([] if rec["ok"] else [rec["reason"]])
+            bar.update(1)
+            bar.set_postfix(failed=sum(failures.values()), refresh=False)
+    except BaseException:  # Ctrl-C: drop the queued URLs now (the records written so far are kept)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         bar.close()
+    pool.shutdown()
     cov = coverage(rows, out, p, done, time.monotonic() - t0)
     write_manifest(csv_path, out, p, cov, source)
     print(f"spdf: {DATASET} {cov.line()} -> {out}", file=sys.stderr, flush=True)
