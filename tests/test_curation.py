@@ -289,6 +289,7 @@ def test_the_tiny_sweep_skips_curation_offline_in_one_line(tmp_path, monkeypatch
                                                                    root=tmp_path / "runs").points) == 2
 
 
+@pytest.mark.slow  # 46 s here (a kernel, imports, a smoke pre-training; fine-tuning itself ~8 s)
 def test_smoke_finetune_on_the_served_mini_corpus_through_the_notebook(served, tmp_path):
     _, articles = _mini_corpus(served, tmp_path)
     run_dir = tmp_path / "runs" / "spdf_finetune" / "smoke"
