@@ -46,6 +46,10 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from spdf_lib.data.registry import fetch
 
+    if args.name == "curation-corpus" and not args.files:  # the summaries CSV, then the article bodies
+        from spdf_lib.data.curation import cmd_fetch
+
+        return cmd_fetch(args)
     for rel, path in fetch(args.name, args.files or None).items():
         print(f"{args.name}/{rel}\t{path}")
     return 0
@@ -209,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", help="a dataset of `spdf data list`")
     f.add_argument("files", nargs="*", help="only these files (paths relative to the dataset)")
     f.set_defaults(func=_cmd_data_fetch)
+    from spdf_lib.data.curation import add_fetch_arguments
+
+    add_fetch_arguments(f)
     pr = data.add_parser("prepare", help="tokenize a streamed corpus into token shards (parallel, resumable)")
     add_prepare_arguments(pr)
     pr.set_defaults(func=_cmd_data_prepare)

@@ -10,6 +10,7 @@ and presets. The CLI (`spdf run`, `spdf sweep`, `spdf reproduce`), the sweeps an
 | `exams`         | Vocational  | `notebooks/exams`            | `spdf_lib.exams.run.run_exam`                 |
 | `report`        | all three   | `notebooks/report`           | (the notebook itself)                         |
 | `data_prepare`  | (data)      | (none: `spdf data prepare`)  | `spdf_lib.data.prepare.run_prepare`           |
+| `curation_fetch`| (data)      | (none: `spdf data fetch`)    | `spdf_lib.data.curation.run_curation_fetch`   |
 
 This module imports neither torch nor pandas: a bad name or value is rejected in a fraction of a second.
 Runners are imported when a run starts. Outside a notebook, e.g. under `torchrun`:
@@ -95,6 +96,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "every figure of the study from the results table, beside the papers' numbers"),
     Experiment("data_prepare", "data", "spdf_lib.data.prepare:PrepareParams", "spdf_lib.data.prepare:run_prepare",
                "token shards of a streamed corpus (the paper presets' first stage)", has_notebook=False),
+    Experiment("curation_fetch", "data", "spdf_lib.data.curation:CurationFetchParams",
+               "spdf_lib.data.curation:run_curation_fetch",
+               "the Curation Corpus article bodies, fetched from the web (the curation fine-tuning's first stage)",
+               has_notebook=False),
 )}
 
 

@@ -17,9 +17,10 @@ from spdf_lib.exams import report_section as exams_section
 from spdf_lib.primer import report_section as primer_section
 from spdf_lib.reporting import Report
 from spdf_lib.spdf import report_section as spdf_section
+from spdf_lib.spdf.report_curation import section as curation_section
 from spdf_lib.stats import Margins
 
-SECTIONS = (spdf_section.section, primer_section.section, exams_section.section)
+SECTIONS = (spdf_section.section, curation_section, primer_section.section, exams_section.section)
 
 
 def build_report(results: pd.DataFrame, root: str | Path, figures_dir: str | Path,

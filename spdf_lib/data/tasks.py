@@ -22,6 +22,7 @@ Splits. Each task maps logical split names to registry files (`TASKS[task].split
 | dart   | dev          | dart-v1.1.1-full-dev.json                                   | 2,768 entries |
 | dart   | test         | dart-v1.1.1-full-test.json                                  | not in the offline mirror |
 | dart   | test_xml     | dart-v1.1.1-full-test.xml                                   | the test set as XML, 5,097 entries |
+| curation | train / validation / test | curation-corpus-base.csv + the fetched articles | 80/10/10 by a seeded hash of the URL |
 
 What to train and evaluate on is a *setup* (`TaskSpec.setups`), overridable split by split in `load_task`:
 `paper` trains on train and evaluates on test (needs the files the mirror lacks for E2E and DART); `offline`
@@ -42,6 +43,15 @@ E2E CSVs have ~1,600 references with stray or doubled spaces). Empty references 
 has one, so it yields 12,551 references from its 12,552 `<lex>` elements); an entry left without any reference
 would be skipped (none is, in the mirror files).
 
+Curation Corpus (`curation`, summarisation): the source is the article's main text as fetched by `spdf data fetch
+curation-corpus` (`spdf_lib.data.curation`; its paragraphs joined by spaces), the one reference its professional
+summary. The corpus ships no splits: an article is in train, validation or test by a hash of its URL (SHA-256 of
+`curation-split-<seed>:<url>`, its first 8 bytes as a fraction of 2^64: below 0.8 train, below 0.9 validation,
+else test; `split_of`), so a split never depends on which other articles could be fetched, and the seed and
+fractions go into the run's records. URLs without a fetched article are left out (and counted). The article is
+truncated like every source (`encoding.encode_prompt`): its first `max_len // 2 - 1` tokens, then `<|sep|>`,
+leaving the other half of the context to the summary (82.6 words on average in the corpus's README).
+
 Their token format for fine-tuning and decoding is `spdf_lib.data.encoding`.
 """
 
@@ -49,6 +59,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -203,6 +214,31 @@ def _read_dart_xml(paths: list[Path], split: str) -> list[Example]:
     return out
 
 
+def split_of(url: str, seed: int = 0) -> str:
+    """The Curation Corpus split of an article (`train`, `validation` or `test`): a seeded hash of its URL."""
+    u = int.from_bytes(hashlib.sha256(f"curation-split-{seed}:{url}".encode()).digest()[:8], "big") / 2**64
+    return next(name for name, upper in CURATION_SPLITS if u < upper)
+
+
+CURATION_SPLITS = (("train", 0.8), ("validation", 0.9), ("test", 1.0))  # cumulative upper bounds
+
+
+def _read_curation(paths: list[Path], split: str, articles: str | Path = "", split_seed: int = 0) -> list[Example]:
+    from spdf_lib.data.curation import articles_dir, load_articles, read_summaries
+
+    texts, manifest = load_articles(articles or articles_dir())
+    rows = [r for r in read_summaries(paths[0]) if split_of(r["url"], split_seed) == split]
+    out = []
+    for r in rows:
+        if r["url"] in texts:
+            article = texts[r["url"]]
+            meta = {"url": r["url"], "headline": r.get("headline", ""), "article": article,
+                    "split_seed": split_seed, "articles_coverage": manifest.get("coverage", {})}
+            out.append(Example(f"{split}/{hashlib.sha1(r['url'].encode()).hexdigest()[:12]}", _clean(article),
+                               (r["summary"],), meta))
+    return out
+
+
 # --- the task registry ----------------------------------------------------------------------------------------
 
 
@@ -259,6 +295,12 @@ TASKS: dict[str, TaskSpec] = {
         },
         {"paper": ("train", "test"), "offline": ("dev", "test_xml")},
     ),
+    "curation": TaskSpec(
+        "curation", "curation-corpus",
+        {name: SplitSpec("curation-corpus-base.csv", _read_curation, note="needs `spdf data fetch curation-corpus`")
+         for name, _ in CURATION_SPLITS},
+        {"paper": ("train", "test"), "offline": ("train", "test")},
+    ),
 }
 
 
@@ -304,9 +346,10 @@ def split_table() -> list[dict[str, Any]]:
     return rows
 
 
-def _read_split(spec: TaskSpec, split: str, paths: dict[str, Path], limit: int | None) -> list[Example]:
+def _read_split(spec: TaskSpec, split: str, paths: dict[str, Path], limit: int | None,
+                **options: Any) -> list[Example]:
     s = _split(spec, split)
-    examples = s.reader([paths[p] for p in split_files(spec.name, split)], split)
+    examples = s.reader([paths[p] for p in split_files(spec.name, split)], split, **options)
     if s.keep is not None:
         examples = [e for e in examples if s.keep(e)]
     if limit is not None:
@@ -345,10 +388,11 @@ class TaskData:
 
 def load_task(task_name: str, setup: str = "paper", train_split: str | None = None,
               eval_split: str | None = None, max_train: int | None = None,
-              max_eval: int | None = None) -> TaskData:
+              max_eval: int | None = None, **options: Any) -> TaskData:
     """Train and eval examples of `task_name` for a `setup` (`paper` or `offline`, see the module docstring);
     `train_split`/`eval_split` override the setup's choice. Names and limits are checked, and every file of
-    both splits is fetched (and verified), before anything is parsed."""
+    both splits is fetched (and verified), before anything is parsed. `options` go to the task's reader
+    (curation: `articles`, the folder of a fetch; `split_seed`)."""
     spec = task(task_name)
     if setup not in spec.setups:
         raise DataError(f"task {task_name!r} has no setup {setup!r}; choose one of {', '.join(spec.setups)}")
@@ -362,8 +406,8 @@ def load_task(task_name: str, setup: str = "paper", train_split: str | None = No
     paths = fetch(spec.dataset, files)
     return TaskData(
         task_name, train_split, eval_split,
-        _read_split(spec, train_split, paths, max_train),
-        _read_split(spec, eval_split, paths, max_eval),
+        _read_split(spec, train_split, paths, max_train, **options),
+        _read_split(spec, eval_split, paths, max_eval, **options),
         checksums(paths, spec.dataset),
     )
 

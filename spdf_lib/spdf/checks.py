@@ -208,6 +208,12 @@ def example_table(task: str, examples: Sequence, hypotheses: Sequence[str],
                          "lex_realised": sum(lex.values()), "added_slots": added_slots(h),
                          **{f"slot_{s}": int(got[s]) if s in got else -1 for s in SLOTS}})
         return pd.concat([table, pd.DataFrame(rows)], axis=1)
+    if task == "curation":  # the article's named entities (spdf_lib.spdf.summarisation)
+        from spdf_lib.spdf.summarisation import entity_counts, example_rouge
+
+        rows = [entity_counts(e.meta["article"], e.references[0], h, covered)
+                for e, h in zip(examples, hypotheses, strict=True)]
+        return pd.concat([table, pd.DataFrame(rows), example_rouge(examples, hypotheses)], axis=1)
     ents = [entities(e.source) for e in examples]
     table["entities_total"] = [len(x) for x in ents]
     table["entities_covered"] = [sum(covered(x, h) for x in xs) for xs, h in zip(ents, hypotheses, strict=True)]
@@ -245,4 +251,6 @@ def corpus_checks(table: pd.DataFrame) -> dict[str, float]:
                 out[f"slot_{s.replace(' ', '_')}"] = 100.0 * table.loc[present, f"slot_{s}"].mean()
     if "entities_total" in table:
         out["entity_coverage"] = 100.0 * table["entities_covered"].sum() / max(1, table["entities_total"].sum())
+    if "output_entities" in table:  # curation: the output's names that the article has
+        out["entity_support"] = 100.0 * table["output_entities_supported"].sum() / max(1, table["output_entities"].sum())
     return out

@@ -207,6 +207,36 @@ def example_losses(model, tok, examples: Sequence, max_len: int, batch_size: int
     return out
 
 
+def curation_extras(task: str, examples: Sequence, losses, metrics: Sequence[str]) -> dict[str, float]:
+    """What a curation run adds to its results: `test_perplexity`, and the lead-3 baseline's scores and checks
+    (`lead3_<name>`) beside the model's. Empty for the other tasks."""
+    if task != "curation":
+        return {}
+    from spdf_lib.spdf.checks import corpus_checks, example_table
+    from spdf_lib.spdf.metrics import score_examples
+    from spdf_lib.spdf.summarisation import lead3, perplexity
+
+    lead = [lead3(e.meta["article"]) for e in examples]
+    scores = score_examples(examples, lead, metrics).scores
+    checks = corpus_checks(example_table("curation", examples, lead))
+    return {"test_perplexity": perplexity(float(losses[:, 0].sum()), int(losses[:, 1].sum())),
+            **{f"lead3_{k}": v for k, v in {**scores, **checks}.items()}}
+
+
+def split_record(p: FinetuneParams, data) -> dict[str, Any]:
+    """What a run records about how its task was split: for curation, the URL-hash rule, its seed and the
+    articles read (the fetch's coverage); nothing for the tasks with official splits."""
+    if p.task != "curation":
+        return {}
+    from spdf_lib.data.tasks import CURATION_SPLITS
+
+    first = (data.eval or data.train)[0].meta
+    return {"curation_split": {"rule": "sha256('curation-split-<seed>:<url>')[:8] / 2**64 against cumulative bounds",
+                               "seed": p.split_seed, "bounds": dict(CURATION_SPLITS),
+                               "n_train_split": len(data.train), "n_eval_split": len(data.eval),
+                               "articles": p.articles or "default", "articles_coverage": first["articles_coverage"]}}
+
+
 # --- the run --------------------------------------------------------------------------------------------------
 
 
@@ -233,7 +263,8 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     # validation decodes greedily (with the same repetition rule), whatever the test decoding is
     greedy = DecodeConfig(max_new_tokens=p.max_new_tokens, no_repeat_ngram_size=p.no_repeat_ngram_size,
                           batch_size=max(p.decode_batch_size, 64))
-    data = load_task(p.task, p.setup, p.train_split, p.eval_split, max_eval=p.max_eval_examples)
+    reader = {"articles": p.articles, "split_seed": p.split_seed} if p.task == "curation" else {}
+    data = load_task(p.task, p.setup, p.train_split, p.eval_split, max_eval=p.max_eval_examples, **reader)
     checkpoint, choice = resolve_checkpoint(p, run_dir)
     config = check_checkpoint(checkpoint, p.max_len)
     delex = list(p.e2e_delex) if p.task == "e2e" else []
@@ -252,7 +283,7 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     if run:
         run.add_data(data.checksums)
         run.describe(checkpoint=str(checkpoint), checkpoint_choice=choice, e2e_delex=delex,
-                     val_ids=[e.id for e in val])
+                     val_ids=[e.id for e in val], **split_record(p, data))
     stop_key, stop_mode = STOP_KEYS[p.stop_metric]
     cfg = TrainConfig(
         max_steps=steps, batch_size=p.batch_size, micro_batch_size=p.micro_batch_size, lr=p.lr,
@@ -282,6 +313,7 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     # the same checks on each input's first human reference: the ceiling the patterns allow on this data
     reference = corpus_checks(example_table(p.task, data.eval, [e.references[0] for e in data.eval], delex))
     extra: dict[str, float] = {f"reference_{k}": v for k, v in reference.items() if k != "len_ratio"}
+    extra |= curation_extras(p.task, data.eval, losses, p.metrics)  # perplexity, lead-3 beside every score
     if p.second_num_beams:  # the same model decoded a second way: does the decoding change a conclusion?
         second_cfg = DecodeConfig(num_beams=p.second_num_beams, length_penalty=p.length_penalty,
                                   no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,

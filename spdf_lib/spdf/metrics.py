@@ -6,6 +6,9 @@
 | `chrf++`  | sacrebleu chrF++ (character 6-grams + word 2-grams, β = 2)       | 0-100 |
 | `ter`     | sacrebleu TER (lower is better); slow, see `workers`            | 0-100 |
 | `rouge_l` | `rouge-score` ROUGE-L F1, best reference per example, averaged  | 0-100 |
+| `rouge1`, | `rouge-score` ROUGE-1, -2 and -L F1 with Porter stemming (the   | 0-100 |
+| `rouge2`, | summarisation convention), best reference, averaged              |       |
+| `rougeL`  |                                                                 |       |
 | `nist`    | NLTK corpus NIST, n = 5, on sacrebleu's 13a tokens              | ~0-15 |
 | `meteor`  | METEOR 1.5 (`-l en -norm`) via `pycocoevalcap`, which bundles   | 0-100 |
 |           | the jar and its English paraphrase table; needs Java            |       |
@@ -44,7 +47,8 @@ from pathlib import Path
 
 from spdf_lib.records import atomic_write_text
 
-METRICS = ("bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider")
+METRICS = ("bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider", "rouge1", "rouge2", "rougeL")
+ROUGE = ("rouge1", "rouge2", "rougeL")  # the summarisation scores, computed together
 
 
 @dataclass
@@ -130,6 +134,16 @@ def _rouge_l(hyps: list[str], refs: list[list[str]], result: MetricsResult) -> N
     result.signatures["rouge_l"] = "rouge-score rougeL F1, max over references, mean over examples, no stemming"
 
 
+def _rouge(hyps: list[str], refs: list[list[str]], result: MetricsResult, kinds: list[str]) -> None:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(list(kinds), use_stemmer=True)
+    scores = [scorer.score_multi(r, h) for h, r in zip(hyps, refs, strict=True)]
+    for k in kinds:
+        result.scores[k] = 100.0 * sum(s[k].fmeasure for s in scores) / len(scores)
+        result.signatures[k] = f"rouge-score {k} F1, Porter stemmer, max over references, mean over examples"
+
+
 def _tokens_13a(text: str, lowercase: bool = False) -> list[str]:
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
@@ -211,6 +225,8 @@ def compute_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str
             _ter(hyps, refs, result, workers)
         elif name == "rouge_l":
             _rouge_l(hyps, refs, result)
+        elif name in ROUGE and name not in result.scores:
+            _rouge(hyps, refs, result, [k for k in ROUGE if k in metrics])
         elif name == "nist":
             _nist(hyps, refs, result)
         elif name == "meteor":

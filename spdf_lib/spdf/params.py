@@ -109,8 +109,10 @@ class FinetuneParams(Params):
 
     checkpoint: str = ""
     mode: Literal["dense", "sparse", "scratch"] = "dense"  # dense = SPDF; sparse = masks kept; scratch = no pre-training
-    task: Literal["e2e", "webnlg", "dart"] = "webnlg"
+    task: Literal["e2e", "webnlg", "dart", "curation"] = "webnlg"
     setup: Literal["offline", "paper"] = "offline"  # which splits (see spdf_lib.data.tasks); offline = mirror files
+    articles: str = ""  # curation: the folder of a Curation Corpus fetch; empty: `spdf data fetch`'s default
+    split_seed: int = Field(0, ge=0)  # curation: the seed of the URL hash that splits the corpus
     train_split: str | None = None  # override the setup's training split
     eval_split: str | None = None  # override the setup's evaluation split
     train_fraction: float = Field(1.0, gt=0, le=1)  # of the training inputs (each with all its references)
@@ -139,7 +141,8 @@ class FinetuneParams(Params):
     # decode the test inputs a second time with this many beams (1: greedy) and score it beside (0: no): does the
     # decoding change a conclusion?
     second_num_beams: int = Field(0, ge=0)
-    metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]] = [
+    metrics: list[Literal["bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider", "rouge1", "rouge2",
+                          "rougeL"]] = [
         "bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider"]
     metric_workers: int = Field(1, ge=1)
     save_model: bool = True  # save the fine-tuned model and tokenizer into <run_dir>/model (from_pretrained)
@@ -155,6 +158,19 @@ class FinetuneParams(Params):
             raise ValueError("is empty: name the `model` folder of a spdf_pretrain run (runs/.../model), or "
                              "'pretrain:smoke' to pre-train a seconds-long model first")
         return v
+
+    def skip_reason(self) -> str | None:
+        """Why this run cannot start on this machine (a sweep leaves it out, saying so), or None: a curation run
+        that reads the default fetch folder while nothing was fetched there (offline, where the corpus's
+        article bodies cannot be had)."""
+        if self.task != "curation" or self.articles:
+            return None
+        from spdf_lib.data.curation import articles_dir
+
+        if (articles_dir() / "manifest.json").is_file():
+            return None
+        return (f"task curation needs the Curation Corpus article bodies, fetched from the web by `spdf data fetch "
+                f"curation-corpus` (none in {articles_dir()}: offline, they cannot be had)")
 
     @model_validator(mode="after")
     def _early_stopping_needs_validation(self) -> FinetuneParams:

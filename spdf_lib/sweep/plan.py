@@ -237,6 +237,9 @@ def plan_sweep(
 ) -> Plan:
     """Every point of a sweep file, validated against its experiment's schema, dependencies first.
 
+    A point whose parameters say it cannot run on this machine (`skip_reason()` of its schema, e.g. a curation
+    fine-tuning without the fetched corpus) is left out, with one line per stage on stderr saying why.
+
     `root`: the runs folder (default `runs/` or `$SPDF_RUNS_DIR`); `stages`: only these stages (and the points
     they need); `torchrun`: options that override those of every torchrun stage (e.g. node_rank on each node).
     `overrides` (`spdf sweep -p KEY=VALUE`): set in every point whose schema has the key (a key no stage's
@@ -250,6 +253,7 @@ def plan_sweep(
     sweep_dir = Path(root or runs_dir()).resolve() / name
     stage_points: dict[str, list[Point]] = {}
     points: dict[str, Point] = {}
+    skipped: dict[str, list[str]] = {}
     for stage in _stage_order(all_stages):
         schema = _load_schema(stage)
         stage_points[stage.name] = []
@@ -266,6 +270,9 @@ def plan_sweep(
             for key, value in raw.items():
                 real[key], ident[key] = resolve(value)
             validated = P.validate(schema, {**real, "run_dir": "."}, source=where)
+            if (why := getattr(validated, "skip_reason", lambda: None)()) is not None:
+                skipped.setdefault(stage.name, []).append(why)  # cannot run here: left out, said once below
+                continue
             dumped = json.loads(validated.model_dump_json())
             explicit = {k: dumped[k] for k in raw}
             identity = {"params": {k: (dumped[k] if ident[k] == real[k] else ident[k]) for k in raw},
@@ -283,6 +290,9 @@ def plan_sweep(
                 points[pid] = point
             if all(q.id != pid for q in stage_points[stage.name]):
                 stage_points[stage.name].append(point)
+    for stage_name, whys in skipped.items():
+        print(f"spdf sweep {name}: skipping stage {stage_name} ({len(whys)} points): {whys[0]}", file=sys.stderr,
+              flush=True)
     selected = list(points.values())
     if stages is not None:
         wanted = set(stages)
