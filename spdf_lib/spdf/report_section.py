@@ -20,6 +20,7 @@ from spdf_lib import flops
 from spdf_lib.records import read_table
 from spdf_lib.reporting import Report, column, ok_runs
 from spdf_lib.spdf import plots
+from spdf_lib.spdf.preconditions import check_all, warning
 from spdf_lib.spdf.report_tables import (
     added_slots_line,
     curves,
@@ -136,7 +137,10 @@ def section(results: pd.DataFrame, rep: Report) -> None:
             f"adds the fine-tuning seeds' noise as a t-distributed term whose sd is pooled over all runs of the task "
             f"(2–3 seeds per condition cannot measure their own spread; resampling them gave tight intervals that "
             f"contradicted each other across decodings).{_pretraining_noise_caveat(rep)}", "")
-    lines = comparisons(rep, full, scratch, margins) + _targets(full)
+    verdicts = comparisons(rep, full, scratch, margins)
+    conditions = check_all(rep, full, scratch, margins) if any(map(verdict_labels, verdicts)) else []
+    caveat = warning(conditions)
+    lines = [c.line for c in conditions] + ([caveat] if caveat else []) + verdicts + _targets(full)
     if len(full):
         table = pd.concat([full, scratch, beyond])
         rep.say(f"Downstream results after fine-tuning to convergence (mean ± sd over seeds; {decoding_line(table)}; check = "
@@ -162,7 +166,7 @@ def section(results: pd.DataFrame, rep: Report) -> None:
                    "model by " + ", ".join(f"{t}: {g['stop_metric'].iloc[0] or 'the last step'}"
                                            for t, g in runs.groupby("task")) + "; the test numbers above come from "
                    "that model. " + _budget_line(runs, cv))
-    _decoding_check(rep, full, scratch, margins)
+    _decoding_check(rep, full, scratch, margins, caveat)
     sizes = main[(main["task"] == "webnlg") & (main["mode"] == "dense")]
     if sizes["n_train_pairs"].nunique() > 1:
         rep.figure(plots.quality_vs_train_size(sizes, METRIC), "spdf_bleu_vs_train_size",
@@ -204,9 +208,11 @@ def _budget_line(runs: pd.DataFrame, cv: pd.DataFrame) -> str:
 
 
 
-def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins) -> None:
+def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,
+                    caveat: str = "") -> None:
     """The same comparisons on a second decoding of the same models (runs with `second_num_beams`, e.g. greedy
-    beside beam search): does the decoding change a conclusion?"""
+    beside beam search): does the decoding change a conclusion? `caveat`: the failed preconditions' line, which
+    these verdicts are printed under too."""
     runs = pd.concat([full, scratch])
     if "second_bleu" not in runs:
         return
@@ -228,4 +234,4 @@ def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, marg
         tail = (f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, a "
                 f"verdict above is a conclusion only where {second} outputs give the same one." if not all(same)
                 else f"The decoding changes none of the {len(same)} conclusions on {task}.")
-        rep.say(head, "", *other, "", tail, "")
+        rep.say(head, "", *([caveat] if caveat else []), *other, "", tail, "")

@@ -18,6 +18,7 @@ from spdf_lib.records import read_table
 from spdf_lib.reporting import Report
 from spdf_lib.spdf.checks import BLEU_STATS, check_name
 from spdf_lib.stats import (
+    Interval,
     Margins,
     SeedNoise,
     bleu_from_stats,
@@ -95,17 +96,14 @@ def seed_noise(rep: Report, conditions: list[pd.DataFrame], m: Measure, table: s
 
 
 
-def compare(rep: Report, a: pd.DataFrame, b: pd.DataFrame, m: Measure, claim: str, margins: Margins,
-            table: str = "examples", noise: SeedNoise | None = None) -> str | None:
-    """The verdict sentence for measure `m`, condition `a` against `b` (a − b, higher is better), or None; `noise`:
-    the pooled seed noise of `m` (without it, seeds are resampled)."""
+def difference(rep: Report, a: pd.DataFrame, b: pd.DataFrame, m: Measure, margins: Margins,
+               table: str = "examples", noise: SeedNoise | None = None) -> tuple[Interval, float] | None:
+    """The 95% interval of `m`(a) − `m`(b) over the test inputs both conditions share (negated for a loss, so
+    positive is better) and the margin the verdicts use for it; None when a run lacks the per-example `table`.
+    `noise`: the pooled seed noise of `m` (without it, seeds are resampled)."""
     rows = _examples(rep, a, m.columns, table), _examples(rep, b, m.columns, table)
     if rows[0] is None or rows[1] is None:
         return None
-    unlearned = [g for g in (a, b) if not learned(g)]
-    if unlearned:
-        return (f"{m.label}: no verdict — a model that did not learn its task (BLEU below {LEARNED_BLEU:g} or "
-                f"empty outputs) is not a result")
     (ra, ids_a), (rb, ids_b) = rows
     common = sorted(set(ids_a) & set(ids_b))
     ra = [r[np.searchsorted(ids_a, common)] for r in ra]
@@ -114,11 +112,24 @@ def compare(rep: Report, a: pd.DataFrame, b: pd.DataFrame, m: Measure, claim: st
     stat = (lambda x: sign * m.statistic(x))  # noqa: E731
     interval = bootstrap_difference(ra, rb, stat, n_boot=1000, seed=0, seed_noise=noise)
     reference = float(np.mean([m.statistic(r.sum(0)) for r in rb]))
-    margin = margins.for_metric(m.name, reference)
-    v = verdict(interval, margin, claim)
+    return interval, margins.for_metric(m.name, reference)
+
+
+def compare(rep: Report, a: pd.DataFrame, b: pd.DataFrame, m: Measure, claim: str, margins: Margins,
+            table: str = "examples", noise: SeedNoise | None = None) -> str | None:
+    """The verdict sentence for measure `m`, condition `a` against `b` (a − b, higher is better), or None; `noise`:
+    the pooled seed noise of `m` (without it, seeds are resampled)."""
+    if not (learned(a) and learned(b)):
+        if _examples(rep, a, m.columns, table) is None or _examples(rep, b, m.columns, table) is None:
+            return None
+        return (f"{m.label}: no verdict — a model that did not learn its task (BLEU below {LEARNED_BLEU:g} or "
+                f"empty outputs) is not a result")
+    d = difference(rep, a, b, m, margins, table, noise)
+    if d is None:
+        return None
+    v = verdict(*d, claim)
     sense = "" if m.higher_is_better else " (as a reduction: positive is lower loss)"
     return f"{m.label}{sense}: {v.text}"
-
 
 
 def learned(runs: pd.DataFrame) -> bool:
@@ -139,6 +150,12 @@ def select(ft: pd.DataFrame, **where) -> pd.DataFrame:
 
 
 
+def task_conditions(runs: pd.DataFrame, scratch: pd.DataFrame) -> list[pd.DataFrame]:
+    """The conditions of one task's runs (one frame per fine-tuning mode and pre-training sparsity, plus the
+    from-scratch runs): what its seed noise is pooled over."""
+    return [c for _, c in runs.groupby(["mode", "sparsity"])] + ([scratch] if len(scratch) else [])
+
+
 def comparisons(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,
                 table: str = "examples") -> list[str]:
     """The paper-vs-kit verdicts per task: sparse vs dense pre-training (SPDF's "no significant loss"), dense vs
@@ -149,7 +166,7 @@ def comparisons(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins:
         delex = bool(g["delexicalised"].iloc[0])
         measures = [BLEU, check_measure(task, delex)]
         sc = scratch[scratch["task"] == task]
-        conditions = [c for _, c in g.groupby(["mode", "sparsity"])] + ([sc] if len(sc) else [])
+        conditions = task_conditions(g, sc)
         noises = {m.name: seed_noise(rep, conditions, m, table) for m in (*measures, LOSS)}
         def cmp(a, b, m, claim, noises=noises):
             return compare(rep, a, b, m, claim, margins, table, noises[m.name])
