@@ -1,0 +1,148 @@
+"""What SPDF's verdicts presuppose, checked before any of them is read (issue 22).
+
+SPDF asks whether sparse pre-training keeps the benefit of dense pre-training. Its verdicts mean that only when
+1. dense pre-training reaches a validation loss no higher than sparse pre-training (the sparse model is a special
+   case of the dense one; at the paper's scale sparse pre-training costs loss): otherwise a "no loss" or a gain
+   of sparse over dense pre-training measures a weak dense baseline, not sparsity;
+2. dense pre-training beats training from scratch downstream, per task (the BLEU interval of pre-trained minus
+   scratch lies above 0): otherwise there is no benefit of pre-training for sparsity to keep;
+3. every sparsity's chosen learning rate lies inside its grid, not at an edge: otherwise that sparsity's best
+   rate may lie beyond the grid, and the verdicts may compare a tuned model against an untuned one.
+
+A failed precondition does not hide the verdicts: the report prints them under a line saying which precondition
+failed and what the verdicts therefore cannot mean (`warning`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from spdf_lib.reporting import Report
+from spdf_lib.spdf.verdicts import BLEU, difference, learned, seed_noise, select, task_conditions
+from spdf_lib.stats import Margins, SeedNoise, verdict
+
+MET, FAILED, UNCHECKED = "met", "failed", "not checked"
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """One precondition's outcome: `what` it requires, `status` (met, failed, not checked), the measured `detail`,
+    and `meaning`: what the verdicts cannot mean when it fails."""
+
+    what: str
+    status: str
+    detail: str
+    meaning: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"- Precondition: {self.what}: **{self.status}** — {self.detail}."
+
+
+def _main_pretraining(pretrain: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The SPDF pre-training runs (the GPT baseline, not Primer's variants), or None when there are none."""
+    if pretrain is None or pretrain.empty:
+        return None
+    gpt = pretrain[(pretrain["activation"].fillna("gelu") == "gelu") & ~pretrain["mdha"].fillna(False).astype(bool)]
+    return gpt if len(gpt) else None
+
+
+def _chosen(pre: pd.DataFrame) -> pd.DataFrame:
+    """Per sparsity: the learning rate with the lowest mean validation loss over seeds (what `best:` fine-tunes
+    from), that loss, and the grid of rates it was chosen from."""
+    by_lr = pre.groupby(["sparsity", "lr"], as_index=False)["eval_loss"].mean()
+    best = by_lr.loc[by_lr.groupby("sparsity")["eval_loss"].idxmin()].set_index("sparsity")
+    best["grid"] = by_lr.groupby("sparsity")["lr"].agg(lambda x: sorted(x))
+    return best
+
+
+def dense_not_worse(pretrain: pd.DataFrame | None) -> Precondition:
+    """Precondition 1: dense pre-training's validation loss (its chosen rate) ≤ every sparsity's."""
+    what = "dense pre-training loss ≤ sparse"
+    pre = _main_pretraining(pretrain)
+    if pre is None or not np.isclose(pre["sparsity"], 0.0).any() or not (pre["sparsity"] > 0).any():
+        return Precondition(what, UNCHECKED, "the results table lacks dense or sparse pre-training runs")
+    best = _chosen(pre)
+    dense = best.loc[best.index[np.isclose(best.index, 0.0)][0]]
+    worse = [(s, r) for s, r in best.iterrows() if s > 0 and r["eval_loss"] < dense["eval_loss"]]
+    detail = (f"validation loss dense {dense['eval_loss']:.3f} (lr {dense['lr']:g}), "
+              + ", ".join(f"{s:.0%} sparse {r['eval_loss']:.3f} (lr {r['lr']:g})" for s, r in best.iterrows() if s > 0))
+    if not worse:
+        return Precondition(what, MET, detail)
+    return Precondition(what, FAILED, detail, meaning=(
+        f"the dense model is weaker than the {', '.join(f'{s:.0%}' for s, _ in worse)} sparse one it is a superset of, "
+        f"so a comparison of sparse with dense pre-training measures that weak dense baseline, not what sparsity costs "
+        f"(at the paper's scale sparse pre-training costs validation loss)"))
+
+
+def rates_inside_grid(pretrain: pd.DataFrame | None) -> Precondition:
+    """Precondition 3: every sparsity's chosen learning rate lies strictly inside its grid (so at least 3 rates)."""
+    what = "every sparsity's chosen learning rate inside its grid"
+    pre = _main_pretraining(pretrain)
+    if pre is None:
+        return Precondition(what, UNCHECKED, "no pre-training runs in the results table")
+    edges = []
+    parts = []
+    for s, r in _chosen(pre).iterrows():
+        grid = r["grid"]
+        where = ("the only rate tried" if len(grid) == 1 else "its lower edge" if r["lr"] == grid[0]
+                 else "its upper edge" if r["lr"] == grid[-1] else "inside")
+        parts.append(f"sparsity {s:g}: {r['lr']:g} of [{', '.join(f'{x:g}' for x in grid)}], {where}")
+        if where != "inside":
+            edges.append("dense" if s == 0 else f"{s:.0%} sparse")
+    detail = "; ".join(parts)
+    if not edges:
+        return Precondition(what, MET, detail)
+    return Precondition(what, FAILED, detail, meaning=(
+        f"the best rate of {' and '.join(edges)} pre-training may lie outside the grid, so a difference between sparsities "
+        f"may be a difference in how well each was tuned"))
+
+
+def pretraining_beats_scratch(rep: Report, task: str, dense: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,
+                              noise: SeedNoise | None, table: str = "examples") -> Precondition:
+    """Precondition 2 on one task: the BLEU interval of dense pre-trained (dense fine-tuning) minus from-scratch
+    lies above 0, with the task's pooled seed noise (as the verdicts compute it)."""
+    what = f"dense pre-trained beats scratch downstream ({task}, BLEU)"
+    base = select(dense, sparsity=0.0)
+    if base.empty or scratch.empty:
+        return Precondition(what, UNCHECKED, "no dense pre-trained or no from-scratch runs of this task")
+    if not (learned(base) and learned(scratch)):
+        return Precondition(what, UNCHECKED, "a model that did not learn its task is not a result")
+    d = difference(rep, base, scratch, BLEU, margins, table, noise)
+    if d is None:
+        return Precondition(what, UNCHECKED, "a run lacks its per-example outputs")
+    v = verdict(*d, "gain")
+    detail = f"difference {v.interval}"
+    if v.label == "agrees":
+        return Precondition(what, MET, detail)
+    how = "is worse than or no better than" if v.label == "disagrees" else "is not shown, at this noise, to beat"
+    return Precondition(what, FAILED, f"dense pre-training {how} scratch: {detail}", meaning=(
+        f"on {task}, pre-training has no measured benefit, so whether sparse pre-training keeps it (SPDF's question) "
+        f"is moot, and a gain of sparse over dense pre-training measures the dense model's weakness"))
+
+
+def warning(conditions: list[Precondition], task: str | None = None) -> str:
+    """The line the verdicts are printed under when a precondition failed ('' when none did): which ones, and
+    what the verdicts (of `task`, or all) therefore cannot mean."""
+    failed = [c for c in conditions if c.status == FAILED]
+    if not failed:
+        return ""
+    scope = f"the {task} verdicts" if task else "these verdicts"
+    return (f"- **Precondition failed — {scope} are printed, but they cannot be read as evidence about SPDF.** "
+            + " ".join(f"{c.what[0].upper()}{c.what[1:]} failed: {c.meaning}." for c in failed))
+
+
+def check_all(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,
+              table: str = "examples") -> list[Precondition]:
+    """Every precondition of the verdicts that `verdicts.comparisons(rep, full, scratch, ...)` draws: the two on
+    pre-training (from the report's `pretrain` table), then dense pre-trained vs scratch on each task."""
+    pretrain = rep.tables.get("pretrain")
+    out = [dense_not_worse(pretrain), rates_inside_grid(pretrain)]
+    for task, g in full.groupby("task"):
+        sc = scratch[scratch["task"] == task]
+        noise = seed_noise(rep, task_conditions(g, sc), BLEU, table)
+        out.append(pretraining_beats_scratch(rep, task, g[g["mode"] == "dense"], sc, margins, noise, table))
+    return out
