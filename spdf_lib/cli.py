@@ -194,6 +194,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_point_options(parser: argparse.ArgumentParser) -> None:
+    """`--workers` and `-p KEY=VALUE`, the same for `spdf sweep`, `spdf plan` and `spdf reproduce`."""
+    parser.add_argument("--workers", type=int, default=None,
+                        help="points run at once, each in its own process (default: the cores this process may use)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a parameter in every point that has it, e.g. -p precision=fp32; repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spdf_lib.data.prepare import add_prepare_arguments
     from spdf_lib.exams.cli import register as register_exam
@@ -229,10 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run a sweep file's points (papermill or torchrun), resumable")
     s.add_argument("sweep", help="sweep file, e.g. params/sweeps/smoke.yaml")
-    s.add_argument("--workers", type=int, default=None,
-                   help="points run at once, each in its own process (default: the cores this process may use)")
-    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a parameter in every point that has it, e.g. -p precision=fp32; repeatable")
+    _add_point_options(s)
     s.add_argument("--dry-run", action="store_true", help="list the points, their ids and status; run nothing")
     s.add_argument("--stage", action="append", default=[], help="only this stage (and what it needs); repeatable")
     s.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
@@ -264,10 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="what a sweep will cost: wall time on this machine, or GPU-hours on GPUs")
     pl.add_argument("sweep", help="sweep file, e.g. params/sweeps/tiny.yaml")
-    pl.add_argument("--workers", type=int, default=None,
-                    help="on this machine: points run at once (default: the cores this process may use)")
-    pl.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="on this machine: a parameter set in every point that has it, as `spdf sweep -p`")
+    _add_point_options(pl)
     pl.add_argument("--gpus", type=int, default=None, help="plan for this many GPUs instead (default with --gpu: 8)")
     pl.add_argument("--gpu", default=None, choices=list(PEAK_BF16), help="plan for this GPU type (default with --gpus: h100)")
     pl.add_argument("--mfu", type=float, default=None,
@@ -277,10 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")
     rp.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"],
                     help="params/sweeps/<preset>.yaml (default: tiny, the CPU study)")
-    rp.add_argument("--workers", type=int, default=None,
-                    help="runs at once, each in its own process (default: the cores this process may use)")
-    rp.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="set a parameter in every run that has it, e.g. -p precision=fp32; repeatable")
+    _add_point_options(rp)
     rp.add_argument("--no-plan", action="store_true", help="do not print the plan (and skip its calibration)")
     rp.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
     rp.add_argument("--figures", help="figures folder (default: figures/ or $SPDF_FIGURES_DIR)")
