@@ -163,7 +163,9 @@ def run(name: str, params: P.Params, run_dir: str | Path) -> Any:
         try:
             return get(name).runner()(params, run_dir)
         except BaseException as e:
-            end_open_runs(e)
+            step = end_open_runs(e)
+            if isinstance(e, KeyboardInterrupt) and step is not None:
+                e.step = step  # type: ignore[attr-defined]  # "interrupted at step N"
             raise
 
 

@@ -255,12 +255,15 @@ class Run:
         self._write_manifest()
 
 
-def end_open_runs(error: BaseException) -> None:
+def end_open_runs(error: BaseException) -> int | None:
     """Give every run of this process that has not ended the status `error` means (called where an exception
-    leaves an experiment): `interrupted` (Ctrl-C, SIGTERM), `diverged` (a non-finite loss) or `failed`."""
+    leaves an experiment): `interrupted` (Ctrl-C, SIGTERM), `diverged` (a non-finite loss) or `failed`.
+    Returns the last step of those runs (what "interrupted at step N" says)."""
     from spdf_lib.errors import DivergedError
 
+    steps = []
     for run in list(_OPEN):
+        steps.append(run.step)
         if isinstance(error, KeyboardInterrupt):
             status, reason = "interrupted", f"interrupted ({type(error).__name__}) after step {run.step}"
         elif isinstance(error, DivergedError):
@@ -270,6 +273,7 @@ def end_open_runs(error: BaseException) -> None:
         # e.g. a full disk: the manifest keeps `running`, and its dead pid reads as interrupted
         with contextlib.suppress(OSError):
             run.end(status, reason)
+    return max((s for s in steps if s is not None), default=None)
 
 
 def _process_alive(pid: int, started: str | None) -> bool:

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -308,7 +309,8 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     if cfg.patience:
         state.update(best=None, bad_evals=0, stopped=False)  # best: the eval row of the best weights
     best_weights: dict[str, torch.Tensor] | None = None
-    resumed = load_latest(out_dir, model, opt, fingerprint, say=tqdm.write) if out_dir is not None else None
+    say = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731  # beside the bar, which is on stderr
+    resumed = load_latest(out_dir, model, opt, fingerprint, say=say) if out_dir is not None else None
     if resumed is not None:
         state = resumed
         if cfg.patience and state["best"] is not None:
