@@ -94,6 +94,7 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
     try:
         papermill.execute_notebook(
             str(notebook), str(output), parameters=parameters, cwd=str(REPO_ROOT), kernel_name="python3",
+            language="python",  # a notebook without a kernelspec (written by a script) runs too
             progress_bar=False, log_output=False, stdout_file=stream, stderr_file=stream,
             on_cell_start=_stage_hook(Path(notebook), stream), extra_arguments=KERNEL_ARGS,
             shutdown_kernel="immediate",  # the records are written by now; a graceful shutdown costs ~1 s

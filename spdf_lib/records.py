@@ -162,6 +162,7 @@ class Run:
         self.dir = Path(run_dir)
         found = claim(self.dir, experiment, params)  # refuses another configuration's folder, writing nothing
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_temp_leftovers(self.dir)
         old = found.manifest or {}
         self.step: int | None = old.get("last_step")
         self.manifest: dict[str, Any] = {
@@ -253,6 +254,18 @@ class Run:
         _OPEN.discard(self)
         self.manifest.update(end=now(), status=status, reason=reason)
         self._write_manifest()
+
+
+def remove_temp_leftovers(run_dir: Path) -> None:
+    """Remove what killed writes left in a run folder: atomic-write temp files (`.<name>.<random>.tmp`) and
+    the temp folder of a model save (`.model.tmp`); a live write of this run cannot be under way yet."""
+    import shutil
+
+    for leftover in run_dir.glob(".*.tmp"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def end_open_runs(error: BaseException) -> int | None:

@@ -104,7 +104,7 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
             return Claim("finished" if manifest.get("status") == "ok" else "resume", manifest)
         what = (f"another configuration ({differences(manifest['params'], params)})" if same_experiment else
                 f"a run of {manifest.get('experiment')!r}, not {experiment!r}")
-    elif not (names := {p.name for p in folder.iterdir()}) - KIT_FILES:
+    elif not (names := {p.name for p in folder.iterdir() if not _temp(p.name)}) - KIT_FILES:
         return Claim("new")  # only what the kit writes before a manifest (a sweep point, a run that failed early)
     else:
         shown = sorted(names - KIT_FILES)
@@ -113,6 +113,11 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
         raise RunDirError(f"run folder {folder} holds {what}; nothing was written: pass another --run-dir, or "
                           f"--overwrite to move its contents aside (they are kept, not deleted)")
     return Claim("new", moved_to=move_aside(folder))
+
+
+def _temp(name: str) -> bool:
+    """A temp file or folder of one of the kit's atomic writes (`.<name>.<random>.tmp`, `.model.tmp`)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def move_aside(folder: Path) -> Path:

