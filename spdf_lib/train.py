@@ -353,16 +353,16 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
                 # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
                 (loss * (d.world / n_global)).backward()
             loss_sum += loss.item()
-        if not math.isfinite(loss_sum):  # stop before the update: the weights stay those of the last good step
-            bar.close()
-            raise DivergedError(f"training diverged at step {step + 1}: the loss is {loss_sum / n_global} (lr "
-                                f"{lr:.3g}); lower lr, or check the data and precision", step + 1)
+        if not d.enabled and not math.isfinite(loss_sum):  # before the update: the weights stay the last good ones
+            _diverged(bar, step + 1, loss_sum / n_global, lr)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         totals = _all_reduce(torch.tensor([loss_sum, step_flops, sum(b["input_ids"].numel() for b in batches)],
                                           dtype=torch.float64), d)
+        if not math.isfinite(float(totals[0])):  # under DDP: every rank sees the summed loss and stops alike
+            _diverged(bar, step + 1, float(totals[0]) / n_global, lr)
         state["step"] = step + 1
         state["flops"] += float(totals[1])
         state["tokens"] += int(totals[2])
@@ -400,6 +400,12 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             _load_weights(model, best_weights)
         last = {**last, "best": state["best"], "stopped_early": state["stopped"]}
     return last
+
+
+def _diverged(bar, step: int, loss: float, lr: float) -> None:
+    bar.close()
+    raise DivergedError(f"training diverged at step {step}: the loss is {loss} (lr {lr:.3g}); lower lr, or check "
+                        f"the data and precision", step)
 
 
 def _shared(values: dict[str, float] | None, d: Dist) -> dict[str, float]:

@@ -287,14 +287,14 @@ def test_a_damaged_tokenized_cache_is_rebuilt_and_dead_temp_folders_go(tmp_path,
     from spdf_lib.spdf.pretrain import tokenized_corpus
 
     monkeypatch.setenv("SPDF_CACHE", str(tmp_path))
-    _, train_ids, val_ids, _ = tokenized_corpus("shakespeare", 256, seed=0, max_chars=20_000)
-    folder = tmp_path / "tokenized" / "shakespeare-v256-s0-c20000"
-    dead = folder.with_name(".shakespeare-v256-s0-c20000.999999999")  # a killed build's temp folder
+    _, train_ids, val_ids, _ = tokenized_corpus("shakespeare", 300, seed=0, max_chars=20_000)
+    folder = tmp_path / "tokenized" / "shakespeare-v300-s0-c20000"
+    dead = folder.with_name(".shakespeare-v300-s0-c20000.999999999")  # a killed build's temp folder
     dead.mkdir()
     data = (folder / "train.pt").read_bytes()
     (folder / "train.pt").write_bytes(data[: len(data) // 2])
     capsys.readouterr()
-    _, again, val_again, _ = tokenized_corpus("shakespeare", 256, seed=0, max_chars=20_000)
+    _, again, val_again, _ = tokenized_corpus("shakespeare", 300, seed=0, max_chars=20_000)
     assert f"cached corpus {folder} is damaged (train.pt does not match its checksum); rebuilding" in \
         capsys.readouterr().err
     assert torch.equal(again, train_ids) and torch.equal(val_again, val_ids) and not dead.exists()
