@@ -104,8 +104,10 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
             return Claim("finished" if manifest.get("status") == "ok" else "resume", manifest)
         what = (f"another configuration ({differences(manifest['params'], params)})" if same_experiment else
                 f"a run of {manifest.get('experiment')!r}, not {experiment!r}")
-    elif not (names := {p.name for p in folder.iterdir() if not _temp(p.name)}) - KIT_FILES:
-        return Claim("new")  # only what the kit writes before a manifest (a sweep point, a run that failed early)
+    elif not (names := {p.name for p in folder.iterdir() if not _temp(p.name) and not _sub_run(p)}) - KIT_FILES:
+        # only what the kit writes before a manifest (a sweep point, a run that failed early), or runs the kit
+        # made inside it first (spdf_finetune's `pretrain/` for `checkpoint: pretrain:<preset>`)
+        return Claim("new")
     else:
         shown = sorted(names - KIT_FILES)
         what = f"files the kit did not write ({', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''})"
@@ -113,6 +115,11 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
         raise RunDirError(f"run folder {folder} holds {what}; nothing was written: pass another --run-dir, or "
                           f"--overwrite to move its contents aside (they are kept, not deleted)")
     return Claim("new", moved_to=move_aside(folder))
+
+
+def _sub_run(path: Path) -> bool:
+    """A folder holding a kit run's manifest: a run the kit made inside this one before it (a nested pre-training)."""
+    return path.is_dir() and _read_manifest(path) is not None
 
 
 def _temp(name: str) -> bool:

@@ -28,12 +28,14 @@ def test_training_subset_is_fixed_and_capped_in_whole_inputs():
 def test_bad_input_fails_before_any_work(tmp_path):
     with pytest.raises(ParamsError, match="task"):
         validate(FinetuneParams, {"task": "xsum"})
-    with pytest.raises(ParamsError, match="not a model folder"):
+    with pytest.raises(ParamsError, match="is not a folder"):
         check_checkpoint(tmp_path / "missing")
+    with pytest.raises(ParamsError, match="not a model folder"):
+        check_checkpoint(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 10}')
     with pytest.raises(ParamsError, match="not the kit's 'spdf_gpt'"):
         check_checkpoint(tmp_path)
-    with pytest.raises(ParamsError, match="not a model folder"):
+    with pytest.raises(ParamsError, match="is not a folder"):
         run_finetune(FinetuneParams(checkpoint=str(tmp_path / "nope")), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from spdf_lib import cli
-from spdf_lib.errors import DivergedError
+from spdf_lib.errors import DivergedError, RunDirError
 from spdf_lib.experiments import load, run
 from spdf_lib.records import effective_status, read_json, write_json
 from spdf_lib.rundir import claim
@@ -72,6 +72,17 @@ def test_a_folder_the_kit_did_not_write_is_refused(tmp_path, capsys):
     lines = _stderr_lines(capsys)
     assert rc == 2 and len(lines) == 1 and "files the kit did not write (model, results.json)" in lines[0]
     assert (tmp_path / "model" / "notes.txt").read_text() == "mine" and (tmp_path / "results.json").read_text() == "{}"
+
+
+def test_a_run_the_kit_made_inside_a_folder_is_the_kits(finished, tmp_path):
+    """spdf_finetune with `checkpoint: pretrain:<preset>` pre-trains into its own `pretrain/` first."""
+    folder = tmp_path / "finetune"
+    shutil.copytree(finished, folder / "pretrain")
+    params = load("spdf_finetune", None, FAST).model_dump()
+    assert claim(folder, "spdf_finetune", params).state == "new"
+    (folder / "notes").mkdir()  # a plain folder of the user's is not a run
+    with pytest.raises(RunDirError, match=r"did not write \(notes\)"):
+        claim(folder, "spdf_finetune", params)
 
 
 def test_overwrite_moves_the_old_contents_aside(finished, tmp_path):

@@ -33,6 +33,7 @@ from spdf_lib.errors import CorruptFileError
 from spdf_lib.experiments import load
 from spdf_lib.params import ParamsError, preset_path
 from spdf_lib.records import Run, new_run_dir, read_json, read_jsonl, write_json
+from spdf_lib.rundir import claim
 from spdf_lib.spdf.params import FinetuneParams
 from spdf_lib.spdf.pretrain import run_pretrain, save_model
 from spdf_lib.train import is_main_process
@@ -59,9 +60,9 @@ def check_checkpoint(path: str | Path, max_len: int | None = None) -> dict[str, 
         config = json.loads((path / "config.json").read_text())
     except ValueError:
         raise CorruptFileError(f"checkpoint {path}: its config.json is damaged (not JSON)") from None
-    verify_model_folder(path)  # a truncated model.safetensors is named here, not deep inside from_pretrained
     if config.get("model_type") != MODEL_TYPE:
         raise ParamsError(f"checkpoint {path} is a {config.get('model_type')!r} model, not the kit's {MODEL_TYPE!r}")
+    verify_model_folder(path)  # a truncated model.safetensors is named here, not deep inside from_pretrained
     if not (path / "tokenizer.json").is_file():
         raise ParamsError(f"checkpoint {path} has no tokenizer.json; it was not saved by spdf_pretrain")
     tok = load_tokenizer(path)
@@ -278,6 +279,8 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
                           batch_size=max(p.decode_batch_size, 64))
     reader = {"articles": p.articles, "split_seed": p.split_seed} if p.task == "curation" else {}
     data = load_task(p.task, p.setup, p.train_split, p.eval_split, max_eval=p.max_eval_examples, **reader)
+    if is_main_process():
+        claim(run_dir, "spdf_finetune", p.model_dump())  # refuse another configuration's folder before pre-training
     checkpoint, choice = resolve_checkpoint(p, run_dir)
     config = check_checkpoint(checkpoint, p.max_len)
     delex = list(p.e2e_delex) if p.task == "e2e" else []
