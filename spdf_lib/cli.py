@@ -81,8 +81,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from spdf_lib.params import parse_override
 
     overrides = dict(parse_override(p) for p in args.param)
-    out = run_notebook(args.notebook, params_file=args.params, overrides=overrides, run_dir=args.run_dir)
-    print(f"executed notebook and records: {out}")
+    out = run_notebook(args.notebook, params_file=args.params, overrides=overrides, run_dir=args.run_dir,
+                       overwrite=args.overwrite)
+    print(f"run folder (records, executed notebook): {out}")
     return 0
 
 
@@ -224,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("notebook", help=f"an experiment ({', '.join(EXPERIMENTS)}) or a path to a notebook")
     r.add_argument("--params", help="YAML parameter file (default: the experiment's smoke preset)")
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
-    r.add_argument("--run-dir", help="output folder (default: runs/<experiment>/<timestamp>)")
+    r.add_argument("--run-dir", help="output folder (default: runs/<experiment>/<timestamp>); the same "
+                   "configuration resumes there, another one is refused")
+    r.add_argument("--overwrite", action="store_true",
+                   help="reuse a --run-dir of another configuration: its contents are moved aside, never deleted")
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("sweep", help="run a sweep file's points (papermill or torchrun), resumable")

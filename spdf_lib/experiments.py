@@ -22,9 +22,13 @@ Runners are imported when a run starts. Outside a notebook, e.g. under `torchrun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
+import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,13 @@ class Experiment:
     runner_ref: str | None  # "module:function" called as function(params, run_dir); None: notebook only
     description: str
     has_notebook: bool = True  # notebooks/<name>.ipynb; without one, sweeps run it as a plain process
+    check_ref: str | None = None  # "module:function" called as function(params) before a kernel starts
+
+    def check(self, params: P.Params) -> None:
+        """The experiment's checks of its inputs (files it reads), before a kernel or any compute starts."""
+        if self.check_ref:
+            module, fn = self.check_ref.split(":")
+            getattr(importlib.import_module(module), fn)(params)
 
     def schema(self) -> type[P.Params]:
         module, cls = self.schema_ref.split(":")
@@ -85,7 +96,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("spdf_pretrain", "SPDF", "spdf_lib.spdf.params:PretrainParams", "spdf_lib.spdf.pretrain:run_pretrain",
                "sparse (or dense) pre-training of a GPT"),
     Experiment("spdf_finetune", "SPDF", "spdf_lib.spdf.params:FinetuneParams", "spdf_lib.spdf.finetune:run_finetune",
-               "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring"),
+               "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring",
+               check_ref="spdf_lib.spdf.finetune:check_inputs"),
     Experiment("flops", "SPDF", "spdf_lib.spdf.params:FlopsParams", "spdf_lib.spdf.flops_tables:run_flops",
                "pre-training FLOP tables at the paper's budgets and against sparsity"),
     Experiment("primer", "Primer", "spdf_lib.primer.params:PrimerParams", "spdf_lib.primer.run:run_primer",
@@ -140,8 +152,41 @@ def notebook_params(name: str, namespace: dict[str, Any]) -> P.Params:
 
 
 def run(name: str, params: P.Params, run_dir: str | Path) -> Any:
-    """Run experiment `name` with validated `params` into `run_dir` (what its notebook's compute cell does)."""
-    return get(name).runner()(params, run_dir)
+    """Run experiment `name` with validated `params` into `run_dir` (what its notebook's compute cell does).
+
+    However the run ends, its manifest says how: an exception leaving the runner ends every run it opened as
+    `interrupted` (Ctrl-C; SIGTERM is turned into the same), `diverged` or `failed`, with the reason and the
+    last step, before the exception goes on."""
+    from spdf_lib.records import end_open_runs
+
+    with _sigterm_as_interrupt():
+        try:
+            return get(name).runner()(params, run_dir)
+        except BaseException as e:
+            step = end_open_runs(e)
+            if isinstance(e, KeyboardInterrupt) and step is not None:
+                e.step = step  # type: ignore[attr-defined]  # "interrupted at step N"
+            raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler cancelling the job, `kill`) raises `Interrupted` like Ctrl-C raises KeyboardInterrupt,
+    so the run writes its status; only in the main thread, where Python delivers signals."""
+    from spdf_lib.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old if old is not None else signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", required=True, help="YAML parameter file")
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--overwrite", action="store_true", help="move another configuration's run folder aside")
     args = ap.parse_args(argv)
 
     def go() -> int:
+        from spdf_lib.rundir import claim
+
         params = load(args.experiment, args.params, dict(P.parse_override(x) for x in args.param))
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the other ranks write nothing
+            found = claim(args.run_dir, args.experiment, params.model_dump(), overwrite=args.overwrite)
+            if found.state == "finished":
+                print(f"{args.experiment}: {args.run_dir} is finished (status ok); nothing to do", file=sys.stderr)
+                return 0
         run(args.experiment, params, args.run_dir)
         return 0
 

@@ -9,12 +9,14 @@
 - the executed notebook is saved clean: progress-bar redraws (carriage returns) are collapsed to the final
   line of each bar, and the file is written atomically.
 
-`run_notebook(...)` is `spdf run`: validate the parameters against the experiment table before a kernel
-starts, say where the run directory is, then execute into `<run_dir>/notebook.ipynb`.
+`run_notebook(...)` is `spdf run`: validate the parameters against the experiment table and claim the run
+folder before a kernel starts, say where the run directory is, then execute into `<run_dir>/notebook.ipynb`;
+an error raised inside the notebook comes back as the same one line the CLI prints for it outside one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir
+from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir, now
 
 # ipykernel warns at every start that its TCP transport is unencrypted (it listens on 127.0.0.1 only).
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
@@ -92,6 +94,7 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
     try:
         papermill.execute_notebook(
             str(notebook), str(output), parameters=parameters, cwd=str(REPO_ROOT), kernel_name="python3",
+            language="python",  # a notebook without a kernelspec (written by a script) runs too
             progress_bar=False, log_output=False, stdout_file=stream, stderr_file=stream,
             on_cell_start=_stage_hook(Path(notebook), stream), extra_arguments=KERNEL_ARGS,
             shutdown_kernel="immediate",  # the records are written by now; a graceful shutdown costs ~1 s
@@ -106,7 +109,8 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
 
 
 def resolve_notebook(notebook: str | Path) -> tuple[str, Path]:
-    """(experiment name, notebook path) for an experiment name like `spdf_pretrain` or a path to its .ipynb."""
+    """(name, notebook path) for an experiment name like `spdf_pretrain` or a path to any .ipynb (its name is
+    the file's stem: an experiment's name when it is one of the kit's notebooks)."""
     from spdf_lib.experiments import get
 
     path = Path(notebook)
@@ -117,26 +121,118 @@ def resolve_notebook(notebook: str | Path) -> tuple[str, Path]:
     return str(notebook), get(str(notebook)).notebook
 
 
+class NotebookError(RuntimeError):
+    """An error raised inside an executed notebook, as one line that says where the full traceback is;
+    `exit_code` is the CLI's (2 for a user error, 3 for a diverged run, 1 for anything else: a bug)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def notebook_error(e: Exception, executed: Path, stream: TextIO) -> BaseException:
+    """The one-line error for papermill's `PapermillExecutionError` `e`: a user error (by its name, see
+    `spdf_lib.errors.USER_ERROR_NAMES`) keeps its own message, as the CLI prints it outside a notebook; an
+    interrupted kernel is a KeyboardInterrupt; anything else (a bug) also gets its traceback on `stream`."""
+    from spdf_lib.errors import EXIT_DIVERGED, EXIT_USER, USER_ERROR_NAMES
+
+    ename, evalue = getattr(e, "ename", type(e).__name__), str(getattr(e, "evalue", e)).strip()
+    if ename == "KeyboardInterrupt" or ename == "Interrupted":
+        return KeyboardInterrupt()
+    where = f"(full traceback: {executed})"
+    if ename == "DivergedError":
+        return NotebookError(f"{evalue} {where}", EXIT_DIVERGED)
+    if ename in USER_ERROR_NAMES or ename.endswith("Error") and ename.startswith(("Params", "Data", "RunDir")):
+        return NotebookError(f"{evalue} {where}", EXIT_USER)
+    stream.write(_ANSI.sub("", "\n".join(getattr(e, "traceback", []) or [])) + "\n")
+    return NotebookError(f"{ename}: {evalue} {where}", 1)
+
+
+def settle(run_dir: Path, status: str, reason: str) -> int | None:
+    """After a kernel is gone: a manifest it left as `running` gets `status` (it could not write it itself:
+    killed, or Ctrl-C reached only this process). Returns the last step the run reported."""
+    from spdf_lib.records import read_json, read_jsonl, strict, write_json
+
+    path = run_dir / "manifest.json"
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError):
+        return None
+    steps = [manifest.get("last_step")]
+    with contextlib.suppress(OSError, ValueError):
+        steps.append(read_json(run_dir / "heartbeat.json").get("step"))
+    with contextlib.suppress(OSError, ValueError):
+        steps += [r.get("step") for r in read_jsonl(run_dir / "metrics.jsonl")[-1:]]
+    step = max((s for s in steps if isinstance(s, int)), default=None)
+    if manifest.get("status") == "running":
+        manifest.update(status=status, reason=f"{reason} after step {step}", last_step=step, end=now())
+        with contextlib.suppress(OSError):
+            write_json(path, strict(manifest))
+    return step
+
+
 def run_notebook(
     notebook: str | Path,
     params_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     run_dir: str | Path | None = None,
     stream: TextIO | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Validate the parameters, say where the run goes, execute the notebook into `<run_dir>/notebook.ipynb`
-    while streaming its progress to `stream` (default: stderr); returns the run folder."""
-    experiment, path = resolve_notebook(notebook)
-    from spdf_lib.experiments import load
+    """Validate the parameters, claim the run folder (`spdf_lib.rundir.claim`: another configuration's folder
+    is refused before anything is written; the same configuration's resumes, or is reported finished), say
+    where the run goes, execute the notebook into `<run_dir>/notebook.ipynb` while streaming its progress to
+    `stream` (default: stderr); returns the run folder. An error inside the notebook arrives as one line
+    (`NotebookError`), Ctrl-C as KeyboardInterrupt with the run's last step (`.step`)."""
+    from spdf_lib.experiments import EXPERIMENTS, load
+    from spdf_lib.params import read_yaml
+    from spdf_lib.rundir import claim
 
-    values = load(experiment, params_file, overrides).model_dump()
-    run_dir = Path(run_dir) if run_dir else new_run_dir(experiment)
+    name, path = resolve_notebook(notebook)
+    experiment = EXPERIMENTS.get(name) if path.resolve() == (EXPERIMENTS[name].notebook.resolve()
+                                                              if name in EXPERIMENTS else None) else None
+    if experiment is not None:
+        params = load(name, params_file, overrides)
+        experiment.check(params)  # e.g. a fine-tuning checkpoint that is missing or damaged: before a kernel starts
+        values = params.model_dump()
+    else:  # any other notebook: its parameters as given (papermill injects them), nothing to validate against
+        values = {**(read_yaml(params_file) if params_file else {}), **(overrides or {})}
+    run_dir = Path(run_dir) if run_dir else new_run_dir(name)
+    stream = stream or sys.stderr
+    if experiment is None or experiment.runner_ref is not None:  # the report keeps no run records to guard
+        found = claim(run_dir, name, values, overwrite=overwrite)
+        if found.state == "finished":
+            stream.write(f"{name}: {run_dir} is finished (status ok); nothing to run. For a new run pass another "
+                         f"--run-dir\n")
+            return run_dir
+        if found.moved_to:
+            stream.write(f"{name}: moved the old contents of {run_dir} to {found.moved_to}\n")
+        if found.state == "resume":
+            step = (found.manifest or {}).get("last_step")
+            stream.write(f"{name}: resuming the run in {run_dir} (it stopped after step {step}, status "
+                         f"{(found.manifest or {}).get('status')})\n")
     run_dir.mkdir(parents=True, exist_ok=True)
     values["run_dir"] = str(run_dir.resolve())
-    stream = stream or sys.stderr
-    stream.write(f"{experiment}: run directory {run_dir}\n")
+    stream.write(f"{name}: run directory {run_dir}\n")
     stream.flush()
-    execute(path, run_dir / "notebook.ipynb", values, stream)
+    executed = run_dir / "notebook.ipynb"
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        execute(path, executed, values, stream)
+    except PapermillExecutionError as e:
+        error = notebook_error(e, executed, stream)
+        if isinstance(error, KeyboardInterrupt):
+            error.step = settle(run_dir, "interrupted", "interrupted")  # type: ignore[attr-defined]
+        else:
+            settle(run_dir, "failed", str(error).split(" (full traceback")[0])
+        raise error from None
+    except KeyboardInterrupt as e:
+        e.step = settle(run_dir, "interrupted", "interrupted (Ctrl-C)")  # type: ignore[attr-defined]
+        raise
+    except Exception as e:  # the kernel died (killed, out of memory) or could not start
+        settle(run_dir, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
+        raise
     return run_dir
 
 

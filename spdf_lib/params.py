@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 PRESETS = ("smoke", "tiny", "paper")
@@ -31,12 +33,35 @@ class ParamsError(ValueError):
 
 
 class Params(BaseModel):
-    """Base of every experiment schema: no unknown keys, values validated on assignment too."""
+    """Base of every experiment schema: no unknown keys, values validated on assignment too; no `true` where a
+    number is asked for (pydantic would take it as 1) and no infinite or NaN number."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
     seed: int = 0
     run_dir: str = ""  # where records go; empty: runs/<experiment>/<timestamp> (set by `spdf run`/sweeps)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and isinstance(value, bool) and not _admits_bool(field.annotation):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes a bool (bool itself, Any, a union or literal holding one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(a, bool) for a in args)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_admits_bool(a) for a in args)
+    return False
 
 
 P = TypeVar("P", bound=Params)
@@ -71,9 +96,10 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ParamsError(yaml_error_line(path, e)) from None
     if data is None:
-        return {}
+        raise ParamsError(f"{path}: the parameter file is empty; give the parameters to change (or `base: smoke` "
+                          f"to take a preset as it is)")
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: must be a mapping of parameter names to values")
     if "base" in data:
@@ -84,12 +110,24 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return data
 
 
+def yaml_error_line(path: str | Path, e: yaml.YAMLError) -> str:
+    """`file:line:column: not valid YAML (the problem)`, the position 1-based as editors count."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    return f"{where}: not valid YAML ({f'{context}, ' if context else ''}{problem})"
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """`key=value` from the command line; the value is parsed as YAML (so `0.5`, `true`, `[1, 2]` work)."""
     if "=" not in item:
         raise ParamsError(f"-p {item}: expected key=value")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ParamsError(yaml_error_line(f"-p {item}", e)) from None
 
 
 def preset_path(experiment: str, preset: str) -> Path:

@@ -3,7 +3,8 @@
 A run folder is any folder with a `manifest.json` (see `spdf_lib.records`) or, for a sweep point that failed
 before its notebook wrote a manifest, a `point.json` (see `spdf_lib.sweep`). Columns, in order:
 
-- `run` (the folder, relative to the root), `experiment`, `status`, `sweep`, `stage`, `point`, `seconds`,
+- `run` (the folder, relative to the root), `experiment`, `status` (a `running` run whose process is gone reads
+  as `interrupted`: `spdf_lib.records.effective_status`), `sweep`, `stage`, `point`, `seconds`,
   `start`, `end`, `git_commit`, `git_dirty`, `error`, `resolved_precision` (the precision the run computed in:
   `bf16` or `fp32`, what `precision: auto` resolved to on its machine);
 - the run's parameters (`manifest.json` "params", less `run_dir`) and a sweep point's vars;
@@ -20,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from spdf_lib.records import atomic_write_bytes, read_json, runs_dir
+from spdf_lib.records import atomic_write_bytes, effective_status, read_json, runs_dir
 
 META = ("run", "experiment", "status", "sweep", "stage", "point", "seconds", "start", "end", "git_commit",
         "git_dirty", "error", "resolved_precision")
@@ -71,8 +72,8 @@ def _row(folder: str | Path, root: str | Path | None) -> tuple[dict[str, Any], l
     results = _read(folder / "results.json")
     git = manifest.get("git") or {}
     info = manifest.get("info") or {}
-    status = manifest.get("status")
-    if point.get("status") in ("failed", "blocked", "interrupted") or not status:
+    status, reason = effective_status(folder, manifest) if manifest else (None, None)  # a dead `running` run
+    if point.get("status") in ("failed", "blocked", "interrupted") or not status:  # reads as `interrupted`
         status = point.get("status")
     sweep_dir = folder.parent.name if point else None
     row: dict[str, Any] = {
@@ -87,7 +88,7 @@ def _row(folder: str | Path, root: str | Path | None) -> tuple[dict[str, Any], l
         "end": manifest.get("end"),
         "git_commit": git.get("commit"),
         "git_dirty": git.get("dirty"),
-        "error": point.get("error") if status != "ok" else None,
+        "error": (point.get("error") or reason) if status != "ok" else None,
         "resolved_precision": info.get("precision") or _DTYPE_PRECISION.get(info.get("dtype")),
     }
     params = dict(manifest.get("params") or point.get("params") or {})

@@ -9,8 +9,10 @@ on matrices only) at a learning rate with linear warm-up then cosine decay to 10
 
 Records: `metrics.jsonl` rows (step, tokens, loss, lr, training FLOPs so far from `spdf_lib.flops`, elapsed
 training seconds, eval loss when evaluated). Checkpoints every N steps hold the weights (safetensors), the
-optimizer, RNG states and counters; a run restarted with the same `out_dir` resumes from the newest one and
-ends with bitwise the same weights as an uninterrupted run (CPU, same seed).
+optimizer, RNG states and counters (`spdf_lib.checkpoints`); a run restarted with the same `out_dir` resumes
+from the newest intact one (a damaged newer one is named and passed over) and ends with bitwise the same
+weights as an uninterrupted run from that checkpoint (CPU, same seed). A non-finite loss stops the run at once,
+before the update, with a `DivergedError` naming the step.
 
 Early stopping (`patience` > 0): at each evaluation the loop reads `stop_metric` from the eval row (the eval
 loss, or a number that `train(validate=...)` computes, e.g. BLEU of greedy outputs on held-out inputs), keeps the
@@ -19,7 +21,7 @@ an improvement of more than `min_delta`, and ends with the best weights loaded. 
 count of evaluations without improvement are part of the checkpointed state, so an interrupted run resumes the
 same decisions.
 
-Why one file of ~470 lines: the step, its checkpoints, distribution and early stopping share one `state` dict
+Why one file of ~430 lines (the checkpoint files apart): the step, its checkpoints, distribution and early stopping share one `state` dict
 and one loop; split apart, the resume guarantee would span modules that each hold part of that state.
 """
 
@@ -30,7 +32,7 @@ import dataclasses
 import json
 import math
 import os
-import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,11 +42,12 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from spdf_lib import flops as flop_counter
+from spdf_lib.checkpoints import load_best, load_latest, save_best, save_checkpoint, unique_state_dict
 from spdf_lib.data.streams import IGNORE
+from spdf_lib.errors import DivergedError
 from spdf_lib.precision import PRECISIONS, resolve
 from spdf_lib.records import atomic_write_text, read_jsonl
 
@@ -155,7 +158,7 @@ def _all_reduce(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return on.to(t.device)
 
 
-# --- checkpoints ----------------------------------------------------------------------------------------------
+# --- checkpoints (the files: spdf_lib.checkpoints) -------------------------------------------------------------
 
 
 def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
@@ -170,77 +173,6 @@ def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
         for k in ("patience", "stop_metric", "stop_mode", "min_delta", "min_steps"):
             tc.pop(k)
     return {"model": {k: mc.get(k) for k in keep}, "train": json.loads(json.dumps(tc))}
-
-
-def _checkpoints(out_dir: Path) -> list[Path]:
-    root = out_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.glob("step-*") if (p / "state.json").is_file()), key=lambda p: int(p.name[5:]))
-
-
-def unique_state_dict(model) -> dict[str, torch.Tensor]:
-    """The state dict without the second name of a tied tensor (the LM head shares the embedding), as
-    safetensors requires; loading restores the tie."""
-    out, seen = {}, set()
-    for k, v in model.state_dict().items():
-        if v.data_ptr() in seen:
-            continue
-        seen.add(v.data_ptr())
-        out[k] = v.contiguous()
-    return out
-
-
-def _save_checkpoint(out_dir: Path, model, opt, state: dict, keep: int) -> None:
-    root = out_dir / "checkpoints"
-    final = root / f"step-{state['step']:08d}"
-    tmp = root / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(unique_state_dict(model), str(tmp / "model.safetensors"))
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the folder complete
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in _checkpoints(out_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(path: Path, model, opt, fingerprint: dict) -> dict:
-    state = json.loads((path / "state.json").read_text())
-    if state["fingerprint"] != fingerprint:
-        diff = _first_difference(state["fingerprint"], fingerprint)
-        raise ValueError(f"checkpoint {path} was written by another configuration ({diff}); use a new output "
-                         f"folder, or delete its checkpoints/ to start over")
-    weights = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:  # the LM head is tied to the embedding
-        raise ValueError(f"checkpoint {path} does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    opt.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=False)
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return state
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-    return f"{path}: checkpoint has {a!r}, this run has {b!r}"
-
-
-def _save_best(out_dir: Path, weights: dict[str, torch.Tensor]) -> None:
-    """The best weights so far, atomically, as `<out_dir>/best/model.safetensors`."""
-    folder = out_dir / "best"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(weights, str(tmp))
-    os.replace(tmp, folder / "model.safetensors")
 
 
 def _improved(value: float, best: float | None, cfg: TrainConfig) -> bool:
@@ -377,11 +309,12 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     if cfg.patience:
         state.update(best=None, bad_evals=0, stopped=False)  # best: the eval row of the best weights
     best_weights: dict[str, torch.Tensor] | None = None
-    ckpts = _checkpoints(out_dir) if out_dir is not None else []
-    if ckpts:
-        state = _load_checkpoint(ckpts[-1], model, opt, fingerprint)
+    say = lambda line: tqdm.write(line, file=sys.stderr)  # noqa: E731  # beside the bar, which is on stderr
+    resumed = load_latest(out_dir, model, opt, fingerprint, say=say) if out_dir is not None else None
+    if resumed is not None:
+        state = resumed
         if cfg.patience and state["best"] is not None:
-            best_weights = load_file(str(out_dir / "best" / "model.safetensors"))
+            best_weights = load_best(out_dir)
         if run is not None and d.main:  # drop metrics logged after that checkpoint by the interrupted session
             rows = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["step"] <= state["step"]]
             atomic_write_text(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -420,16 +353,22 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
                 # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
                 (loss * (d.world / n_global)).backward()
             loss_sum += loss.item()
+        if not d.enabled and not math.isfinite(loss_sum):  # before the update: the weights stay the last good ones
+            _diverged(bar, step + 1, loss_sum / n_global, lr)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         totals = _all_reduce(torch.tensor([loss_sum, step_flops, sum(b["input_ids"].numel() for b in batches)],
                                           dtype=torch.float64), d)
+        if not math.isfinite(float(totals[0])):  # under DDP: every rank sees the summed loss and stops alike
+            _diverged(bar, step + 1, float(totals[0]) / n_global, lr)
         state["step"] = step + 1
         state["flops"] += float(totals[1])
         state["tokens"] += int(totals[2])
         state["elapsed_s"] += time.perf_counter() - t0
+        if run is not None:
+            run.step = state["step"]
         row = {"step": state["step"], "tokens": state["tokens"], "loss": float(totals[0]) / n_global, "lr": lr,
                "flops": state["flops"], "elapsed_s": round(state["elapsed_s"], 4)}
         bar.update(1)
@@ -437,6 +376,9 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         done = state["step"] == cfg.max_steps
         if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or done:
             row["eval_loss"] = evaluate(model, data, micro, device, precision, d)
+            if not math.isfinite(row["eval_loss"]):
+                raise DivergedError(f"training diverged at step {state['step']}: the eval loss is "
+                                    f"{row['eval_loss']}; lower lr, or check the data and precision", state["step"])
             if validate is not None:
                 row.update(_shared(validate(model) if d.main else None, d))
             if cfg.patience:
@@ -446,7 +388,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             run.log(row)
         last = row
         if out_dir is not None and d.main and cfg.checkpoint_every and (state["step"] % cfg.checkpoint_every == 0 or done):
-            _save_checkpoint(out_dir, model, opt, state, cfg.keep_checkpoints)
+            save_checkpoint(out_dir, model, opt, state, cfg.keep_checkpoints)
         if d.enabled:
             dist.barrier()
     bar.close()
@@ -458,6 +400,12 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             _load_weights(model, best_weights)
         last = {**last, "best": state["best"], "stopped_early": state["stopped"]}
     return last
+
+
+def _diverged(bar, step: int, loss: float, lr: float) -> None:
+    bar.close()
+    raise DivergedError(f"training diverged at step {step}: the loss is {loss} (lr {lr:.3g}); lower lr, or check "
+                        f"the data and precision", step)
 
 
 def _shared(values: dict[str, float] | None, d: Dist) -> dict[str, float]:
@@ -478,7 +426,7 @@ def _early_stopping(row: dict[str, Any], state: dict[str, Any], cfg: TrainConfig
     if _improved(value, None if state["best"] is None else state["best"][cfg.stop_metric], cfg):
         best_weights = {k: v.detach().to("cpu", copy=True) for k, v in unique_state_dict(model).items()}
         if out_dir is not None:
-            _save_best(out_dir, best_weights)
+            save_best(out_dir, best_weights)
         state["best"], state["bad_evals"] = dict(row), 0
     else:
         state["bad_evals"] += 1

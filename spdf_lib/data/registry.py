@@ -222,6 +222,9 @@ def fetch_file(f: DataFile, announce: bool = True) -> Path:
     mirror = os.environ.get(MIRROR_ENV)
     if mirror and not mirror.startswith(("http://", "https://")):
         path = Path(mirror).expanduser() / f.path
+        if not Path(mirror).expanduser().is_dir():
+            raise DataError(f"the mirror folder {MIRROR_ENV}={mirror} does not exist; set {MIRROR_ENV} to the folder "
+                            f"that holds the data mirror, or unset it to fetch from the network")
         if not path.is_file():
             raise DataError(
                 f"{f.path} is not in the mirror {MIRROR_ENV}={mirror}; download it from {f.url} into "

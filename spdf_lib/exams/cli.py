@@ -10,6 +10,9 @@ def _cmd_exam(args: argparse.Namespace) -> int:
     from spdf_lib.experiments import load
     from spdf_lib.records import new_run_dir
 
+    if args.sample is not None and args.sample < 1:  # 0 would silently mean "no sample": the preset's questions
+        raise P.ParamsError(f"--sample {args.sample}: must be at least 1 (leave --sample out to use the preset's "
+                            f"selection)")
     overrides = dict(P.parse_override(x) for x in args.param)
     for key in ("model", "backend", "mode", "limit", "dtype", "sample", "seed", "threads", "prompt_format"):
         if getattr(args, key) is not None:

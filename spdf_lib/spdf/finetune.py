@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from spdf_lib.checkpoints import verify_model_folder
+from spdf_lib.errors import CorruptFileError
 from spdf_lib.experiments import load
 from spdf_lib.params import ParamsError, preset_path
 from spdf_lib.records import Run, new_run_dir, read_json, read_jsonl, write_json
@@ -48,10 +50,16 @@ def check_checkpoint(path: str | Path, max_len: int | None = None) -> dict[str, 
     from spdf_lib.tokenizer import load_tokenizer
 
     path = Path(path)
-    if not str(path) or not (path / "config.json").is_file():
-        raise ParamsError(f"checkpoint {str(path)!r} is not a model folder (no config.json); give the `model` "
-                          f"folder of a spdf_pretrain run")
-    config = json.loads((path / "config.json").read_text())
+    if not str(path) or not path.is_dir():
+        raise ParamsError(f"checkpoint {str(path)!r} is not a folder; give the `model` folder of a spdf_pretrain run")
+    if not (path / "config.json").is_file():
+        raise ParamsError(f"checkpoint {path} is not a model folder (no config.json); give the `model` folder of a "
+                          f"spdf_pretrain run")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except ValueError:
+        raise CorruptFileError(f"checkpoint {path}: its config.json is damaged (not JSON)") from None
+    verify_model_folder(path)  # a truncated model.safetensors is named here, not deep inside from_pretrained
     if config.get("model_type") != MODEL_TYPE:
         raise ParamsError(f"checkpoint {path} is a {config.get('model_type')!r} model, not the kit's {MODEL_TYPE!r}")
     if not (path / "tokenizer.json").is_file():
@@ -64,6 +72,13 @@ def check_checkpoint(path: str | Path, max_len: int | None = None) -> dict[str, 
     if max_len is not None and max_len > config["n_positions"]:
         raise ParamsError(f"max_len={max_len} exceeds the checkpoint's context of {config['n_positions']} tokens")
     return config
+
+
+def check_inputs(p: FinetuneParams) -> None:
+    """What `spdf run` checks before a kernel starts: the checkpoint folders named (not `pretrain:`) are intact."""
+    if not p.checkpoint.startswith(PRETRAIN_PREFIX):
+        for folder in candidates(p.checkpoint):
+            check_checkpoint(folder, p.max_len)
 
 
 def candidates(checkpoint: str) -> list[Path]:
@@ -254,9 +269,7 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     from spdf_lib.train import TrainConfig, train
 
     run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_finetune"))
-    if not p.checkpoint.startswith(PRETRAIN_PREFIX):
-        for folder in candidates(p.checkpoint):
-            check_checkpoint(folder, p.max_len)  # fail fast, before data or compute
+    check_inputs(p)  # fail fast, before data or compute
     decode_cfg = DecodeConfig(num_beams=p.num_beams, length_penalty=p.length_penalty,
                               no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
                               batch_size=p.decode_batch_size)

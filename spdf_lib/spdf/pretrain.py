@@ -8,16 +8,19 @@ on the six SPDF matrices, trained by the kit's one training loop. The Primer abl
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from spdf_lib.params import ParamsError
-from spdf_lib.records import Run, new_run_dir
+from spdf_lib.records import Run, atomic_write_text, new_run_dir
 from spdf_lib.spdf.params import PretrainParams
 from spdf_lib.train import is_main_process
 
@@ -26,7 +29,9 @@ def tokenized_corpus(corpus: str, vocab_size: int, seed: int = 0, max_chars: int
     """(tokenizer, train ids, val ids, data checksums) for a corpus, cached under `$SPDF_CACHE/tokenized/`.
 
     The tokenizer is trained on the corpus' training split only; documents are joined with EOS. The cache key
-    covers everything that changes the result, so every run with the same key shares the same tokenizer.
+    covers everything that changes the result, so every run with the same key shares the same tokenizer. The
+    cache folder carries the sha256 of its files (`checksums.json`, written last): a damaged one is named and
+    rebuilt, and the temp folders of killed builds are removed.
     """
     from spdf_lib.data.corpora import load_corpus
     from spdf_lib.data.registry import cache_dir
@@ -35,7 +40,11 @@ def tokenized_corpus(corpus: str, vocab_size: int, seed: int = 0, max_chars: int
     data = load_corpus(corpus)
     key = f"{corpus}-v{vocab_size}-s{seed}-c{max_chars or 'all'}"
     folder = cache_dir().parent / "tokenized" / key
-    if not (folder / "train.pt").is_file():
+    _remove_dead_builds(folder, key)
+    if folder.is_dir() and (problem := _cache_problem(folder)):
+        print(f"cached corpus {folder} is damaged ({problem}); rebuilding it", file=sys.stderr, flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    if not (folder / CACHE_SUMS).is_file():
         tok = train_tokenizer(data.train, vocab_size, seed=seed, max_chars=max_chars)
         eos = tok.eos_token_id
 
@@ -50,13 +59,61 @@ def tokenized_corpus(corpus: str, vocab_size: int, seed: int = 0, max_chars: int
         tmp.mkdir(parents=True)
         tok.save_pretrained(str(tmp))
         torch.save(stream(data.val), tmp / "val.pt")
-        torch.save(stream(data.train), tmp / "train.pt")  # written last: marks the folder complete
+        torch.save(stream(data.train), tmp / "train.pt")
+        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        (tmp / CACHE_SUMS).write_text(json.dumps(sums, indent=2))  # written last: marks the folder complete
+        shutil.rmtree(folder, ignore_errors=True)  # an old cache without checksums
         try:
             os.replace(tmp, folder)
         except OSError:  # another process finished first; its result is identical
             shutil.rmtree(tmp, ignore_errors=True)
     tok = load_tokenizer(folder)
     return tok, torch.load(folder / "train.pt"), torch.load(folder / "val.pt"), data.checksums
+
+
+CACHE_SUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """Why a tokenized-corpus cache folder cannot be used (None: it is intact)."""
+    try:
+        sums = json.loads((folder / CACHE_SUMS).read_text())
+    except FileNotFoundError:
+        if not (folder / "train.pt").is_file():
+            return "no train.pt: an interrupted build"
+        try:  # a cache of an earlier version, without checksums: adopted when its tensors load
+            torch.load(folder / "train.pt"), torch.load(folder / "val.pt")
+        except Exception as e:  # noqa: BLE001  # whatever torch says of a damaged file, it is damaged
+            return f"{str(e).splitlines()[0][:100]}"
+        sums = {f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.is_file()}
+        atomic_write_text(folder / CACHE_SUMS, json.dumps(sums, indent=2))
+        return None
+    except ValueError:
+        return f"{CACHE_SUMS} is not JSON"
+    for name, digest in sums.items():
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+        if _sha256(folder / name) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _remove_dead_builds(folder: Path, key: str) -> None:
+    """Remove `.<key>.<pid>` temp folders whose builder process is gone (killed mid-build)."""
+    import psutil
+
+    for tmp in folder.parent.glob(f".{key}.*"):
+        pid = tmp.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def shard_corpus(p: PretrainParams):

@@ -19,7 +19,7 @@ import yaml
 
 from spdf_lib import params as P
 from spdf_lib.experiments import schema_for
-from spdf_lib.records import read_json, runs_dir
+from spdf_lib.records import effective_status, read_json, runs_dir
 from spdf_lib.sweep.spec import DEFAULT_MODULE, Stage, SweepError, read_sweep
 
 _RENDEZVOUS = ("master_addr", "master_port", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "standalone")
@@ -346,6 +346,8 @@ def point_status(point: Point) -> str:
         status = None
     if status == "ok" and _remote_rank(point):
         return "done"
+    if status == "running" and effective_status(point.dir)[0] == "interrupted":  # its process is gone
+        return "interrupted"
     return status if status in ("failed", "blocked", "interrupted") else "todo"
 
 

@@ -19,14 +19,15 @@ def run_point(point_dir: str | Path) -> int:
     the reason goes to `error.txt` (first line: the error) and the exit code is 1; Ctrl-C gives 130."""
     from papermill.exceptions import PapermillExecutionError
 
-    from spdf_lib.notebooks import execute
+    from spdf_lib.notebooks import execute, settle
 
     point_dir = Path(point_dir)
     spec = read_json(point_dir / "point.json")
     try:
         execute(spec["notebook"], point_dir / "notebook.ipynb", spec["params"], stream=sys.stdout)
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the kernel (a session of its own) is gone: its manifest may still say running
+        settle(point_dir, "interrupted", "interrupted (the sweep was stopped)")
         return 130
     except PapermillExecutionError as e:
         line = f"{e.ename}: {e.evalue} (notebook cell {e.exec_count})"
@@ -34,6 +35,7 @@ def run_point(point_dir: str | Path) -> int:
     except Exception as e:  # the point fails, with its reason on record; the sweep goes on
         line = f"{type(e).__name__}: {e}".splitlines()[0]
         detail = traceback.format_exc()
+    settle(point_dir, "failed", line)
     atomic_write_text(point_dir / "error.txt", f"{line}\n\n{detail}\n")
     print(line, file=sys.stderr)
     return 1
