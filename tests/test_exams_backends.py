@@ -323,3 +323,102 @@ def test_notebook_runs_on_a_local_model(llama_dir, tmp_path):
     for fig in ["pass_share_by_field", "score_distribution", "letter_bias"]:
         assert (out / "figures" / f"{fig}.png").is_file()
     assert json.loads((out / "results.json").read_text())["questions"] > 0
+
+
+# --- cloze scoring: shared prefixes, normalisations, formulations ------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["llama_dir", "gpt_dir"])
+def test_shared_prefix_scores_equal_unshared_ones(which, request, questions):
+    """One pass over the context, its KV cache repeated for the n options, equals one pass per option (fp32)."""
+    from spdf_lib.exams.cloze import UNCONDITIONAL, cloze_context, continuations
+
+    lm = LocalLM.load(str(request.getfixturevalue(which)), dtype="float32")
+    qs = [q for q in questions if q.scored and len(cloze_context(q)) < 600][:12]
+    requests = [(cloze_context(q), continuations(q)) for q in qs] + [(UNCONDITIONAL, continuations(qs[0]))]
+    shared = lm.option_logliks(requests)
+    unshared = lm.option_logliks(requests, shared=False)
+    assert sum(n > 1 for r in shared for _, n in r) > 20  # multi-token continuations exercise the cached batch
+    for a, b in zip(shared, unshared, strict=True):
+        assert [n for _, n in a] == [n for _, n in b]
+        assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
+
+
+def _hand_loglik(lm: LocalLM, context: str, continuation: str) -> tuple[float, int]:
+    """Sum of the continuation's per-token log-probabilities from one forward over the whole text."""
+    ctx, cont = lm.encode_pair(context, continuation)
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([ctx + cont])).logits[0].float()
+    lp = torch.log_softmax(logits, -1)
+    return sum(float(lp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont)), len(cont)
+
+
+@pytest.mark.parametrize("norm", ["none", "char", "token", "pmi"])
+def test_cloze_scores_equal_a_hand_computation(llama_dir, questions, norm):
+    from spdf_lib.exams.cloze import UNCONDITIONAL, cloze_context
+
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    qs = [q for q in questions if q.scored and not q.stem.startswith(" ")][:5]
+    recs = score(lm, qs, formulation="cf", norm=norm, progress=False)
+    for r, q in zip(recs, qs, strict=True):
+        assert r["prompt"] == f"Question: {q.stem.strip()}\nAnswer:" or r["scored_as"] == "hybrid"
+        for i, text in enumerate(q.options):
+            ll, n = _hand_loglik(lm, r["prompt"] if r["scored_as"] == "cf" else cloze_context(q), " " + text)
+            if r["scored_as"] != "cf":
+                continue
+            want = {"none": ll, "char": ll / len(text), "token": ll / n,
+                    "pmi": ll - _hand_loglik(lm, UNCONDITIONAL, " " + text)[0]}[norm]
+            assert r["option_scores"][i] == pytest.approx(want, abs=2e-4 if norm == "pmi" else 1e-4)  # pmi: two
+        best = sorted(range(len(q.options)), key=lambda i: (-r["option_scores"][i], i))[: r["n_answers"]]
+        assert r["choice"] == "".join(sorted("ABCDEFGHIJ"[i] for i in best))
+        assert r["correct"] == (r["choice"] == r["key"]) and r["norm"] == norm and r["formulation"] == "cf"
+
+
+def test_cloze_scores_options_that_name_others_in_hybrid_and_k_best_for_multi_keys(llama_dir, questions):
+    from spdf_lib.exams.cloze import option_references
+
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    naming = [q for q in questions if q.scored and option_references(q)][:2]
+    multi = [q for q in questions if q.scored and len(q.key) > 1 and not option_references(q)][:2]
+    recs = score(lm, naming + multi, formulation="cf", progress=False)
+    for r, q in zip(recs, naming + multi, strict=True):
+        if q in naming:
+            assert r["scored_as"] == "hybrid" and "names other options" in r["formulation_reason"]
+            assert r["prompt"] == loglik_prompt(q)  # the options shown, as in mcf
+        else:
+            assert r["scored_as"] == "cf" and r["formulation_reason"] is None
+            assert len(r["choice"]) == len(q.key) == r["n_answers"]
+
+
+def test_run_exam_records_the_formulation_and_puts_cloze_baselines_beside_the_model(llama_dir, short_questions,
+                                                                                    tmp_path):
+    from spdf_lib.exams.run import run_exam
+
+    certs = sorted({q.certification for q in short_questions})[:2]
+    res = run_exam(ExamParams(model=str(llama_dir), dtype="float32", certifications=certs), tmp_path / "cf",
+                   progress=False)
+    manifest = json.loads((tmp_path / "cf" / "manifest.json").read_text())
+    assert manifest["params"]["formulation"] == "auto" and manifest["info"]["formulation"] == "cf"
+    assert manifest["info"]["norm"] == "char"
+    baselines = read_table(tmp_path / "cf", "baselines")
+    assert list(baselines["name"]) == ["correct", "random", "longest", "shortest", "overlap"]
+    assert (baselines["accuracy_lo"] <= baselines["accuracy"]).all()
+    assert (baselines["accuracy"] <= baselines["accuracy_hi"]).all()
+    for key in ("accuracy", "accuracy_lo", "pass_share_hi", "baseline_longest_accuracy", "baseline_overlap_pass_share"):
+        assert key in res
+
+    best = run_exam(ExamParams(model=str(llama_dir), dtype="float32", certifications=certs, formulation="best",
+                               circular=False), tmp_path / "best", progress=False)
+    assert {"accuracy_cf", "accuracy_mcf", "pride_accuracy_mcf", "pride_prior_4_A_mcf"} <= set(best)
+    chosen = "cf" if best["best_formulation_is_cf"] else "mcf"
+    assert best["accuracy"] == best[f"accuracy_{chosen}"] == max(best["accuracy_cf"], best["accuracy_mcf"])
+    assert "always_A" in set(read_table(tmp_path / "best", "baselines_mcf")["name"])
+    assert "longest" in set(read_table(tmp_path / "best", "baselines_cf")["name"])
+
+
+def test_generation_or_an_api_keeps_letters():
+    assert ExamParams(mode="generate").resolved_formulation == "mcf"
+    assert ExamParams(backend="api", mode="generate").resolved_formulation == "mcf"
+    assert ExamParams().resolved_formulation == "cf"
+    with pytest.raises(ValueError, match="formulation cf scores option log-likelihoods"):
+        ExamParams(formulation="cf", mode="generate")
