@@ -422,3 +422,50 @@ def test_generation_or_an_api_keeps_letters():
     assert ExamParams().resolved_formulation == "cf"
     with pytest.raises(ValueError, match="formulation cf scores option log-likelihoods"):
         ExamParams(formulation="cf", mode="generate")
+
+
+def test_the_exported_lmeval_task_loads_in_lmeval_and_gives_the_kits_predictions(llama_dir, questions, tmp_path):
+    """`spdf exam --export-lmeval`: lm-eval (the bench lock's `lm_eval`; skipped where only the base lock is
+    installed) loads both tasks, renders the kit's prompts and picks the kit's options on 20 questions."""
+    pytest.importorskip("lm_eval")
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from spdf_lib.exams.cloze import cloze_context, option_references
+    from spdf_lib.exams.cli import register
+
+    single = [q for q in questions if q.scored and len(q.key) == 1 and len(loglik_prompt(q)) < 700]
+    naming = [q for q in single if option_references(q)][:2]  # scored with the options shown, in both
+    chosen = sorted(naming + [q for q in single if not option_references(q)][:18], key=lambda q: q.qid)
+    rows = tmp_path / "rows.txt"
+    rows.write_text("".join(f"{int(q.qid)}\n" for q in chosen))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["exam", "--questions", str(rows), "--export-lmeval", str(tmp_path / "task")])
+    assert args.func(args) == 0
+
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    kit = {norm: score(lm, chosen, formulation="cf", norm=norm, progress=False) for norm in ("none", "char")}
+    kit["mcf"] = score(lm, chosen, formulation="mcf", progress=False)
+    hf = HFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4, device="cpu")
+    out = simple_evaluate(model=hf, tasks=["spdf_certify_cf", "spdf_certify_mcf"], log_samples=True,
+                          task_manager=TaskManager(include_path=str(tmp_path / "task")))
+    cf, mcf = out["samples"]["spdf_certify_cf"], out["samples"]["spdf_certify_mcf"]
+    assert len(cf) == len(mcf) == 20
+    by_row = {int(q.qid): q for q in chosen}
+    for s in cf:
+        q = by_row[s["doc"]["row"]]
+        assert s["arguments"][0][0] == (loglik_prompt(q) if q in naming else cloze_context(q))
+        lls = [r[0] for r in s["filtered_resps"]]
+        i = chosen.index(q)
+        for norm, score_of in (("none", lambda k: lls[k]), ("char", lambda k: lls[k] / len(q.options[k]))):
+            pick = max(range(len(lls)), key=lambda k: (score_of(k), -k))
+            assert "ABCDEFGHIJ"[pick] == kit[norm][i]["choice"], (norm, q.qid)
+    for s in mcf:
+        q = by_row[s["doc"]["row"]]
+        assert s["arguments"][0][0] == loglik_prompt(q)
+        lls = [r[0] for r in s["filtered_resps"]]
+        assert "ABCDEFGHIJ"[max(range(len(lls)), key=lambda k: (lls[k], -k))] == kit["mcf"][chosen.index(q)]["choice"]
+    acc = sum(r["correct"] for r in kit["none"]) / 20
+    assert out["results"]["spdf_certify_cf"]["acc,none"] == pytest.approx(acc)

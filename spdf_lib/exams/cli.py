@@ -21,6 +21,8 @@ def _cmd_exam(args: argparse.Namespace) -> int:
         overrides.setdefault("limit", 0)  # a question selection replaces the preset's whole-certification limit
     if args.no_circular:
         overrides["circular"] = False
+    if args.export_lmeval and args.limit is None and not args.sample and args.questions is None:
+        overrides["limit"] = 0  # an export is of the whole data unless a selection is asked for
     if args.no_pride:
         overrides["pride"] = False
     p = load("exams", args.params, overrides)  # validated before any data or model is touched
