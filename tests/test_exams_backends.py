@@ -247,7 +247,7 @@ def test_run_exam_writes_records_tables_and_results(llama_dir, short_questions, 
     from spdf_lib.exams.run import run_exam
 
     certs = sorted({q.certification for q in short_questions})
-    p = ExamParams(model=str(llama_dir), dtype="float32", certifications=certs)
+    p = ExamParams(model=str(llama_dir), dtype="float32", certifications=certs, formulation="mcf")
     res = run_exam(p, tmp_path)
     for f in ["manifest.json", "results.json", "records.parquet", "records.jsonl", "certifications.csv",
               "headline.csv", "letters.csv", "data_report.json"]:
@@ -271,11 +271,18 @@ def test_cli_prints_the_headline_table(gpt_dir, tmp_path, capsys):
     ap = argparse.ArgumentParser(prog="spdf")
     register(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["exam", "--model", str(gpt_dir), "--limit", "8", "--dtype", "float32",
-                          "--run-dir", str(tmp_path)])
+                          "--formulation", "mcf", "--run-dir", str(tmp_path / "mcf")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "all certifications" in out and "random" in out and "pass(circ)" in out
-    assert (tmp_path / "headline.csv").is_file()
+    assert "formulation mcf (letters)" in out and "PriDe" in out
+    assert "all certifications" in out and "random" in out and "pass(circ)" in out and "pass(PriDe)" in out
+    assert (tmp_path / "mcf" / "headline.csv").is_file() and (tmp_path / "mcf" / "pride_prior.csv").is_file()
+    args = ap.parse_args(["exam", "--model", str(gpt_dir), "--limit", "8", "--dtype", "float32", "--norm", "token",
+                          "--run-dir", str(tmp_path / "cf")])  # the default formulation of a local model: cf
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "formulation cf (cloze, norm token)" in out and "longest" in out and "overlap" in out
+    assert "pass(circ)" not in out and "always-X" not in out
 
 
 def test_cli_scores_a_questions_file_and_says_when_certifications_are_split(gpt_dir, short_questions, tmp_path,
@@ -287,7 +294,7 @@ def test_cli_scores_a_questions_file_and_says_when_certifications_are_split(gpt_
     ap = argparse.ArgumentParser(prog="spdf")
     register(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["exam", "--model", str(gpt_dir), "--questions", str(tmp_path / "rows.txt"), "--dtype",
-                          "float32", "--no-circular", "--run-dir", str(tmp_path / "run")])
+                          "float32", "--no-circular", "--formulation", "mcf", "--run-dir", str(tmp_path / "run")])
     assert args.func(args) == 0
     out, err = capsys.readouterr()
     assert "note: the selection splits 1 of its 2 certifications" in out
@@ -432,8 +439,8 @@ def test_the_exported_lmeval_task_loads_in_lmeval_and_gives_the_kits_predictions
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from spdf_lib.exams.cloze import cloze_context, option_references
     from spdf_lib.exams.cli import register
+    from spdf_lib.exams.cloze import cloze_context, option_references
 
     single = [q for q in questions if q.scored and len(q.key) == 1 and len(loglik_prompt(q)) < 700]
     naming = [q for q in single if option_references(q)][:2]  # scored with the options shown, in both
@@ -459,8 +466,8 @@ def test_the_exported_lmeval_task_loads_in_lmeval_and_gives_the_kits_predictions
         assert s["arguments"][0][0] == (loglik_prompt(q) if q in naming else cloze_context(q))
         lls = [r[0] for r in s["filtered_resps"]]
         i = chosen.index(q)
-        for norm, score_of in (("none", lambda k: lls[k]), ("char", lambda k: lls[k] / len(q.options[k]))):
-            pick = max(range(len(lls)), key=lambda k: (score_of(k), -k))
+        for norm, scores in (("none", lls), ("char", [x / len(o) for x, o in zip(lls, q.options, strict=True)])):
+            pick = max(range(len(scores)), key=lambda k, s=scores: (s[k], -k))  # lm-eval's acc / acc_norm
             assert "ABCDEFGHIJ"[pick] == kit[norm][i]["choice"], (norm, q.qid)
     for s in mcf:
         q = by_row[s["doc"]["row"]]
