@@ -247,7 +247,7 @@ def test_run_exam_writes_records_tables_and_results(llama_dir, short_questions, 
     from spdf_lib.exams.run import run_exam
 
     certs = sorted({q.certification for q in short_questions})
-    p = ExamParams(model=str(llama_dir), dtype="float32", certifications=certs)
+    p = ExamParams(model=str(llama_dir), dtype="float32", certifications=certs, formulation="mcf")
     res = run_exam(p, tmp_path)
     for f in ["manifest.json", "results.json", "records.parquet", "records.jsonl", "certifications.csv",
               "headline.csv", "letters.csv", "data_report.json"]:
@@ -271,11 +271,18 @@ def test_cli_prints_the_headline_table(gpt_dir, tmp_path, capsys):
     ap = argparse.ArgumentParser(prog="spdf")
     register(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["exam", "--model", str(gpt_dir), "--limit", "8", "--dtype", "float32",
-                          "--run-dir", str(tmp_path)])
+                          "--formulation", "mcf", "--run-dir", str(tmp_path / "mcf")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "all certifications" in out and "random" in out and "pass(circ)" in out
-    assert (tmp_path / "headline.csv").is_file()
+    assert "formulation mcf (letters)" in out and "PriDe" in out
+    assert "all certifications" in out and "random" in out and "pass(circ)" in out and "pass(PriDe)" in out
+    assert (tmp_path / "mcf" / "headline.csv").is_file() and (tmp_path / "mcf" / "pride_prior.csv").is_file()
+    args = ap.parse_args(["exam", "--model", str(gpt_dir), "--limit", "8", "--dtype", "float32", "--norm", "token",
+                          "--run-dir", str(tmp_path / "cf")])  # the default formulation of a local model: cf
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "formulation cf (cloze, norm token)" in out and "longest" in out and "overlap" in out
+    assert "pass(circ)" not in out and "always-X" not in out
 
 
 def test_cli_scores_a_questions_file_and_says_when_certifications_are_split(gpt_dir, short_questions, tmp_path,
@@ -287,7 +294,7 @@ def test_cli_scores_a_questions_file_and_says_when_certifications_are_split(gpt_
     ap = argparse.ArgumentParser(prog="spdf")
     register(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["exam", "--model", str(gpt_dir), "--questions", str(tmp_path / "rows.txt"), "--dtype",
-                          "float32", "--no-circular", "--run-dir", str(tmp_path / "run")])
+                          "float32", "--no-circular", "--formulation", "mcf", "--run-dir", str(tmp_path / "run")])
     assert args.func(args) == 0
     out, err = capsys.readouterr()
     assert "note: the selection splits 1 of its 2 certifications" in out
@@ -323,3 +330,149 @@ def test_notebook_runs_on_a_local_model(llama_dir, tmp_path):
     for fig in ["pass_share_by_field", "score_distribution", "letter_bias"]:
         assert (out / "figures" / f"{fig}.png").is_file()
     assert json.loads((out / "results.json").read_text())["questions"] > 0
+
+
+# --- cloze scoring: shared prefixes, normalisations, formulations ------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["llama_dir", "gpt_dir"])
+def test_shared_prefix_scores_equal_unshared_ones(which, request, questions):
+    """One pass over the context, its KV cache repeated for the n options, equals one pass per option (fp32)."""
+    from spdf_lib.exams.cloze import UNCONDITIONAL, cloze_context, continuations
+
+    lm = LocalLM.load(str(request.getfixturevalue(which)), dtype="float32")
+    qs = [q for q in questions if q.scored and len(cloze_context(q)) < 600][:12]
+    requests = [(cloze_context(q), continuations(q)) for q in qs] + [(UNCONDITIONAL, continuations(qs[0]))]
+    shared = lm.option_logliks(requests)
+    unshared = lm.option_logliks(requests, shared=False)
+    assert sum(n > 1 for r in shared for _, n in r) > 20  # multi-token continuations exercise the cached batch
+    for a, b in zip(shared, unshared, strict=True):
+        assert [n for _, n in a] == [n for _, n in b]
+        assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
+
+
+def _hand_loglik(lm: LocalLM, context: str, continuation: str) -> tuple[float, int]:
+    """Sum of the continuation's per-token log-probabilities from one forward over the whole text."""
+    ctx, cont = lm.encode_pair(context, continuation)
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([ctx + cont])).logits[0].float()
+    lp = torch.log_softmax(logits, -1)
+    return sum(float(lp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont)), len(cont)
+
+
+@pytest.mark.parametrize("norm", ["none", "char", "token", "pmi"])
+def test_cloze_scores_equal_a_hand_computation(llama_dir, questions, norm):
+    from spdf_lib.exams.cloze import UNCONDITIONAL, cloze_context
+
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    qs = [q for q in questions if q.scored and not q.stem.startswith(" ")][:5]
+    recs = score(lm, qs, formulation="cf", norm=norm, progress=False)
+    for r, q in zip(recs, qs, strict=True):
+        assert r["prompt"] == f"Question: {q.stem.strip()}\nAnswer:" or r["scored_as"] == "hybrid"
+        for i, text in enumerate(q.options):
+            ll, n = _hand_loglik(lm, r["prompt"] if r["scored_as"] == "cf" else cloze_context(q), " " + text)
+            if r["scored_as"] != "cf":
+                continue
+            want = {"none": ll, "char": ll / len(text), "token": ll / n,
+                    "pmi": ll - _hand_loglik(lm, UNCONDITIONAL, " " + text)[0]}[norm]
+            assert r["option_scores"][i] == pytest.approx(want, abs=2e-4 if norm == "pmi" else 1e-4)  # pmi: two
+        best = sorted(range(len(q.options)), key=lambda i: (-r["option_scores"][i], i))[: r["n_answers"]]
+        assert r["choice"] == "".join(sorted("ABCDEFGHIJ"[i] for i in best))
+        assert r["correct"] == (r["choice"] == r["key"]) and r["norm"] == norm and r["formulation"] == "cf"
+
+
+def test_cloze_scores_options_that_name_others_in_hybrid_and_k_best_for_multi_keys(llama_dir, questions):
+    from spdf_lib.exams.cloze import option_references
+
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    naming = [q for q in questions if q.scored and option_references(q)][:2]
+    multi = [q for q in questions if q.scored and len(q.key) > 1 and not option_references(q)][:2]
+    recs = score(lm, naming + multi, formulation="cf", progress=False)
+    for r, q in zip(recs, naming + multi, strict=True):
+        if q in naming:
+            assert r["scored_as"] == "hybrid" and "names other options" in r["formulation_reason"]
+            assert r["prompt"] == loglik_prompt(q)  # the options shown, as in mcf
+        else:
+            assert r["scored_as"] == "cf" and r["formulation_reason"] is None
+            assert len(r["choice"]) == len(q.key) == r["n_answers"]
+
+
+def test_run_exam_records_the_formulation_and_puts_cloze_baselines_beside_the_model(llama_dir, short_questions,
+                                                                                    tmp_path):
+    from spdf_lib.exams.run import run_exam
+
+    certs = sorted({q.certification for q in short_questions})[:2]
+    res = run_exam(ExamParams(model=str(llama_dir), dtype="float32", certifications=certs), tmp_path / "cf",
+                   progress=False)
+    manifest = json.loads((tmp_path / "cf" / "manifest.json").read_text())
+    assert manifest["params"]["formulation"] == "auto" and manifest["info"]["formulation"] == "cf"
+    assert manifest["info"]["norm"] == "char"
+    baselines = read_table(tmp_path / "cf", "baselines")
+    assert list(baselines["name"]) == ["correct", "random", "longest", "shortest", "overlap"]
+    assert (baselines["accuracy_lo"] <= baselines["accuracy"]).all()
+    assert (baselines["accuracy"] <= baselines["accuracy_hi"]).all()
+    for key in ("accuracy", "accuracy_lo", "pass_share_hi", "baseline_longest_accuracy", "baseline_overlap_pass_share"):
+        assert key in res
+
+    best = run_exam(ExamParams(model=str(llama_dir), dtype="float32", certifications=certs, formulation="best",
+                               circular=False), tmp_path / "best", progress=False)
+    assert {"accuracy_cf", "accuracy_mcf", "pride_accuracy_mcf", "pride_prior_4_A_mcf"} <= set(best)
+    chosen = "cf" if best["best_formulation_is_cf"] else "mcf"
+    assert best["accuracy"] == best[f"accuracy_{chosen}"] == max(best["accuracy_cf"], best["accuracy_mcf"])
+    assert "always_A" in set(read_table(tmp_path / "best", "baselines_mcf")["name"])
+    assert "longest" in set(read_table(tmp_path / "best", "baselines_cf")["name"])
+
+
+def test_generation_or_an_api_keeps_letters():
+    assert ExamParams(mode="generate").resolved_formulation == "mcf"
+    assert ExamParams(backend="api", mode="generate").resolved_formulation == "mcf"
+    assert ExamParams().resolved_formulation == "cf"
+    with pytest.raises(ValueError, match="formulation cf scores option log-likelihoods"):
+        ExamParams(formulation="cf", mode="generate")
+
+
+def test_the_exported_lmeval_task_loads_in_lmeval_and_gives_the_kits_predictions(llama_dir, questions, tmp_path):
+    """`spdf exam --export-lmeval`: lm-eval (the bench lock's `lm_eval`; skipped where only the base lock is
+    installed) loads both tasks, renders the kit's prompts and picks the kit's options on 20 questions."""
+    pytest.importorskip("lm_eval")
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from spdf_lib.exams.cli import register
+    from spdf_lib.exams.cloze import cloze_context, option_references
+
+    single = [q for q in questions if q.scored and len(q.key) == 1 and len(loglik_prompt(q)) < 700]
+    naming = [q for q in single if option_references(q)][:2]  # scored with the options shown, in both
+    chosen = sorted(naming + [q for q in single if not option_references(q)][:18], key=lambda q: q.qid)
+    rows = tmp_path / "rows.txt"
+    rows.write_text("".join(f"{int(q.qid)}\n" for q in chosen))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["exam", "--questions", str(rows), "--export-lmeval", str(tmp_path / "task")])
+    assert args.func(args) == 0
+
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    kit = {norm: score(lm, chosen, formulation="cf", norm=norm, progress=False) for norm in ("none", "char")}
+    kit["mcf"] = score(lm, chosen, formulation="mcf", progress=False)
+    hf = HFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4, device="cpu")
+    out = simple_evaluate(model=hf, tasks=["spdf_certify_cf", "spdf_certify_mcf"], log_samples=True,
+                          task_manager=TaskManager(include_path=str(tmp_path / "task")))
+    cf, mcf = out["samples"]["spdf_certify_cf"], out["samples"]["spdf_certify_mcf"]
+    assert len(cf) == len(mcf) == 20
+    by_row = {int(q.qid): q for q in chosen}
+    for s in cf:
+        q = by_row[s["doc"]["row"]]
+        assert s["arguments"][0][0] == (loglik_prompt(q) if q in naming else cloze_context(q))
+        lls = [r[0] for r in s["filtered_resps"]]
+        i = chosen.index(q)
+        for norm, scores in (("none", lls), ("char", [x / len(o) for x, o in zip(lls, q.options, strict=True)])):
+            pick = max(range(len(scores)), key=lambda k, s=scores: (s[k], -k))  # lm-eval's acc / acc_norm
+            assert "ABCDEFGHIJ"[pick] == kit[norm][i]["choice"], (norm, q.qid)
+    for s in mcf:
+        q = by_row[s["doc"]["row"]]
+        assert s["arguments"][0][0] == loglik_prompt(q)
+        lls = [r[0] for r in s["filtered_resps"]]
+        assert "ABCDEFGHIJ"[max(range(len(lls)), key=lambda k: (lls[k], -k))] == kit["mcf"][chosen.index(q)]["choice"]
+    acc = sum(r["correct"] for r in kit["none"]) / 20
+    assert out["results"]["spdf_certify_cf"]["acc,none"] == pytest.approx(acc)

@@ -14,7 +14,8 @@ def _cmd_exam(args: argparse.Namespace) -> int:
         raise P.ParamsError(f"--sample {args.sample}: must be at least 1 (leave --sample out to use the preset's "
                             f"selection)")
     overrides = dict(P.parse_override(x) for x in args.param)
-    for key in ("model", "backend", "mode", "limit", "dtype", "sample", "seed", "threads", "prompt_format"):
+    for key in ("model", "backend", "mode", "limit", "dtype", "sample", "seed", "threads", "prompt_format",
+                "formulation", "norm"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.questions is not None:
@@ -23,7 +24,17 @@ def _cmd_exam(args: argparse.Namespace) -> int:
         overrides.setdefault("limit", 0)  # a question selection replaces the preset's whole-certification limit
     if args.no_circular:
         overrides["circular"] = False
+    if args.export_lmeval and args.limit is None and not args.sample and args.questions is None:
+        overrides["limit"] = 0  # an export is of the whole data unless a selection is asked for
+    if args.no_pride:
+        overrides["pride"] = False
     p = load("exams", args.params, overrides)  # validated before any data or model is touched
+    if args.export_lmeval:
+        from spdf_lib.exams.lmeval_export import export_lmeval
+
+        for path in export_lmeval(args.export_lmeval, p):
+            print(path)
+        return 0
 
     from spdf_lib.exams.run import run_exam
     from spdf_lib.exams.summary import summary_text
@@ -40,6 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--model", help="smollm2, a save_pretrained folder, or the served model's name (--backend api)")
     e.add_argument("--backend", choices=["local", "api"], help="api: $OPENAI_BASE_URL / $OPENAI_API_KEY")
     e.add_argument("--mode", choices=["loglik", "generate"])
+    e.add_argument("--formulation", choices=["auto", "mcf", "cf", "hybrid", "best"],
+                   help="mcf: letters; cf: cloze (option text after 'Question: ... Answer:'); hybrid: options shown, "
+                        "text scored; best: mcf and cf, headline the better; auto (default): cf for local "
+                        "log-likelihood, mcf for generation and APIs")
+    e.add_argument("--norm", choices=["none", "char", "token", "pmi"],
+                   help="cf/hybrid option score: summed log-likelihood, per character (default), per token, or "
+                        "minus log P(option | 'Answer:')")
+    e.add_argument("--no-pride", action="store_true", help="mcf log-likelihood: skip PriDe letter-prior debiasing")
+    e.add_argument("--export-lmeval", metavar="DIR",
+                   help="write an lm-evaluation-harness task (cf and mcf YAML + the selected questions as JSONL) "
+                        "into DIR and exit")
     e.add_argument("--prompt-format", dest="prompt_format", choices=["auto", "chat", "plain"],
                    help="generation prompt: chat template + system line, plain (base models), auto (default)")
     e.add_argument("--limit", type=int,

@@ -30,7 +30,11 @@ class ExamParams(Params):
     model: str = "smollm2"  # `smollm2`, a save_pretrained folder, or (backend api) the served model's name
     backend: Literal["local", "api"] = "local"
     mode: Literal["loglik", "generate"] = "loglik"
-    circular: bool = True  # CircularEval: also ask every rotation of the options
+    formulation: Literal["auto", "mcf", "cf", "hybrid", "best"] = "auto"  # auto: cf (local loglik), else mcf
+    norm: Literal["none", "char", "token", "pmi"] = "char"  # cf/hybrid: option log-likelihood normalisation
+    circular: bool = True  # CircularEval (mcf): also ask every rotation of the options
+    pride: bool = True  # mcf log-likelihood: PriDe letter-prior debiasing, reported beside the plain scores
+    pride_share: float = Field(0.05, gt=0, le=1)  # share of the questions that estimate the PriDe prior
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # local weights; auto: bfloat16 where native
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch's default
     batch_tokens: int = Field(2048, ge=64)  # padded tokens per log-likelihood batch
@@ -55,6 +59,9 @@ class ExamParams(Params):
     def _check(self) -> ExamParams:
         if not self.model.strip():
             raise ValueError("model must name a model (smollm2, a folder, or a served model)")
+        if self.formulation in ("cf", "hybrid", "best") and self.mode != "loglik":
+            raise ValueError(f"formulation {self.formulation} scores option log-likelihoods: set mode=loglik "
+                             f"(generation answers in letters: formulation mcf)")
         if self.backend == "api" and self.mode != "generate":
             raise ValueError("backend api can only generate: set mode=generate")
         if self.backend == "api" and self.prompt_format == "plain":
@@ -69,3 +76,10 @@ class ExamParams(Params):
             raise ValueError("sample picks questions, limit/sample_certifications pick whole certifications: set "
                              "limit=0 and sample_certifications=0 to sample questions")
         return self
+
+    @property
+    def resolved_formulation(self) -> str:
+        """`auto` made concrete: `cf` for local log-likelihood scoring, `mcf` otherwise."""
+        if self.formulation != "auto":
+            return self.formulation
+        return "cf" if self.backend == "local" and self.mode == "loglik" else "mcf"

@@ -10,29 +10,45 @@ from spdf_lib.plots import save  # noqa: F401  (re-exported for the notebook: pl
 _SERIES = {
     "pass_share": "model",
     "circular_pass_share": "model, CircularEval",
+    "pride_pass_share": "model, PriDe (debiased)",
     "random_pass_share": "random guessing (expected)",
     "best_always_strict_pass_share": "best always-X (strict single letter)",
     "best_always_pass_share": "best always-X (as many letters as the key)",
     "majority_per_cert_pass_share": "majority letter per cert.",
+    "longest_pass_share": "longest option(s)",
+    "shortest_pass_share": "shortest option(s)",
+    "overlap_pass_share": "most word overlap with the question",
 }
+MIN_CERTIFICATIONS = 5  # a field with fewer whole certifications says nothing about the field: no bar
 
 
-def pass_share_by_field(headline: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Horizontal bars: per field (and all certifications), the share of certifications passed by the model
-    and by each baseline on the same questions. Field labels carry the number of certifications."""
+def pass_share_by_field(headline: pd.DataFrame, title: str = "", min_certifications: int = MIN_CERTIFICATIONS
+                        ) -> plt.Figure:
+    """Horizontal bars: per field with at least `min_certifications` whole certifications (and all
+    certifications), the share of certifications passed by the model and by each baseline of its formulation on
+    the same questions. Each field's label carries its number of certifications, and the model's bar its count
+    of passed certifications; the fields left out are named in the x-axis label."""
     t = headline.copy()
     cols = [c for c in _SERIES if c in t and t[c].notna().any()]
-    t["name"] = [f"{lab} ({n})" for lab, n in zip(t["label"], t["certifications"], strict=True)]
+    keep = (t["field"] == "all") | (t["certifications"] >= min_certifications)
+    dropped = t[~keep]
+    t = t[keep]
+    t["name"] = [f"{lab} (n = {n})" for lab, n in zip(t["label"], t["certifications"], strict=True)]
     t = t.iloc[::-1]  # `all` at the top
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) * max(1, len(cols)) / 2.5 + 1.2))
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(t) * max(1, len(cols)) / 2.5 + 1.6))
     h = 0.8 / len(cols)
     for i, c in enumerate(cols):
-        ax.barh([y + (len(cols) - 1 - i) * h - 0.4 + h / 2 for y in range(len(t))], t[c].fillna(0), height=h,
-                label=_SERIES[c])
+        ys = [y + (len(cols) - 1 - i) * h - 0.4 + h / 2 for y in range(len(t))]
+        ax.barh(ys, t[c].fillna(0), height=h, label=_SERIES[c])
+        if c == "pass_share":
+            for y, share, n in zip(ys, t[c].fillna(0), t["certifications"], strict=True):
+                ax.text(min(share, 0.9) + 0.01, y, f"{round(share * n)}/{n}", va="center", fontsize="x-small")
     ax.set_yticks(range(len(t)), t["name"])
-    ax.set_xlabel("share of certifications passed (score over the threshold)")
+    note = (f"\n{len(dropped)} fields with fewer than {min_certifications} certifications not shown "
+            f"({int(dropped['certifications'].sum())} certifications; they count in 'all')" if len(dropped) else "")
+    ax.set_xlabel("share of certifications passed (score over the threshold)" + note, fontsize="small")
     ax.set_xlim(0, 1)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower right", fontsize="x-small")
     ax.set_title(title or "Certifications passed, by field")
     fig.tight_layout()
     return fig

@@ -116,11 +116,14 @@ def headline_table(
     answer_count: AnswerCount = "key",
     whole: set[str] | None = None,
     reference: list[Question] | None = None,
+    formulation: str = "mcf",
 ) -> pd.DataFrame:
     """Per field (and `all`): whole certifications, questions, the model's accuracy and pass share, its
-    CircularEval pass share, and the baselines' pass shares: random guessing (exact expectation), the best
-    always-X in both definitions (`best_always_*`: as many letters as the key; `best_always_strict_*`: strict
-    single letter), the majority letter, the majority letter per certification.
+    CircularEval and PriDe pass shares (where present), and the pass shares of its formulation's baselines:
+    random guessing (exact expectation) and, for `mcf`, the best always-X in both definitions (`best_always_*`:
+    as many letters as the key; `best_always_strict_*`: strict single letter), the majority letter, the
+    majority letter per certification; for `cf`/`hybrid` the longest, shortest and most-overlapping options
+    (`longest_pass_share`, `shortest_pass_share`, `overlap_pass_share`).
 
     Accuracies are over every asked question; pass shares over the `whole` certifications (all when None);
     `certifications_split` counts the certifications a sample splits. `reference` (all questions of the data)
@@ -138,8 +141,19 @@ def headline_table(
         circ = _shares(cc["passed"], cert_field)
     rand = pd.Series(random_pass_probabilities(w_scored, threshold, rule, answer_count), dtype=float)
     rand_share = _shares(rand, cert_field.reindex(rand.index)) if len(rand) else {}
+    has_pride = bool(records) and records[0].get("pride_correct") is not None
+    pride = {}
+    if has_pride and len(certs):
+        pc = certification_table(w_records, "pride_correct", threshold, rule).set_index("certification")
+        pride = _shares(pc["passed"], cert_field)
+    if formulation == "mcf":
+        base_correct = baseline_correct(w_scored, answer_count, reference) if w_scored else {}
+    else:
+        from spdf_lib.exams.cloze import cf_baseline_correct
+
+        base_correct = cf_baseline_correct(w_scored, {r["qid"]: r["n_answers"] for r in records})
     base = {name: strategy_pass_shares(w_scored, c, fields, threshold, rule)
-            for name, c in baseline_correct(w_scored, answer_count, reference).items()} if w_scored else {}
+            for name, c in base_correct.items()} if w_scored else {}
     keysize = {k: v for k, v in base.items() if k.startswith("always_") and not k.endswith("_strict")}
     strict = {k: v for k, v in base.items() if k.startswith("always_") and k.endswith("_strict")}
     rec = pd.DataFrame(records)
@@ -168,6 +182,7 @@ def headline_table(
             "accuracy": float(in_f["correct"].mean()) if len(in_f) else 0.0,
             "pass_share": model.get(f, nan),
             "circular_pass_share": (circ.get(f, nan) if has_circular else None),
+            "pride_pass_share": (pride.get(f, nan) if has_pride else None),
             "random_pass_share": rand_share.get(f, nan),
             "best_always_letter": k_letter,
             "best_always_pass_share": k_share,
@@ -176,8 +191,19 @@ def headline_table(
             "majority_pass_share": base.get("majority", {}).get(f, nan),
             "majority_per_cert_pass_share": base.get("majority_per_cert", {}).get(f, nan),
             "majority_per_cert_strict_pass_share": base.get("majority_per_cert_strict", {}).get(f, nan),
+            **{f"{b}_pass_share": base.get(b, {}).get(f, nan) for b in ("longest", "shortest", "overlap")},
         })
     return pd.DataFrame(rows)
+
+
+def _model_columns(records: list[dict]) -> list[tuple[str, str]]:
+    """(record column, row name) of the model's own rows: plain, CircularEval and PriDe where present."""
+    cols = [("correct", "model")]
+    if records and records[0].get("circular_correct") is not None:
+        cols.append(("circular_correct", "model, CircularEval"))
+    if records and records[0].get("pride_correct") is not None:
+        cols.append(("pride_correct", "model, PriDe (debiased)"))
+    return cols
 
 
 def baseline_table(
@@ -189,49 +215,63 @@ def baseline_table(
     answer_count: AnswerCount = "key",
     whole: set[str] | None = None,
     reference: list[Question] | None = None,
+    formulation: str = "mcf",
 ) -> pd.DataFrame:
-    """The model and every baseline on the same questions, with accuracy (every asked question) beside pass
-    share (whole certifications): one row each for the model (and its CircularEval score), random guessing, every
-    always-X in both definitions ("strict single letter", "as many letters as the key"), the majority letter
-    and the majority letter per certification (both definitions; counted over the certification's questions in
-    `reference`, all questions of the data, so that a sample is not answered from its own keys)."""
+    """The model and the baselines of its formulation on the same questions, accuracy (every asked question)
+    beside pass share (whole certifications), each with a 95% bootstrap interval over questions (`intervals`).
+
+    Rows: the model (and its CircularEval and PriDe scores where present), random guessing (expected; the pass
+    share is the exact expectation, so it has no interval), then for `mcf` every always-X in both definitions
+    ("strict single letter", "as many letters as the key"), the majority letter and the majority letter per
+    certification (both definitions; counted over the certification's questions in `reference`, all questions
+    of the data, so that a sample is not answered from its own keys); for `cf` and `hybrid` the k longest, the k
+    shortest and the k options with most word overlap with the question (`cloze.CF_BASELINES`)."""
+    from spdf_lib.exams.cloze import CF_BASELINES, cf_baseline_correct
+    from spdf_lib.exams.intervals import accuracy_interval, pass_share_interval
+
     scored_by_qid = {q.qid: q for q in questions if q.scored}
     asked = [scored_by_qid[r["qid"]] for r in records]
     w_records, w_asked = _whole_only(records, asked, whole)
+    cert_of = {q.qid: q.certification for q in asked}
+    w_qids = [q.qid for q in w_asked]
     nan = float("nan")
     rows = []
 
-    def model_row(name: str, column: str) -> None:
-        certs = certification_table(w_records, column, threshold, rule)
-        rows.append({"name": column, "baseline": name, "letters": "model", "accuracy": float(pd.Series(
-            [bool(r[column]) for r in records]).mean()) if records else nan,
-            "pass_share": float(certs["passed"].mean()) if len(certs) else nan})
+    def add(name: str, label: str, letters: str, every: dict[str, bool], in_whole: dict[str, bool] | None) -> None:
+        acc = accuracy_interval([float(every.get(q.qid, False)) for q in asked])
+        by_cert: dict[str, list[bool]] = {}
+        for qid in w_qids if in_whole is not None else []:
+            by_cert.setdefault(cert_of[qid], []).append(bool(in_whole.get(qid, False)))
+        ps = pass_share_interval(by_cert, threshold, rule)
+        rows.append({"name": name, "baseline": label, "letters": letters, "accuracy": acc.estimate,
+                     "accuracy_lo": acc.lo, "accuracy_hi": acc.hi, "pass_share": ps.estimate,
+                     "pass_share_lo": ps.lo, "pass_share_hi": ps.hi})
 
-    model_row("model", "correct")
-    if records and records[0].get("circular_correct") is not None:
-        model_row("model, CircularEval", "circular_correct")
-    rand_acc = sum(random_correct_probability(q, answer_count) for q in asked) / max(1, len(asked))
+    for column, label in _model_columns(records):
+        correct = {r["qid"]: bool(r[column]) for r in records}
+        add(column, label, "model", correct, {r["qid"]: correct[r["qid"]] for r in w_records})
+    rand = accuracy_interval([random_correct_probability(q, answer_count) for q in asked])
     rand_pass = random_pass_probabilities(w_asked, threshold, rule, answer_count)
-    rows.append({"name": "random", "baseline": "random guessing (expected)", "letters": "as many random letters as the key",
-                 "accuracy": rand_acc,
-                 "pass_share": sum(rand_pass.values()) / len(rand_pass) if rand_pass else nan})
+    rows.append({"name": "random", "baseline": "random guessing (expected)",
+                 "letters": "as many random options as the key", "accuracy": rand.estimate, "accuracy_lo": rand.lo,
+                 "accuracy_hi": rand.hi, "pass_share": sum(rand_pass.values()) / len(rand_pass) if rand_pass else nan,
+                 "pass_share_lo": nan, "pass_share_hi": nan})
+    if formulation != "mcf":
+        ks = {r["qid"]: r["n_answers"] for r in records}
+        for name, correct in cf_baseline_correct(asked, ks).items():
+            add(name, CF_BASELINES[name][0], "k options, k = the key's size", correct, correct)
+        return pd.DataFrame(rows)
     whole_correct = baseline_correct(w_asked, answer_count, reference) if w_asked else {}
     every = baseline_correct(asked, answer_count, reference)
     # each constant letter in both definitions side by side: strict single letter, then as many as the key
     order = sorted(every, key=lambda k: (not k.startswith("always_"), k.removesuffix("_strict"),
                                          not k.endswith("_strict")))
     for name in order:
-        correct = every[name]
         base = name.removesuffix("_strict")
         label = (f"always {base[len('always_'):]}" if base.startswith("always_")
                  else {"majority": "majority letter", "majority_per_cert": "majority letter per certification"}[base])
-        wc = whole_correct.get(name)
-        rows.append({
-            "name": name, "baseline": label, "letters": definition(name),
-            "accuracy": sum(correct.values()) / max(1, len(correct)),
-            "pass_share": strategy_pass_shares(w_asked, wc, fields, threshold, rule)[ALL] if wc else nan,
-        })
-    return pd.DataFrame(rows, columns=["name", "baseline", "letters", "accuracy", "pass_share"])
+        add(name, label, definition(name), every[name], whole_correct.get(name))
+    return pd.DataFrame(rows)
 
 
 def letter_distribution(records: list[dict]) -> pd.DataFrame:
@@ -302,6 +342,13 @@ def results_dict(
         for b in baselines[baselines["letters"] != "model"].itertuples():
             out[f"baseline_{b.name}_accuracy"] = float(b.accuracy)
             out[f"baseline_{b.name}_pass_share"] = float(b.pass_share)
+        prefix = {"correct": "", "circular_correct": "circular_", "pride_correct": "pride_"}
+        for b in baselines[baselines["letters"] == "model"].itertuples():
+            for m in ("accuracy", "pass_share"):
+                out[f"{prefix[b.name]}{m}"] = float(getattr(b, m))
+                if "accuracy_lo" in baselines:
+                    out[f"{prefix[b.name]}{m}_lo"] = float(getattr(b, f"{m}_lo"))
+                    out[f"{prefix[b.name]}{m}_hi"] = float(getattr(b, f"{m}_hi"))
     if all_row["circular_pass_share"] is not None and not pd.isna(all_row["circular_pass_share"]):
         out["circular_pass_share"] = float(all_row["circular_pass_share"])
     if records and records[0].get("circular_correct") is not None:
@@ -319,31 +366,49 @@ def results_dict(
     return {k: v for k, v in out.items() if not pd.isna(v)}
 
 
+def is_cloze(table: pd.DataFrame) -> bool:
+    """Whether a headline table carries the cloze baselines (a `cf`/`hybrid` run) rather than the letter ones."""
+    return "longest_pass_share" in table and bool(table["longest_pass_share"].notna().any())
+
+
 def format_table(table: pd.DataFrame) -> str:
-    """The headline table as aligned text for the terminal (the legend names both always-X definitions)."""
+    """The headline table as aligned text for the terminal, with its formulation's baselines and a legend."""
     t = table.copy()
+
     def best(share: str, letter: str) -> list[str]:
         return [f"{s:.3f} {x}" if isinstance(x, str) and x else "—"
                 for s, x in zip(t[share], t[letter], strict=True)]
 
-    t["always_keysize"] = best("best_always_pass_share", "best_always_letter")
-    t["always_strict"] = best("best_always_strict_pass_share", "best_always_strict_letter")
-    cols = ["label", "certifications", "questions", "accuracy", "pass_share", "circular_pass_share",
-            "random_pass_share", "always_strict", "always_keysize", "majority_per_cert_pass_share"]
+    cloze = is_cloze(t)
+    if cloze:
+        cols = ["label", "certifications", "questions", "accuracy", "pass_share", "random_pass_share",
+                "longest_pass_share", "shortest_pass_share", "overlap_pass_share"]
+        legend = ("pass shares over whole certifications; baselines: random guessing (expected), the k longest, "
+                  "k shortest, k options with most word overlap with the question (k = the key's size)")
+    else:
+        t["always_keysize"] = best("best_always_pass_share", "best_always_letter")
+        t["always_strict"] = best("best_always_strict_pass_share", "best_always_strict_letter")
+        cols = ["label", "certifications", "questions", "accuracy", "pass_share", "circular_pass_share",
+                "pride_pass_share", "random_pass_share", "always_strict", "always_keysize",
+                "majority_per_cert_pass_share"]
+        legend = ("pass shares over whole certifications; always-X(1): best constant letter, "
+                  f"{STRICT}; always-X(k): best constant letter, {KEYSIZE}; majority/cert: each certification's "
+                  f"most frequent key letter(s), {KEYSIZE}")
     if "certifications_split" in t and t["certifications_split"].any():
         cols.insert(2, "certifications_split")
     t = t[[c for c in cols if c in t.columns]]
-    if t["circular_pass_share"].isna().all():
-        t = t.drop(columns=["circular_pass_share"])
+    for c in ("circular_pass_share", "pride_pass_share"):
+        if c in t and t[c].isna().all():
+            t = t.drop(columns=[c])
     t = t.rename(columns={
         "label": "field", "certifications": "certs", "certifications_split": "split", "pass_share": "pass",
-        "circular_pass_share": "pass(circ)", "random_pass_share": "random", "always_strict": "always-X(1)",
-        "always_keysize": "always-X(k)", "majority_per_cert_pass_share": "majority/cert", "accuracy": "acc",
+        "circular_pass_share": "pass(circ)", "pride_pass_share": "pass(PriDe)", "random_pass_share": "random",
+        "always_strict": "always-X(1)", "always_keysize": "always-X(k)",
+        "majority_per_cert_pass_share": "majority/cert", "accuracy": "acc", "longest_pass_share": "longest",
+        "shortest_pass_share": "shortest", "overlap_pass_share": "overlap",
     })
     text = t.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—")
-    return (text + "\npass shares over whole certifications; always-X(1): best constant letter, "
-            f"{STRICT}; always-X(k): best constant letter, {KEYSIZE}; majority/cert: each certification's "
-            f"most frequent key letter(s), {KEYSIZE}")
+    return text + "\n" + legend
 
 
 def format_letters(letters: pd.DataFrame) -> str:
@@ -357,8 +422,8 @@ def format_letters(letters: pd.DataFrame) -> str:
 
 
 def format_baselines(baselines: pd.DataFrame, all_letters: bool = False) -> str:
-    """Accuracy beside pass share for the model and the baselines: every always-X letter that is right at least
-    once (`all_letters`), or only the best always-X of each definition."""
+    """Accuracy beside pass share, each with its 95% bootstrap interval, for the model and the baselines: every
+    always-X letter that is right at least once (`all_letters`), or only the best always-X of each definition."""
     b = baselines.drop(columns="name")
     b = b[~(b["baseline"].str.startswith("always ") & (b["accuracy"] == 0))]
     if not all_letters:
@@ -369,4 +434,10 @@ def format_baselines(baselines: pd.DataFrame, all_letters: bool = False) -> str:
             if len(sub):
                 keep[sub["accuracy"].idxmax()] = True
         b = b[keep]
+    b = b.copy()
+    for m in ("accuracy", "pass_share"):
+        if f"{m}_lo" in b:
+            b[m] = [f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "") if pd.notna(v) else "—"
+                    for v, lo, hi in zip(b[m], b[f"{m}_lo"], b[f"{m}_hi"], strict=True)]
+            b = b.drop(columns=[f"{m}_lo", f"{m}_hi"])
     return b.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—")

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from spdf_lib.exams.cloze import cloze_context, reference_counts
 from spdf_lib.exams.fields import FieldRules, assign_fields, coverage, load_rules
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import DATA_FILE, DATASET, DataReport, Question, load_questions
@@ -39,7 +40,7 @@ from spdf_lib.exams.report import (
     whole_certifications,
 )
 from spdf_lib.exams.scoring import n_answers, score
-from spdf_lib.records import Run, atomic_write_text, new_run_dir, write_json
+from spdf_lib.records import Run, atomic_write_text, new_run_dir, read_table, write_json
 
 
 def read_questions_file(path: str | Path, questions: list[Question]) -> list[Question]:
@@ -146,6 +147,36 @@ def resolve_prompt_format(p: ExamParams, lm) -> str:
     return "chat" if lm.has_chat_template else "plain"
 
 
+def _tables(p: ExamParams, records: list[dict], chosen: list[Question], questions: list[Question],
+            fields: dict[str, str], rules: FieldRules, whole: set[str], formulation: str) -> dict[str, Any]:
+    """The run's tables for one formulation's records (and its flat results)."""
+    table = headline_table(records, chosen, fields, rules, p.pass_threshold, p.pass_rule, p.answer_count, whole,
+                           reference=questions, formulation=formulation)
+    letters = letter_distribution(records)
+    baselines = baseline_table(records, chosen, fields, p.pass_threshold, p.pass_rule, p.answer_count, whole,
+                               reference=questions, formulation=formulation)
+    certs = certification_table(records, "correct", p.pass_threshold, p.pass_rule)
+    for column in ("circular_correct", "pride_correct"):
+        if records and records[0].get(column) is not None:
+            extra = certification_table(records, column, p.pass_threshold, p.pass_rule)
+            certs[column], certs[column.replace("correct", "passed")] = extra["correct"], extra["passed"]
+    certs["whole"] = certs["certification"].isin(whole)
+    results = results_dict(records, chosen, table, letters, fields, p.pass_threshold, p.pass_rule, p.answer_count,
+                           baselines)
+    results["hybrid_questions"] = float(sum(r.get("scored_as") == "hybrid" for r in records))
+    out: dict[str, Any] = {"records": pd.DataFrame(records), "certifications": certs, "headline": table,
+                           "letters": letters, "baselines": baselines, "results": results}
+    if records and records[0].get("pride_prior") is not None:
+        from spdf_lib.exams.pride import prior_table
+
+        priors = {r["n_options"]: r["pride_prior"] for r in records if r["pride_prior"] is not None}
+        counts = {r["n_options"]: r["pride_prior_questions"] for r in records}
+        out["pride_prior"] = pd.DataFrame(prior_table(priors, counts))
+        results |= {f"pride_prior_{n}_{row['letter']}": row["prior"] for row in prior_table(priors, counts)
+                    for n in [row["n_options"]]}
+    return out
+
+
 def prepare(p: ExamParams) -> tuple[list[Question], DataReport, FieldRules, dict[str, str]]:
     """Load and parse the data, assign fields (fails on a bad rules file before any model is loaded)."""
     questions, report = load_questions(p.data_file or None)
@@ -172,43 +203,57 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
 
         run.add_data(checksums(fetch(DATASET, [DATA_FILE]), DATASET))
     lm = lm if lm is not None else load_model(p)
+    formulation = p.resolved_formulation
     fmt = resolve_prompt_format(p, lm) if p.mode == "generate" else "loglik"
     first = chosen[0]
-    example = (lm.render(generation_prompt(first, n_answers(first, p.answer_count), fmt)) if p.mode == "generate"
-               else loglik_prompt(first))
-    run.describe(**lm.describe(), mode=p.mode, prompt_format=fmt,
+    if p.mode == "generate":
+        example = lm.render(generation_prompt(first, n_answers(first, p.answer_count), fmt))
+    else:
+        example = cloze_context(first) if formulation == "cf" else loglik_prompt(first)
+    run.describe(**lm.describe(), mode=p.mode, prompt_format=fmt, formulation=formulation,
+                 norm=p.norm if formulation != "mcf" else None, pride=p.pride and formulation != "cf",
                  system_prompt=SYSTEM if fmt == "chat" else None,
                  prompt_example={"qid": first.qid, "prompt": example},
                  selection=describe_selection(p, chosen), whole_certifications=len(whole),
                  split_certifications=len({q.certification for q in chosen} - whole), selection_note=note)
+    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
+              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
+              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
     t0 = time.perf_counter()
-    records = score(lm, chosen, mode=p.mode, circular=p.circular, answer_count=p.answer_count,
-                    batch_tokens=p.batch_tokens, max_new_tokens=p.max_new_tokens, fields=fields,
-                    prompt_format=fmt if p.mode == "generate" else "chat", progress=progress)
+    if formulation == "best":  # OLMES: score both, headline the one the model can use, show both
+        by_form = {f: score(lm, chosen, formulation=f, **kw) for f in ("mcf", "cf")}
+    else:
+        by_form = {formulation: score(lm, chosen, formulation=formulation, **kw)}
     seconds = time.perf_counter() - t0
 
-    table = headline_table(records, chosen, fields, rules, p.pass_threshold, p.pass_rule, p.answer_count, whole,
-                           reference=questions)
-    letters = letter_distribution(records)
-    baselines = baseline_table(records, chosen, fields, p.pass_threshold, p.pass_rule, p.answer_count, whole,
-                               reference=questions)
-    certs = certification_table(records, "correct", p.pass_threshold, p.pass_rule)
-    if p.circular:
-        circ = certification_table(records, "circular_correct", p.pass_threshold, p.pass_rule)
-        certs["circular_correct"], certs["circular_passed"] = circ["correct"], circ["passed"]
-    certs["whole"] = certs["certification"].isin(whole)
-    results = results_dict(records, chosen, table, letters, fields, p.pass_threshold, p.pass_rule,
-                           p.answer_count, baselines)
-    results.update(seconds=seconds, questions_per_second=len(records) / seconds if seconds else 0.0)
-
-    run.write_table("records", pd.DataFrame(records), fmt="parquet")
+    results: dict[str, Any] = {}
+    for i, (form, records) in enumerate(by_form.items()):
+        tables = _tables(p, records, chosen, questions, fields, rules, whole, "mcf" if form == "mcf" else "cf")
+        suffix = "" if len(by_form) == 1 else f"_{form}"
+        for name, table in tables.items():
+            if name != "results":
+                run.write_table(name + suffix, table, fmt="parquet" if name == "records" else "csv")
+        if suffix:
+            results |= {f"{k}{suffix}": v for k, v in tables["results"].items()}
+        if i == 0 or not suffix:
+            results |= tables["results"]
+    if formulation == "best":
+        best = max(("mcf", "cf"), key=lambda f: (results[f"accuracy_{f}"], f == "cf"))
+        results |= {k.removesuffix(f"_{best}"): v for k, v in results.items() if k.endswith(f"_{best}")}
+        for name in ("records", "certifications", "headline", "letters", "baselines"):
+            src = run_dir / f"{name}_{best}.{'parquet' if name == 'records' else 'csv'}"
+            if src.is_file():
+                run.write_table(name, read_table(run_dir, f"{name}_{best}"),
+                                fmt="parquet" if name == "records" else "csv")
+        run.describe(best_formulation=best)
+        results["best_formulation_is_cf"] = float(best == "cf")
+    records = by_form[best if formulation == "best" else formulation]
+    results.update(seconds=seconds, questions_per_second=len(chosen) * len(by_form) / seconds if seconds else 0.0)
     atomic_write_text(run_dir / "records.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    run.write_table("certifications", certs)
-    run.write_table("headline", table)
-    run.write_table("letters", letters)
-    run.write_table("baselines", baselines)
     write_json(run_dir / "data_report.json", {
         **report.as_dict(),
+        "options_naming_options": reference_counts(questions),
+        "options_naming_options_selected": reference_counts(chosen),
         "selected_questions": len(chosen),
         "selected_certifications": len({q.certification for q in chosen}),
         "whole_certifications": len(whole),
