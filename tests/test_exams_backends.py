@@ -351,6 +351,25 @@ def test_shared_prefix_scores_equal_unshared_ones(which, request, questions):
         assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
 
 
+def test_a_short_context_window_scores_every_question_in_it(gpt_dir, questions):
+    """The kit's 64-token smoke GPT on the longest cloze prompts and options: the context keeps its last tokens,
+    shared by all options, an option longer than the window its head; shared equals unshared."""
+    from spdf_lib.exams.cloze import cloze_context, continuations
+
+    lm = LocalLM.load(str(gpt_dir), dtype="float32")
+    lm.max_length = 64
+    qs = sorted((q for q in questions if q.scored), key=lambda q: -len(cloze_context(q)) - sum(map(len, q.options)))
+    requests = [(cloze_context(q), continuations(q)) for q in qs[:6]]
+    for context, conts in requests:
+        ctx, ids = lm.encode_request(context, conts)
+        assert ctx and all(ids) and len(ctx) + max(map(len, ids)) <= 64
+        assert ctx == lm.tokenizer(context.rstrip())["input_ids"][-len(ctx):]
+    shared, unshared = lm.option_logliks(requests), lm.option_logliks(requests, shared=False)
+    assert max(n for r in shared for _, n in r) == 63  # an option of more than 63 tokens kept its head
+    for a, b in zip(shared, unshared, strict=True):
+        assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
+
+
 def _hand_loglik(lm: LocalLM, context: str, continuation: str) -> tuple[float, int]:
     """Sum of the continuation's per-token log-probabilities from one forward over the whole text."""
     ctx, cont = lm.encode_pair(context, continuation)

@@ -23,8 +23,21 @@ def test_smollm2_smoke_preset_and_chat_answers(mirror, tmp_path):
     assert (models_cache() / "SmolLM2-135M-Instruct.Q4_1" / "config.json").is_file()
     assert lm.has_chat_template and lm.model.config.vocab_size == 49152
 
-    res = run_exam(p, tmp_path, lm=lm)
-    records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    # The preset's own formulation: cloze, each option's text scored as the continuation (char-normalised).
+    assert (p.formulation, p.norm) == ("auto", "char")  # auto: cf for a local model
+    res = run_exam(p, tmp_path / "cf", lm=lm)
+    records = [json.loads(x) for x in (tmp_path / "cf" / "records.jsonl").read_text().splitlines()]
+    assert 0 < len(records) <= p.limit and res["questions"] == len(records)
+    for r in records:
+        scores = r["option_scores"]
+        assert len(scores) == r["n_options"] and all(math.isfinite(x) and x < 0 for x in scores)
+        best = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: r["n_answers"]]
+        assert r["choice"] == "".join(sorted("ABCDEFGHIJ"[i] for i in best))
+
+    # Letter scoring (mcf), with CircularEval's rotations.
+    p = E.load("exams", None, {"formulation": "mcf"})
+    res = run_exam(p, tmp_path / "mcf", lm=lm)
+    records = [json.loads(x) for x in (tmp_path / "mcf" / "records.jsonl").read_text().splitlines()]
     assert 0 < len(records) <= p.limit and res["questions"] == len(records)
     for r in records:
         lp = r["letter_logprobs"]

@@ -158,13 +158,20 @@ class LocalLM:
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Token ids of (context, continuation) exactly as lm-evaluation-harness splits them: the whole string
         is encoded and the context's tokens are cut off its front (so merges across the boundary count)."""
+        ctx, (cont,) = self.encode_request(context, [continuation])
+        return ctx, cont
+
+    def encode_request(self, context: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """(context ids, continuation ids) of one question, split as `encode_pair` does, fitted to the context
+        window once for all its continuations, so that they share the context: a continuation longer than the
+        window less one token keeps its head, and the context keeps its last tokens (at least one)."""
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
-            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        whole = self.tokenizer(context + continuation)["input_ids"]
+            context, continuations = context[:-n_spaces], [context[-n_spaces:] + c for c in continuations]
         ctx = self.tokenizer(context)["input_ids"]
-        cont = whole[len(ctx):]
-        return ctx[max(0, len(ctx) + len(cont) - self.max_length):], cont
+        conts = [self.tokenizer(context + c)["input_ids"][len(ctx):][: self.max_length - 1] for c in continuations]
+        room = max(1, self.max_length - max((len(c) for c in conts), default=0))
+        return ctx[-room:] if len(ctx) > room else ctx, conts
 
     @torch.no_grad()
     def letter_logprobs(
@@ -235,12 +242,11 @@ class LocalLM:
         compare with: equal within 1e-4 in float32). `progress` is called with each finished request's index."""
         out = []
         for i, (context, conts) in enumerate(requests):
-            pairs = [self.encode_pair(context, c) for c in conts]
-            same_ctx = all(cx == pairs[0][0] for cx, _ in pairs) and all(len(c) for _, c in pairs)
-            if shared and same_ctx and pairs[0][0] and self._cache_arg:
-                out.append(self._shared_logliks(pairs[0][0], [c for _, c in pairs]))
+            ctx, ids = self.encode_request(context, conts)
+            if shared and ctx and all(ids) and self._cache_arg:
+                out.append(self._shared_logliks(ctx, ids))
             else:
-                out.append([(self._pair_loglik(cx, c), len(c)) for cx, c in pairs])
+                out.append([(self._pair_loglik(ctx, c), len(c)) for c in ids])
             if progress:
                 progress([i])
         return out
