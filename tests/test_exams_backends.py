@@ -322,6 +322,14 @@ def test_bad_input_fails_early_with_one_line(tmp_path, monkeypatch):
         ApiLM("m", base_url=closed, timeout=5).generate([[{"role": "user", "content": "hi"}]])
 
 
+def test_an_unreachable_api_stops_the_bar_where_it_was(short_questions, capsys):
+    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    with pytest.raises(RuntimeError, match="chat API at"):
+        score(ApiLM("m", base_url=closed, timeout=5), short_questions[:3], mode="generate", progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert "0/3" in bar and "100%" not in bar, bar
+
+
 def test_notebook_runs_on_a_local_model(llama_dir, tmp_path):
     from spdf_lib.notebooks import run_notebook
 

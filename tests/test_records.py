@@ -47,6 +47,12 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
+    atomic_write_text(tmp_path / "x.json", "{}")
+    (tmp_path / "plain.json").write_text("{}")
+    assert (tmp_path / "x.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode
+
+
 @pytest.mark.parametrize("notebook", sorted((REPO / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
 def test_committed_notebooks_carry_no_outputs(notebook):
     nb = nbformat.read(str(notebook), as_version=4)

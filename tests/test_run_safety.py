@@ -95,6 +95,19 @@ def test_overwrite_moves_the_old_contents_aside(finished, tmp_path):
     assert found.moved_to.parent == tmp_path and tree_digest(found.moved_to) == before
 
 
+def test_spdf_run_overwrite_runs_the_new_configuration_beside_the_old_one(finished, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    before = tree_digest(folder)
+    rc = cli.main(["run", "spdf_pretrain", "-p", "precision=fp32", "-p", "progress=false", "-p", "lr=0.004",
+                   "--run-dir", str(folder), "--overwrite"])
+    assert rc == 0 and f"moved the old contents of {folder} to" in capsys.readouterr().err
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert tree_digest(aside) == before
+    manifest = read_json(folder / "manifest.json")
+    assert manifest["status"] == "ok" and manifest["params"]["lr"] == 0.004
+
+
 def test_run_folders_that_cannot_be_one_are_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     for target, says in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "which is a file")):

@@ -88,7 +88,10 @@ class _Bar:
         self.bar.update(sum(self.weight[i] for i in done))
 
     def close(self) -> None:
-        self.bar.n = self.bar.total  # fractional rotations add up to the total up to rounding
+        """End the bar: at its total when every job finished (fractional rotations add up to it up to
+        rounding), where it stopped when scoring failed part-way (an API that went away)."""
+        if self.bar.total - self.bar.n < 0.5:
+            self.bar.n = self.bar.total
         self.bar.close()
 
 
