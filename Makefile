@@ -6,6 +6,9 @@ export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 PRESET ?= tiny
 WORKERS ?=
+# pytest processes for `make test`: one per core (at most 4; each imports torch), a test file's tests in one process
+# (a notebook's cells share a kernel). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 
 .PHONY: venv reproduce test lint lab bench clean
 
@@ -21,10 +24,12 @@ $(STAMP): requirements.lock pyproject.toml
 reproduce: $(STAMP)
 	$(BIN)/spdf reproduce --preset $(PRESET) $(if $(WORKERS),--workers $(WORKERS))
 
-## The README's second command: lint, unit tests, and every notebook under nbval with its smoke parameters.
+## The README's second command: lint, unit tests, and every notebook under nbval with its smoke parameters
+## (pytest-xdist: the test files spread over the cores).
 test: $(STAMP)
 	$(BIN)/ruff check spdf_lib tests bench notebooks
-	SPDF_RUNS_DIR=$$(mktemp -d) $(BIN)/pytest tests notebooks --nbval-lax -p no:cacheprovider
+	SPDF_RUNS_DIR=$$(mktemp -d) $(BIN)/pytest tests notebooks --nbval-lax -p no:cacheprovider \
+		-n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
