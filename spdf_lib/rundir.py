@@ -27,7 +27,10 @@ from typing import Any
 from spdf_lib.errors import RunDirError
 
 # Parameters that do not change what a run computes: where its records go and whether a bar is drawn.
-NOT_HASHED = ("run_dir", "progress")
+NOT_HASHED = ("run_dir", "progress", "diagnostics")
+# Parameters added to the kit after runs were made, with the default that those runs trained with: a manifest
+# without one matches a configuration that has it at this value (an upgrade does not orphan old run folders).
+LATER_DEFAULTS: dict[str, Any] = {"matrix_lr_scale": 1.0}
 # Files the kit writes into a run folder before (or around) a run's manifest: a folder holding only these is
 # the kit's, not the user's.
 KIT_FILES = {"point.json", "log.txt", "params.yaml", "notebook.ipynb", "error.txt", "heartbeat.json"}
@@ -100,7 +103,8 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
     if manifest is not None:
         same_experiment = manifest.get("experiment") == experiment
         stored = manifest.get("params_hash") or params_hash(manifest["params"])
-        if same_experiment and stored == params_hash(params):
+        before = {**{k: v for k, v in LATER_DEFAULTS.items() if k in params}, **manifest["params"]}
+        if same_experiment and params_hash(params) in (stored, params_hash(before)):
             return Claim("finished" if manifest.get("status") == "ok" else "resume", manifest)
         what = (f"another configuration ({differences(manifest['params'], params)})" if same_experiment else
                 f"a run of {manifest.get('experiment')!r}, not {experiment!r}")

@@ -66,6 +66,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     warmup_steps: int = 0
     weight_decay: float = 0.1
+    # The blocks' weight matrices (SPDF's six, and MDHA kernels) train at lr × matrix_lr_scale; the embeddings
+    # (tied LM head), norms and biases at lr. 1.0 is the papers' single rate. Narrow models need < 1 (README).
+    matrix_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float = 1.0
@@ -82,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    diagnostics: bool = False  # log each group's update/weight ratio every `log_every` steps (a copy of the weights)
     desc: str = "train"
     # Speed options (GPU; none changes what is computed beyond floating-point rounding):
     compile: bool = False  # torch.compile the model for the training steps (a one-off compile, then faster steps)
@@ -98,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}, got {self.sdpa_backend!r}")
         if self.stop_mode not in ("min", "max"):
             raise ValueError(f"stop_mode must be 'min' or 'max', got {self.stop_mode!r}")
+        if not self.matrix_lr_scale > 0:
+            raise ValueError(f"matrix_lr_scale must be > 0, got {self.matrix_lr_scale}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         self.betas = tuple(self.betas)
@@ -166,12 +172,15 @@ def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
     keep = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation", "mdha",
             "mdha_kernel", "sparse_params")
     speed = ("compile", "activation_checkpointing", "fused_adamw", "sdpa_backend")  # same math: resumable across
-    tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "desc", "device", "log_every",
+    tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "diagnostics", "desc", "device",
+                                                                          "log_every",
                                                                           "eval_every", "checkpoint_every",
                                                                           "keep_checkpoints", *speed)}
     if not cfg.patience:  # runs without early stopping keep the fingerprints they always had
         for k in ("patience", "stop_metric", "stop_mode", "min_delta", "min_steps"):
             tc.pop(k)
+    if cfg.matrix_lr_scale == 1.0:  # ... and so do runs at a single learning rate
+        tc.pop("matrix_lr_scale")
     return {"model": {k: mc.get(k) for k in keep}, "train": json.loads(json.dumps(tc))}
 
 
@@ -199,14 +208,31 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def make_optimizer(model, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (and convolution kernels) only, not on biases or norms."""
+def param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups, each with its `lr_scale` (its rate is `lr_scale · lr_at(step)`):
+    weight decay on matrices (and convolution kernels) only, not on biases or norms; with `matrix_lr_scale` != 1,
+    the blocks' matrices form a group of their own, apart from the embeddings (and the LM head tied to them)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
+    decay = [p for p in params if p.dim() >= 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0, "name": "matrices"},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0, "name": "norms_biases"}]
+    if cfg.matrix_lr_scale != 1.0:  # (only then: checkpoints of single-rate runs keep their two groups)
+        embedding = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if output is not None:
+            embedding.add(id(output.weight))
+        groups[0] = {**groups[0], "params": [p for p in decay if id(p) not in embedding],
+                     "lr_scale": cfg.matrix_lr_scale}
+        groups.append({"params": [p for p in decay if id(p) in embedding], "weight_decay": cfg.weight_decay,
+                       "lr_scale": 1.0, "name": "embeddings"})
+    return groups
+
+
+def make_optimizer(model, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
+    """AdamW over `param_groups`."""
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+        param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
         fused=device.startswith("cuda") if cfg.fused_adamw is None else cfg.fused_adamw,
     )
 
@@ -337,7 +363,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         t0 = time.perf_counter()
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         mine = data.examples(step, cfg.batch_size)[d.rank :: d.world]
         batches = [data.collate(mine[i : i + micro]) for i in range(0, local_n, micro)]
         n_tokens = torch.tensor([sum(int((b["targets"] != IGNORE).sum()) for b in batches)], dtype=torch.float64)
@@ -355,8 +381,8 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             loss_sum += loss.item()
         if not d.enabled and not math.isfinite(loss_sum):  # before the update: the weights stay the last good ones
             _diverged(bar, step + 1, loss_sum / n_global, lr)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
+        watched = _group_weights(opt) if cfg.diagnostics and (step + 1) % cfg.log_every == 0 else None
         opt.step()
         opt.zero_grad(set_to_none=True)
         totals = _all_reduce(torch.tensor([loss_sum, step_flops, sum(b["input_ids"].numel() for b in batches)],
@@ -371,6 +397,10 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             run.step = state["step"]
         row = {"step": state["step"], "tokens": state["tokens"], "loss": float(totals[0]) / n_global, "lr": lr,
                "flops": state["flops"], "elapsed_s": round(state["elapsed_s"], 4)}
+        if grad_norm is not None:
+            row["grad_norm"] = float(grad_norm)  # before clipping
+        if watched is not None:
+            row.update(update_ratios(opt, watched))
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         done = state["step"] == cfg.max_steps
@@ -400,6 +430,22 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             _load_weights(model, best_weights)
         last = {**last, "best": state["best"], "stopped_early": state["stopped"]}
     return last
+
+
+def _group_weights(opt: torch.optim.Optimizer) -> list[list[torch.Tensor]]:
+    return [[p.detach().clone() for p in g["params"]] for g in opt.param_groups]
+
+
+def update_ratios(opt: torch.optim.Optimizer, before: list[list[torch.Tensor]]) -> dict[str, float]:
+    """`update_ratio.<group>`: ||w_after - w_before|| / ||w_before|| over each parameter group, for the step just
+    taken. Around 1e-3 is the usual healthy order for AdamW; a group far above it takes steps too large for its
+    weights (the tiny study's diagnosis, README)."""
+    out = {}
+    for i, (g, old) in enumerate(zip(opt.param_groups, before, strict=True)):
+        delta = math.sqrt(sum(float((p.detach() - w).float().pow(2).sum()) for p, w in zip(g["params"], old, strict=True)))
+        norm = math.sqrt(sum(float(w.float().pow(2).sum()) for w in old))
+        out[f"update_ratio.{g.get('name', f'group{i}')}"] = delta / norm if norm else math.nan
+    return out
 
 
 def _diverged(bar, step: int, loss: float, lr: float) -> None:

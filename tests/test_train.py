@@ -145,3 +145,48 @@ def test_speed_options_compute_the_same_training(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="sdpa_backend must be one of auto, flash, efficient, math"):
         TrainConfig(max_steps=1, sdpa_backend="fast")
+
+
+def test_matrix_lr_scale_trains_the_blocks_matrices_at_their_own_rate(tmp_path, shakespeare_tokens):
+    from spdf_lib.sparsity import target_params
+    from spdf_lib.train import make_optimizer
+
+    model = tiny_model(vocab_size=512)
+    names = {id(p): n for n, p in model.named_parameters()}
+    cfg = TrainConfig(max_steps=3, batch_size=4, lr=1e-2, matrix_lr_scale=0.25, progress=False)
+    groups = {g["name"]: g for g in make_optimizer(model, cfg, "cpu").param_groups}
+    assert sorted(names[id(p)] for p in groups["matrices"]["params"]) == sorted(target_params(model))
+    assert sorted(names[id(p)] for p in groups["embeddings"]["params"]) == ["transformer.wpe.weight",
+                                                                             "transformer.wte.weight"]
+    assert groups["matrices"]["lr_scale"] == 0.25 and groups["embeddings"]["lr_scale"] == 1.0
+    # a single rate keeps the two groups (and the checkpoints) that runs always had
+    single = make_optimizer(model, TrainConfig(max_steps=1), "cpu").param_groups
+    assert [g["name"] for g in single] == ["matrices", "norms_biases"]
+
+    # the update of each group follows its rate: one step from the same weights, matrices 4x slower
+    tok, train_ids, val_ids = shakespeare_tokens
+    data = PackedStream(train_ids, val_ids, 32, eval_windows=2)
+    moved = {}
+    for scale in (1.0, 0.25):
+        m = tiny_model(vocab_size=len(tok))
+        start = {n: p.detach().clone() for n, p in m.named_parameters()}
+        last = train(m, data, TrainConfig(max_steps=1, batch_size=4, lr=1e-3, grad_clip=0, matrix_lr_scale=scale,
+                                          progress=False, diagnostics=True, log_every=1))
+        moved[scale] = {n: float((p.detach() - start[n]).abs().max()) for n, p in m.named_parameters()}
+        assert {"update_ratio.matrices", "update_ratio.norms_biases"} <= set(last)
+    q = "transformer.h.0.attn.q_proj.weight"
+    # Adam's first step moves each weight by about lr (sign of the gradient)
+    assert moved[0.25][q] == pytest.approx(moved[1.0][q] / 4, rel=0.05)
+    assert moved[0.25]["transformer.wte.weight"] == pytest.approx(moved[1.0]["transformer.wte.weight"], rel=0.05)
+
+
+def test_a_run_made_before_matrix_lr_scale_existed_is_the_same_configuration(tmp_path):
+    from spdf_lib.records import write_json
+    from spdf_lib.rundir import claim, params_hash
+
+    old = {"lr": 0.003, "seed": 0}
+    write_json(tmp_path / "manifest.json", {"experiment": "spdf_pretrain", "params": old,
+                                            "params_hash": params_hash(old), "status": "ok"})
+    assert claim(tmp_path, "spdf_pretrain", {**old, "matrix_lr_scale": 1.0}).state == "finished"
+    with pytest.raises(Exception, match="matrix_lr_scale"):
+        claim(tmp_path, "spdf_pretrain", {**old, "matrix_lr_scale": 0.25})

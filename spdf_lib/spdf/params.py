@@ -63,6 +63,7 @@ class PretrainParams(Params):
     batch_size: int = Field(8, ge=1)
     micro_batch_size: int | None = Field(None, ge=1)
     lr: float = Field(6e-4, gt=0)
+    matrix_lr_scale: float = Field(1.0, gt=0)  # the blocks' matrices train at lr × this (spdf_lib.train.TrainConfig)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.1, ge=0)
@@ -78,6 +79,7 @@ class PretrainParams(Params):
     eval_every: int = Field(0, ge=0)
     eval_windows: int = Field(32, ge=1)
     log_every: int = Field(10, ge=1)
+    diagnostics: bool = False  # log update/weight ratios per parameter group (and the gradient norm, always)
     checkpoint_every: int = Field(0, ge=0)
     device: str = "auto"
     progress: bool = True

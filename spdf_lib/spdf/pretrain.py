@@ -217,6 +217,7 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
     steps = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len)))
     cfg = TrainConfig(
         max_steps=steps, batch_size=p.batch_size, micro_batch_size=p.micro_batch_size, lr=p.lr,
+        matrix_lr_scale=p.matrix_lr_scale, diagnostics=p.diagnostics,
         min_lr_ratio=p.min_lr_ratio, warmup_steps=int(p.warmup_fraction * steps), weight_decay=p.weight_decay,
         precision=p.precision, eval_every=p.eval_every, log_every=p.log_every, checkpoint_every=p.checkpoint_every,
         seed=p.seed, device=p.device, progress=p.progress, desc=f"pretrain {p.model_size} s={p.sparsity}",
