@@ -165,7 +165,9 @@ def settle(run_dir: Path, status: str, reason: str) -> int | None:
         steps += [r.get("step") for r in read_jsonl(run_dir / "metrics.jsonl")[-1:]]
     step = max((s for s in steps if isinstance(s, int)), default=None)
     if manifest.get("status") == "running":
-        manifest.update(status=status, reason=f"{reason} after step {step}", last_step=step, end=now())
+        # no step reported yet (e.g. stopped before its first log): no "after step None"
+        after = f" after step {step}" if step is not None else ""
+        manifest.update(status=status, reason=reason + after, last_step=step, end=now())
         with contextlib.suppress(OSError):
             write_json(path, strict(manifest))
     return step

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -33,9 +34,10 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from spdf_lib.atomic import atomic_write_bytes, atomic_write_text
 
@@ -287,6 +289,27 @@ def end_open_runs(error: BaseException) -> int | None:
         with contextlib.suppress(OSError):
             run.end(status, reason)
     return max((s for s in steps if s is not None), default=None)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def ends_runs_on_error(runner: Callable[_P, _R]) -> Callable[_P, _R]:
+    """An experiment's runner that, whatever exception leaves it, first ends its open runs with the status that
+    exception means (`end_open_runs`). The notebooks call their runner directly, not through
+    `experiments.run`, so without this a diverged run in a kernel stayed `running` and the parent could only
+    settle it as `failed`, not knowing the step it reached."""
+
+    @functools.wraps(runner)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return runner(*args, **kwargs)
+        except BaseException as e:
+            end_open_runs(e)
+            raise
+
+    return wrapper
 
 
 def _process_alive(pid: int, started: str | None) -> bool:

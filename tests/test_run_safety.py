@@ -148,6 +148,16 @@ def test_a_huge_learning_rate_diverges_with_exit_code_3_and_one_line(tmp_path):
     assert read_json(tmp_path / "manifest.json")["status"] == "diverged"
 
 
+def test_a_diverged_notebook_run_under_spdf_run_is_recorded_diverged_with_its_last_step(tmp_path, capsys):
+    # the notebook calls its runner directly (not experiments.run): the kernel must still write `diverged`
+    assert cli.main(["run", "spdf_pretrain", "-p", "lr=1e6", "-p", "precision=fp32", "-p", "progress=false",
+                     "--run-dir", str(tmp_path)]) == 3
+    assert "training diverged at step 3" in _stderr_lines(capsys)[-1]
+    manifest = read_json(tmp_path / "manifest.json")
+    assert manifest["status"] == "diverged" and manifest["last_step"] == 2
+    assert manifest["reason"].startswith("training diverged at step 3") and "None" not in manifest["reason"]
+
+
 def test_infinite_or_bool_numbers_are_refused_before_any_compute(tmp_path, capsys):
     for override, says in (("lr=inf", "lr: must be a finite number"), ("tokens=true", "tokens: must be a number"),
                            ("lr=.nan", "lr: must be a finite number")):
