@@ -306,7 +306,9 @@ def ends_runs_on_error(runner: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             return runner(*args, **kwargs)
         except BaseException as e:
-            end_open_runs(e)
+            step = end_open_runs(e)
+            if isinstance(e, KeyboardInterrupt) and step is not None:  # "interrupted at step N": the runs that
+                e.step = step  # type: ignore[attr-defined]  # knew it are ended by now, so tell it here
             raise
 
     return wrapper
