@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir, now
+from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir, now, refuse_a_live_run
 
 # ipykernel warns at every start that its TCP transport is unencrypted (it listens on 127.0.0.1 only).
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
@@ -236,6 +236,7 @@ def run_notebook(
     stream = stream or sys.stderr
     if experiment is None or experiment.runner_ref is not None:  # the report keeps no run records to guard
         found = claim(run_dir, name, values, overwrite=overwrite)
+        refuse_a_live_run(run_dir, found.manifest or {})
         if found.state == "finished":
             stream.write(f"{name}: {run_dir} is finished (status ok); nothing to run. For a new run pass another "
                          f"--run-dir\n")

@@ -163,6 +163,7 @@ class Run:
         check_no_secrets(params)
         self.dir = Path(run_dir)
         found = claim(self.dir, experiment, params)  # refuses another configuration's folder, writing nothing
+        refuse_a_live_run(self.dir, found.manifest or {})
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_temp_leftovers(self.dir)
         old = found.manifest or {}
@@ -358,6 +359,19 @@ def effective_status(run_dir: str | Path, manifest: dict[str, Any] | None = None
     if age > STALE_S:
         return "interrupted", f"no heartbeat from {manifest.get('host')} for {age:.0f} s; last step {step}"
     return status, reason
+
+
+def refuse_a_live_run(folder: Path, manifest: dict[str, Any]) -> None:
+    """The same command started twice: two processes would train into one folder and overwrite each other's
+    checkpoints and records, so a run whose process still lives (`effective_status` says `running`; not this
+    process's own) is refused in one line. Called after `rundir.claim` (which cannot import this module)."""
+    from spdf_lib.errors import RunDirError
+
+    if manifest.get("status") != "running" or manifest.get("pid") == os.getpid():
+        return
+    if effective_status(folder, manifest)[0] == "running":
+        raise RunDirError(f"run folder {folder} is in use by a live run (pid {manifest.get('pid')} on "
+                          f"{manifest.get('host')}); wait for it to end, stop it, or pass another --run-dir")
 
 
 def read_table(run_dir: str | Path, name: str):

@@ -101,7 +101,6 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
         same_experiment = manifest.get("experiment") == experiment
         stored = manifest.get("params_hash") or params_hash(manifest["params"])
         if same_experiment and stored == params_hash(params):
-            _refuse_a_live_run(folder, manifest)
             return Claim("finished" if manifest.get("status") == "ok" else "resume", manifest)
         what = (f"another configuration ({differences(manifest['params'], params)})" if same_experiment else
                 f"a run of {manifest.get('experiment')!r}, not {experiment!r}")
@@ -116,19 +115,6 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
         raise RunDirError(f"run folder {folder} holds {what}; nothing was written: pass another --run-dir, or "
                           f"--overwrite to move its contents aside (they are kept, not deleted)")
     return Claim("new", moved_to=move_aside(folder))
-
-
-def _refuse_a_live_run(folder: Path, manifest: dict[str, Any]) -> None:
-    """The same command started twice: two processes would train into one folder and overwrite each other's
-    checkpoints and records, so a run whose process still lives (`effective_status` says `running`; not this
-    process's own) is refused in one line."""
-    from spdf_lib.records import effective_status
-
-    if manifest.get("status") != "running" or manifest.get("pid") == os.getpid():
-        return
-    if effective_status(folder, manifest)[0] == "running":
-        raise RunDirError(f"run folder {folder} is in use by a live run (pid {manifest.get('pid')} on "
-                          f"{manifest.get('host')}); wait for it to end, stop it, or pass another --run-dir")
 
 
 def _sub_run(path: Path) -> bool:

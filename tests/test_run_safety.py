@@ -18,7 +18,7 @@ import pytest
 from spdf_lib import cli
 from spdf_lib.errors import DivergedError, RunDirError
 from spdf_lib.experiments import load, run
-from spdf_lib.records import effective_status, read_json, write_json
+from spdf_lib.records import Run, effective_status, read_json, write_json
 from spdf_lib.rundir import claim
 
 REPO = Path(__file__).resolve().parent.parent
@@ -362,7 +362,7 @@ def test_a_folder_of_a_live_run_of_the_same_configuration_is_refused(finished, t
         write_json(folder / "manifest.json", manifest)
         before = tree_digest(folder)
         with pytest.raises(RunDirError, match="in use by a live run"):
-            claim(folder, "spdf_pretrain", manifest["params"])
+            Run(folder, "spdf_pretrain", manifest["params"], 0)
         assert tree_digest(folder) == before
     finally:
         sleeper.kill()
