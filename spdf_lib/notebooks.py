@@ -17,6 +17,7 @@ an error raised inside the notebook comes back as the same one line the CLI prin
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -24,11 +25,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir, now
+from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir, now, refuse_a_live_run
 
 # ipykernel warns at every start that its TCP transport is unencrypted (it listens on 127.0.0.1 only).
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _DeadKernelNoise(logging.Filter):
+    """Drops the two log records a dead kernel leaves (Ctrl-C reaches the kernel too, or it was killed):
+    nbclient's "Kernel died while waiting for execute reply." and asyncio's "Task exception was never
+    retrieved" for its `DeadKernelError`. `run_notebook` reports either case in its own one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Kernel died" in str(record.msg):
+            return False
+        error = record.exc_info[1] if record.exc_info else None  # asyncio logs the task's exception as exc_info
+        return not ("never retrieved" in str(record.msg) and type(error).__name__ == "DeadKernelError")
+
+
+_QUIET = _DeadKernelNoise()
+
+
+def _quiet_dead_kernels() -> None:
+    """Install `_DeadKernelNoise` on papermill's and asyncio's loggers (once)."""
+    for name in ("papermill", "asyncio"):
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
 
 
 def collapse_carriage_returns(text: str) -> str:
@@ -89,6 +113,7 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
 
     stream = stream or sys.stderr
     output = Path(output)
+    _quiet_dead_kernels()
     # The kernel inherits this: Hugging Face's own bars (loading and saving weights) are noise in a run's stream.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
@@ -148,24 +173,34 @@ def notebook_error(e: Exception, executed: Path, stream: TextIO) -> BaseExceptio
     return NotebookError(f"{ename}: {evalue} {where}", 1)
 
 
+def last_step(run_dir: Path, manifest: dict[str, Any]) -> int | None:
+    """The last step a run reported: in its manifest, heartbeat or metrics, whichever is latest (a killed run
+    never wrote its manifest's `last_step`)."""
+    from spdf_lib.records import read_json, read_jsonl
+
+    steps = [manifest.get("last_step")]
+    with contextlib.suppress(OSError, ValueError):
+        steps.append(read_json(run_dir / "heartbeat.json").get("step"))
+    with contextlib.suppress(OSError, ValueError):
+        steps += [r.get("step") for r in read_jsonl(run_dir / "metrics.jsonl")[-1:]]
+    return max((s for s in steps if isinstance(s, int)), default=None)
+
+
 def settle(run_dir: Path, status: str, reason: str) -> int | None:
     """After a kernel is gone: a manifest it left as `running` gets `status` (it could not write it itself:
     killed, or Ctrl-C reached only this process). Returns the last step the run reported."""
-    from spdf_lib.records import read_json, read_jsonl, strict, write_json
+    from spdf_lib.records import read_json, strict, write_json
 
     path = run_dir / "manifest.json"
     try:
         manifest = read_json(path)
     except (OSError, ValueError):
         return None
-    steps = [manifest.get("last_step")]
-    with contextlib.suppress(OSError, ValueError):
-        steps.append(read_json(run_dir / "heartbeat.json").get("step"))
-    with contextlib.suppress(OSError, ValueError):
-        steps += [r.get("step") for r in read_jsonl(run_dir / "metrics.jsonl")[-1:]]
-    step = max((s for s in steps if isinstance(s, int)), default=None)
+    step = last_step(run_dir, manifest)
     if manifest.get("status") == "running":
-        manifest.update(status=status, reason=f"{reason} after step {step}", last_step=step, end=now())
+        # no step reported yet (e.g. stopped before its first log): no "after step None"
+        after = f" after step {step}" if step is not None else ""
+        manifest.update(status=status, reason=reason + after, last_step=step, end=now())
         with contextlib.suppress(OSError):
             write_json(path, strict(manifest))
     return step
@@ -201,6 +236,7 @@ def run_notebook(
     stream = stream or sys.stderr
     if experiment is None or experiment.runner_ref is not None:  # the report keeps no run records to guard
         found = claim(run_dir, name, values, overwrite=overwrite)
+        refuse_a_live_run(run_dir, found.manifest or {})
         if found.state == "finished":
             stream.write(f"{name}: {run_dir} is finished (status ok); nothing to run. For a new run pass another "
                          f"--run-dir\n")
@@ -208,9 +244,13 @@ def run_notebook(
         if found.moved_to:
             stream.write(f"{name}: moved the old contents of {run_dir} to {found.moved_to}\n")
         if found.state == "resume":
-            step = (found.manifest or {}).get("last_step")
+            from spdf_lib.records import effective_status
+
+            # a killed run's manifest still says `running` with no last step: say what it is (its pid is gone)
+            old = found.manifest or {}
+            step, (status, _) = last_step(run_dir, old), effective_status(run_dir, old)
             stream.write(f"{name}: resuming the run in {run_dir} (it stopped after step {step}, status "
-                         f"{(found.manifest or {}).get('status')})\n")
+                         f"{status})\n")
     run_dir.mkdir(parents=True, exist_ok=True)
     values["run_dir"] = str(run_dir.resolve())
     stream.write(f"{name}: run directory {run_dir}\n")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -33,9 +34,10 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from spdf_lib.atomic import atomic_write_bytes, atomic_write_text
 
@@ -161,6 +163,7 @@ class Run:
         check_no_secrets(params)
         self.dir = Path(run_dir)
         found = claim(self.dir, experiment, params)  # refuses another configuration's folder, writing nothing
+        refuse_a_live_run(self.dir, found.manifest or {})
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_temp_leftovers(self.dir)
         old = found.manifest or {}
@@ -289,6 +292,29 @@ def end_open_runs(error: BaseException) -> int | None:
     return max((s for s in steps if s is not None), default=None)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def ends_runs_on_error(runner: Callable[_P, _R]) -> Callable[_P, _R]:
+    """An experiment's runner that, whatever exception leaves it, first ends its open runs with the status that
+    exception means (`end_open_runs`). The notebooks call their runner directly, not through
+    `experiments.run`, so without this a diverged run in a kernel stayed `running` and the parent could only
+    settle it as `failed`, not knowing the step it reached."""
+
+    @functools.wraps(runner)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return runner(*args, **kwargs)
+        except BaseException as e:
+            step = end_open_runs(e)
+            if isinstance(e, KeyboardInterrupt) and step is not None:  # "interrupted at step N": the runs that
+                e.step = step  # type: ignore[attr-defined]  # knew it are ended by now, so tell it here
+            raise
+
+    return wrapper
+
+
 def _process_alive(pid: int, started: str | None) -> bool:
     """Whether process `pid` of this host lives and is the one that started at `started` (not a reused pid)."""
     import psutil
@@ -333,6 +359,19 @@ def effective_status(run_dir: str | Path, manifest: dict[str, Any] | None = None
     if age > STALE_S:
         return "interrupted", f"no heartbeat from {manifest.get('host')} for {age:.0f} s; last step {step}"
     return status, reason
+
+
+def refuse_a_live_run(folder: Path, manifest: dict[str, Any]) -> None:
+    """The same command started twice: two processes would train into one folder and overwrite each other's
+    checkpoints and records, so a run whose process still lives (`effective_status` says `running`; not this
+    process's own) is refused in one line. Called after `rundir.claim` (which cannot import this module)."""
+    from spdf_lib.errors import RunDirError
+
+    if manifest.get("status") != "running" or manifest.get("pid") == os.getpid():
+        return
+    if effective_status(folder, manifest)[0] == "running":
+        raise RunDirError(f"run folder {folder} is in use by a live run (pid {manifest.get('pid')} on "
+                          f"{manifest.get('host')}); wait for it to end, stop it, or pass another --run-dir")
 
 
 def read_table(run_dir: str | Path, name: str):

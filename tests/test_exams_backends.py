@@ -330,6 +330,23 @@ def test_an_unreachable_api_stops_the_bar_where_it_was(short_questions, capsys):
     assert "0/3" in bar and "100%" not in bar, bar
 
 
+def test_an_unreachable_api_ends_the_exam_run_failed_without_the_key(short_questions, tmp_path, monkeypatch):
+    # the exam runs outside experiments.run (spdf exam): its manifest must not say `running` after the error
+    from spdf_lib.exams.run import run_exam
+
+    secret = "sk-sentinel-unreachable-77"
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{_free_port()}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    certs = sorted({q.certification for q in short_questions})[:1]
+    with pytest.raises(RuntimeError, match="chat API at"):
+        run_exam(ExamParams(backend="api", model="m", mode="generate", circular=False, certifications=certs),
+                 tmp_path, progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "chat API at" in manifest["reason"]
+    for f in tmp_path.iterdir():
+        assert secret not in f.read_text(errors="ignore"), f.name
+
+
 def test_notebook_runs_on_a_local_model(llama_dir, tmp_path):
     from spdf_lib.notebooks import run_notebook
 

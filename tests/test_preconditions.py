@@ -121,3 +121,12 @@ def test_without_pretraining_runs_the_pretraining_preconditions_are_not_checked(
     assert status["dense pre-training loss ≤ sparse"] == "not checked"
     assert status["every sparsity's chosen learning rate inside its grid"] == "not checked"
     assert "Precondition failed" not in md
+
+
+def test_null_losses_of_diverged_runs_are_not_chosen_and_do_not_break_the_report(tmp_path):
+    # records hold null (not NaN) for a run with no loss; a sparsity whose every rate has none has no choice
+    pretrain = {0.0: {1e-3: 4.90, 2e-3: 4.50, 4e-3: None}, 0.75: {2e-3: None, 4e-3: None, 8e-3: None}}
+    md = _summary(tmp_path, pretrain=pretrain)
+    assert "sparsity 0 → lr 0.002 (4.500)" in md
+    assert _preconditions(md)["dense pre-training loss ≤ sparse"] == "not checked"
+    assert "sparsity 0: 0.002 of [0.001, 0.002, 0.004], inside" in md

@@ -18,7 +18,7 @@ import pytest
 from spdf_lib import cli
 from spdf_lib.errors import DivergedError, RunDirError
 from spdf_lib.experiments import load, run
-from spdf_lib.records import effective_status, read_json, write_json
+from spdf_lib.records import Run, effective_status, read_json, write_json
 from spdf_lib.rundir import claim
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,6 +146,16 @@ def test_a_huge_learning_rate_diverges_with_exit_code_3_and_one_line(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 3 and lines == [lines[0]] and "training diverged at step" in lines[0], res.stderr
     assert read_json(tmp_path / "manifest.json")["status"] == "diverged"
+
+
+def test_a_diverged_notebook_run_under_spdf_run_is_recorded_diverged_with_its_last_step(tmp_path, capsys):
+    # the notebook calls its runner directly (not experiments.run): the kernel must still write `diverged`
+    assert cli.main(["run", "spdf_pretrain", "-p", "lr=1e6", "-p", "precision=fp32", "-p", "progress=false",
+                     "--run-dir", str(tmp_path)]) == 3
+    assert "training diverged at step 3" in _stderr_lines(capsys)[-1]
+    manifest = read_json(tmp_path / "manifest.json")
+    assert manifest["status"] == "diverged" and manifest["last_step"] == 2
+    assert manifest["reason"].startswith("training diverged at step 3") and "None" not in manifest["reason"]
 
 
 def test_infinite_or_bool_numbers_are_refused_before_any_compute(tmp_path, capsys):
@@ -332,3 +342,60 @@ def test_a_mirror_folder_that_does_not_exist_is_named(monkeypatch, tmp_path):
     f = next(f for ds in REGISTRY.values() for f in ds.files if not f.from_pypi)
     with pytest.raises(DataError, match="the mirror folder .* does not exist"):
         fetch_file(f)
+
+
+def test_a_folder_of_a_live_run_of_the_same_configuration_is_refused(finished, tmp_path):
+    # the same command started twice: the second must not train into the first one's folder
+    import datetime as dt
+    import subprocess as sp
+
+    import psutil
+
+    folder = tmp_path / "live"
+    shutil.copytree(finished, folder)
+    sleeper = sp.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        manifest = read_json(folder / "manifest.json")
+        started = psutil.Process(sleeper.pid).create_time()
+        start = dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds")
+        manifest.update(status="running", pid=sleeper.pid, start=start, resumed=[], end=None)
+        write_json(folder / "manifest.json", manifest)
+        before = tree_digest(folder)
+        with pytest.raises(RunDirError, match="in use by a live run"):
+            Run(folder, "spdf_pretrain", manifest["params"], 0)
+        assert tree_digest(folder) == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert claim(folder, "spdf_pretrain", manifest["params"]).state == "resume"  # its process is gone
+
+
+def test_a_dead_kernel_leaves_no_log_noise_after_the_one_line(caplog):
+    # Ctrl-C reaches the kernel too; nbclient and asyncio then log a dead kernel in 8 lines after ours
+    import logging
+
+    from nbclient.exceptions import DeadKernelError
+
+    from spdf_lib import notebooks
+
+    notebooks._quiet_dead_kernels()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("papermill").error("Kernel died while waiting for execute reply.")
+        err = DeadKernelError("Kernel died")
+        logging.getLogger("asyncio").error("Task exception was never retrieved\nfuture: <Task>",
+                                           exc_info=(type(err), err, None))
+        logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=(ValueError, ValueError(), None))
+    assert [r.getMessage() for r in caplog.records] == ["Task exception was never retrieved"]
+
+
+def test_the_resume_line_of_a_killed_run_names_its_last_step(finished, tmp_path):
+    from spdf_lib.notebooks import last_step
+
+    folder = tmp_path / "killed"
+    shutil.copytree(finished, folder)
+    manifest = read_json(folder / "manifest.json")
+    manifest.update(status="running", last_step=None, pid=2**22 + 12345)  # no such process
+    write_json(folder / "manifest.json", manifest)
+    write_json(folder / "heartbeat.json", {"pid": manifest["pid"], "step": 30, "time": manifest["start"]})
+    assert last_step(folder, manifest) == 40  # the metrics' last row is later than the heartbeat
+    assert effective_status(folder, manifest)[0] == "interrupted"

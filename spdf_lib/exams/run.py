@@ -40,7 +40,7 @@ from spdf_lib.exams.report import (
     whole_certifications,
 )
 from spdf_lib.exams.scoring import n_answers, score
-from spdf_lib.records import Run, atomic_write_text, new_run_dir, read_table, write_json
+from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir, read_table, write_json
 
 
 def read_questions_file(path: str | Path, questions: list[Question]) -> list[Question]:
@@ -185,6 +185,7 @@ def prepare(p: ExamParams) -> tuple[list[Question], DataReport, FieldRules, dict
     return questions, report, rules, fields
 
 
+@ends_runs_on_error
 def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress: bool = True) -> dict[str, Any]:
     """Evaluate the model of `p` and write the records into `run_dir`; returns results.json's dict.
 

@@ -15,7 +15,7 @@ from spdf_lib.plots import metrics_frame
 from spdf_lib.precision import resolve
 from spdf_lib.primer import analysis
 from spdf_lib.primer.params import VARIANTS, PrimerParams
-from spdf_lib.records import Run, new_run_dir, read_json
+from spdf_lib.records import Run, ends_runs_on_error, new_run_dir, read_json
 from spdf_lib.spdf.params import PretrainParams
 from spdf_lib.spdf.pretrain import run_pretrain
 
@@ -43,6 +43,7 @@ def point_params(p: PrimerParams, size: str, variant: str, seed: int) -> Pretrai
     )
 
 
+@ends_runs_on_error
 def run_primer(p: PrimerParams, run_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Train every (size, variant, seed) of `p` into `<run_dir>/points/` (skipping finished ones), then compute
     speedups and power-law fits. Returns the tables (`runs`, `speedups`, `summary`, `powerlaw`) and `curves`."""

@@ -32,7 +32,7 @@ from spdf_lib.checkpoints import verify_model_folder
 from spdf_lib.errors import CorruptFileError
 from spdf_lib.experiments import load
 from spdf_lib.params import ParamsError, preset_path
-from spdf_lib.records import Run, new_run_dir, read_json, read_jsonl, write_json
+from spdf_lib.records import Run, ends_runs_on_error, new_run_dir, read_json, read_jsonl, write_json
 from spdf_lib.rundir import claim
 from spdf_lib.spdf.params import FinetuneParams
 from spdf_lib.spdf.pretrain import run_pretrain, save_model
@@ -256,6 +256,7 @@ def split_record(p: FinetuneParams, data) -> dict[str, Any]:
 # --- the run --------------------------------------------------------------------------------------------------
 
 
+@ends_runs_on_error
 def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune (to convergence on held-out inputs), decode the evaluation split, score it with the metrics and
     the task-level checks; writes records, generations.jsonl, metrics.json and the per-example table."""

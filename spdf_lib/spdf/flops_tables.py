@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from spdf_lib import flops
-from spdf_lib.records import Run, new_run_dir
+from spdf_lib.records import Run, ends_runs_on_error, new_run_dir
 from spdf_lib.spdf.params import FlopsParams
 
 # The paper's reference budgets (≈20 tokens per parameter): name -> (model size, tokens, context).
@@ -39,6 +39,7 @@ def flops_by_size(sizes: list[str], sparsities: list[float], convention: str = "
     return pd.DataFrame(rows)
 
 
+@ends_runs_on_error
 def run_flops(p: FlopsParams, run_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The FLOP tables (paper budgets; reduction vs sparsity for every size); writes them and the records."""
     run = Run(Path(run_dir or p.run_dir or new_run_dir("flops")), "flops", p.model_dump(), p.seed)

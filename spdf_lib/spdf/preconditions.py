@@ -54,7 +54,10 @@ def _chosen(pre: pd.DataFrame) -> pd.DataFrame:
     """Per sparsity: the learning rate with the lowest mean validation loss over seeds (what `best:` fine-tunes
     from), that loss, and the grid of rates it was chosen from."""
     by_lr = pre.groupby(["sparsity", "lr"], as_index=False)["eval_loss"].mean()
-    best = by_lr.loc[by_lr.groupby("sparsity")["eval_loss"].idxmin()].set_index("sparsity")
+    # a rate with no loss (records hold null for a run that diverged or failed) cannot be chosen, but was tried:
+    # it stays in the grid; a sparsity with no loss at all has no chosen rate (idxmin raises on all-NA groups)
+    measured = by_lr.dropna(subset=["eval_loss"])
+    best = measured.loc[measured.groupby("sparsity")["eval_loss"].idxmin()].set_index("sparsity")
     best["grid"] = by_lr.groupby("sparsity")["lr"].agg(lambda x: sorted(x))
     return best
 
@@ -66,6 +69,8 @@ def dense_not_worse(pretrain: pd.DataFrame | None) -> Precondition:
     if pre is None or not np.isclose(pre["sparsity"], 0.0).any() or not (pre["sparsity"] > 0).any():
         return Precondition(what, UNCHECKED, "the results table lacks dense or sparse pre-training runs")
     best = _chosen(pre)
+    if not np.isclose(best.index, 0.0).any() or not (best.index > 0).any():
+        return Precondition(what, UNCHECKED, "the dense or every sparse pre-training run has no validation loss")
     dense = best.loc[best.index[np.isclose(best.index, 0.0)][0]]
     worse = [(s, r) for s, r in best.iterrows() if s > 0 and r["eval_loss"] < dense["eval_loss"]]
     detail = (f"validation loss dense {dense['eval_loss']:.3f} (lr {dense['lr']:g}), "

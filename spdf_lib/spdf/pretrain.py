@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from spdf_lib.params import ParamsError
-from spdf_lib.records import Run, atomic_write_text, new_run_dir
+from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir
 from spdf_lib.spdf.params import PretrainParams
 from spdf_lib.train import is_main_process
 
@@ -198,6 +198,7 @@ def save_model(model, tokenizer, folder: Path) -> None:
     os.replace(tmp, folder)
 
 
+@ends_runs_on_error
 def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Pre-train one GPT as `p` says; writes records, checkpoints and `<run_dir>/model`; returns results."""
     from spdf_lib import flops

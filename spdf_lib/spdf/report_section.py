@@ -78,7 +78,9 @@ def pretrain_part(results: pd.DataFrame, rep: Report) -> None:
         "eval_loss": column(pre, "eval_loss").astype(float), "seconds": optional_column(pre, "train_seconds", np.nan),
     }).sort_values(["activation", "mdha", "sparsity", "lr"])
     rep.tables["pretrain"] = table
-    best = table.loc[table.groupby(["activation", "mdha", "sparsity"])["eval_loss"].idxmin()]
+    # runs whose loss is null (diverged or failed: records hold null, not NaN) cannot be chosen
+    measured = table.dropna(subset=["eval_loss"])
+    best = measured.loc[measured.groupby(["activation", "mdha", "sparsity"])["eval_loss"].idxmin()]
     swept = table.groupby(["activation", "mdha", "sparsity"])["lr"].nunique().max() > 1
     lines = ["Pre-training (validation loss at the end of each run; " +
              ("each sparsity fine-tunes from the learning rate with the lowest validation loss, chosen by the "
