@@ -1,6 +1,8 @@
-"""The full exam preset's scorer (`params/exams/full.yaml`: SmolLM2-135M-Instruct, bfloat16, letter log-likelihood
-with CircularEval) against an unbatched reference on the same 500 questions (seed 0, all scorable questions, so
-multi-letter keys and long questions are in), same model, same threads:
+"""The exam letter scorer with CircularEval (`--formulation mcf`, `circular: true`: SmolLM2-135M-Instruct at
+`dtype: auto`, letter log-likelihood under every rotation of the options) against an unbatched reference on the
+same 500 questions (seed 0, all scorable questions, so multi-letter keys and long questions are in), same model,
+same threads. (`params/exams/full.yaml` now scores cf and mcf without CircularEval; the cloze scorer has its own
+bench, `bench_exams_cloze`.)
 
 - baseline: one forward pass per prompt (no padding, no length buckets), the letters' log-probabilities read from
   the last position; a letter that is not one token after the prompt gets one pass per (prompt, letter);
@@ -9,10 +11,11 @@ multi-letter keys and long questions are in), same model, same threads:
 
 Results: questions/s with CircularEval (each question once, with all its rotations), and how many questions get
 identical predictions under every rotation, naming the rotations that differ. No target on the latter: in
-bfloat16 the two paths' letter log-probabilities differ by up to ~0.1-0.3 (the transformer's matrix products are
-shaped differently), and bfloat16 logits tie exactly now and then (broken towards the earlier letter), so a
-prediction decided by less than that margin can differ. Measured (2 threads): 499 of 500 questions, 2,029 of
-2,030 rotated prompts; the one difference was an exact tie between C and D in the batched scores.
+bfloat16 (what `auto` is on a CPU with native bf16) the two paths' letter log-probabilities differ by up to
+~0.1-0.3 (the transformer's matrix products are shaped differently), and bfloat16 logits tie exactly now and
+then (broken towards the earlier letter), so a prediction decided by less than that margin can differ. An
+earlier session measured, in bfloat16 on 2 threads, 499 of 500 questions and 2,029 of 2,030 rotated prompts
+alike; the one difference was an exact tie between C and D in the batched scores.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def run() -> list[Result]:
     use_mirror()
     questions, _ = load_questions()
     qs = sorted(random.Random(SEED).sample([q for q in questions if q.scored], N_QUESTIONS), key=lambda q: q.qid)
-    lm = LocalLM.load("smollm2", dtype="bfloat16")
+    lm = LocalLM.load("smollm2", dtype="auto")
     score(lm, qs[:4], circular=True, progress=False)  # warm-up
 
     t0 = time.perf_counter()
@@ -84,12 +87,13 @@ def run() -> list[Result]:
               for i, (a, b) in enumerate(zip(r["rotation_choices"], ref, strict=True)) if a != b]
     jobs_equal = len(prompts) - len(differ)
     n = len(qs)
-    note = (f"SmolLM2-135M-Instruct bf16, {n} questions ({len(prompts)} rotated prompts), "
+    dtype = str(lm.model.dtype).removeprefix("torch.")
+    note = (f"SmolLM2-135M-Instruct {dtype}, {n} questions ({len(prompts)} rotated prompts), "
             f"{torch.get_num_threads()} threads")
     return [
-        Result("exam full preset (CircularEval): batched vs unbatched", "unbatched", n / t_unbatched,
+        Result("exam mcf CircularEval: batched vs unbatched", "unbatched", n / t_unbatched,
                "spdf score()", n / t_batched, "q/s", higher_is_better=True, target=None, note=note),
-        Result("exam full preset: predictions equal to unbatched", "unbatched", float(n), "spdf score()",
+        Result("exam mcf CircularEval: equal to unbatched", "unbatched", float(n), "spdf score()",
                float(equal), "questions", higher_is_better=True, target=None,
                note=f"rotations equal {jobs_equal}/{len(prompts)}" + (f"; differ: {'; '.join(differ[:5])}"
                                                                        if differ else "")),

@@ -1,22 +1,24 @@
-"""Exam log-likelihood scorer vs lm-evaluation-harness (`lm_eval`, EleutherAI), same model, same questions.
+"""Exam letter (`mcf`) scorer vs lm-evaluation-harness (`lm_eval`, EleutherAI), same model, same questions.
+The cloze (`cf`) scorer, the default for local models, has its own bench: `bench_exams_cloze`.
 
 SmolLM2-135M-Instruct scores the same 200 single-answer certification questions in the same zero-shot MMLU
 prompt format ("<stem>\\nA. …\\nB. …\\nAnswer:", continuations " A", " B", …) with:
 
-- baseline: lm-eval's `HFLM.loglikelihood` at its defaults (batch size 1, dtype "auto" = the checkpoint's
-  float32; its logits cache already makes it one forward pass per question);
-- candidate: `spdf_lib.exams.backends.LocalLM.letter_logprobs` (bfloat16, length-bucketed batches, one forward
-  per question, the LM head only on positions that end a prompt).
+- baseline: lm-eval's `HFLM.loglikelihood` at its defaults (batch size 1, dtype "auto" = the converted
+  checkpoint's float32; its logits cache already makes it one forward pass per question);
+- candidate: `spdf_lib.exams.backends.LocalLM.letter_logprobs` at the kit's default `dtype: auto` (bfloat16 on a
+  CPU that computes it natively, such as this Xeon with AMX; float32 elsewhere), length-bucketed batches, one
+  forward per question, the LM head only on positions that end a prompt.
 
 Results: throughput (questions/s, target >= 2x), and the predicted letters, which must all equal lm-eval's.
 A third line, without a target, puts lm-eval in the candidate's dtype and a batch of 8, to show how much of the
-gain is batching and bfloat16 and how much is the scorer itself.
+gain is batching and dtype and how much is the scorer itself.
 
 Two more comparisons on the same questions, same model, same thread count:
 
-- full preset (`params/exams/full.yaml`: log-likelihood with CircularEval, every rotation of the options asked):
-  questions/s of the kit's scorer against lm-eval's `loglikelihood` at its defaults on the same rotated prompts,
-  and whether every rotation's prediction agrees;
+- CircularEval (`--formulation mcf` with `circular: true`, every rotation of the options asked): questions/s of
+  the kit's scorer against lm-eval's `loglikelihood` at its defaults on the same rotated prompts, and whether
+  every rotation's prediction agrees;
 - generation (`params/exams/paper.yaml`'s mode): the first `N_GENERATE` questions put as chat (the model's chat
   template with the kit's system line; lm-eval renders it with its own `apply_chat_template`), greedy, at most 16
   new tokens: `LocalLM.generate` against lm-eval's `generate_until` (batch size 1, until = end of turn). Both
@@ -103,8 +105,9 @@ def _generation_rows(folder: str, qs, note: str) -> list[Result]:
 
     qs = qs[:N_GENERATE]
     chats = [chat_messages(q, len(q.key)) for q in qs]
-    ours = LocalLM.load("smollm2", dtype="bfloat16")
-    render, lmeval_generate = _lmeval_generator(folder, "bfloat16")
+    ours = LocalLM.load("smollm2", dtype="auto")
+    dtype = str(ours.model.dtype).removeprefix("torch.")
+    render, lmeval_generate = _lmeval_generator(folder, dtype)
     contexts = [render(c) for c in chats]
     same_prompt = sum(c == ours.render(m) for c, m in zip(contexts, chats, strict=True))
     ours.generate(chats[:2], max_new_tokens=MAX_NEW_TOKENS)  # warm-up
@@ -118,7 +121,7 @@ def _generation_rows(folder: str, qs, note: str) -> list[Result]:
     answered = sum(e.answered for e in e_ours)
     n = len(qs)
     return [
-        Result("exam generation vs lm-eval generate_until", "lm-eval bs1 bf16", n / t_lm, "spdf LocalLM.generate",
+        Result("exam generation vs lm-eval generate_until", f"lm-eval bs1 {dtype}", n / t_lm, f"spdf generate {dtype}",
                n / t_ours, "q/s", higher_is_better=True, target=None,
                note=f"{note}; chat prompts, greedy, {MAX_NEW_TOKENS} new tokens; same rendered prompt "
                     f"{same_prompt}/{n}"),
@@ -128,9 +131,9 @@ def _generation_rows(folder: str, qs, note: str) -> list[Result]:
     ]
 
 
-def _circular_rows(folder: str, qs, ours, note: str) -> list[Result]:
-    """The full preset's scoring (CircularEval: every rotation asked) vs lm-eval's loglikelihood on the same
-    rotated prompts; a question counts once, with all its rotations."""
+def _circular_rows(folder: str, qs, ours, dtype: str, note: str) -> list[Result]:
+    """Letter scoring with CircularEval (every rotation asked) vs lm-eval's loglikelihood on the same rotated
+    prompts; a question counts once, with all its rotations."""
     from spdf_lib.exams.prompts import loglik_prompt, rotation
 
     prompts, n_options = [], []
@@ -145,7 +148,7 @@ def _circular_rows(folder: str, qs, ours, note: str) -> list[Result]:
     equal = sum(a == b for a, b in zip(p_ours, p_lm, strict=True))
     n = len(qs)
     return [
-        Result("exam full preset (CircularEval) vs lm-eval", "lm-eval bs1 fp32", n / t_lm, "spdf bf16 bucketed",
+        Result("exam mcf CircularEval vs lm-eval", "lm-eval bs1 fp32", n / t_lm, f"spdf {dtype} bucketed",
                n / t_ours, "q/s", higher_is_better=True, target=2.0,
                note=f"{note}; {len(prompts)} rotated prompts; rotations predicted alike {equal}/{len(prompts)}"),
     ]
@@ -160,7 +163,7 @@ def _our_scorer(dtype: str):
         rows = lm.letter_logprobs(prompts, n_options)
         return [max(range(len(r)), key=lambda k, r=r: r[k]) for r in rows]
 
-    return predict
+    return predict, str(lm.model.dtype).removeprefix("torch.")  # the dtype `auto` resolved to
 
 
 def _timed(fn, prompts, n_options) -> tuple[float, list[int]]:
@@ -176,37 +179,38 @@ def run() -> list[Result]:
     folder = str(smollm2_dir())
     qs = _questions()
     prompts, n_options = [loglik_prompt(q) for q in qs], [len(q.options) for q in qs]
-    ours = _our_scorer("bfloat16")
+    ours, dtype = _our_scorer("auto")
     lmeval = _lmeval_scorer(folder, "auto", 1)
-    lmeval_bf16 = _lmeval_scorer(folder, "bfloat16", 8)
-    for fn in (ours, lmeval, lmeval_bf16):  # warm-up: kernels, allocator, tokenizers
+    lmeval_same = _lmeval_scorer(folder, dtype, 8)  # in the candidate's dtype
+    for fn in (ours, lmeval, lmeval_same):  # warm-up: kernels, allocator, tokenizers
         fn(prompts[:4], n_options[:4])
 
-    # Interleaved rounds (ours, lm-eval, lm-eval bf16, ours, lm-eval, …): a change in machine load hits every side
+    # Interleaved rounds (ours, lm-eval, lm-eval same dtype, ours, lm-eval, …): a change in machine load hits every side
     # alike; each side's time is its median over the rounds.
-    times: dict[str, list[float]] = {"ours": [], "lmeval": [], "lmeval_bf16": []}
+    times: dict[str, list[float]] = {"ours": [], "lmeval": [], "lmeval_same": []}
     preds: dict[str, list[int]] = {}
     for _ in range(ROUNDS):
-        for name, fn in (("ours", ours), ("lmeval", lmeval), ("lmeval_bf16", lmeval_bf16)):
+        for name, fn in (("ours", ours), ("lmeval", lmeval), ("lmeval_same", lmeval_same)):
             t, p = _timed(fn, prompts, n_options)
             times[name].append(t)
             assert preds.setdefault(name, p) == p, f"{name} is not deterministic"
-    t_ours, t_lm, t_lm_bf16 = (statistics.median(times[k]) for k in ("ours", "lmeval", "lmeval_bf16"))
-    p_ours, p_lm, p_lm_bf16 = preds["ours"], preds["lmeval"], preds["lmeval_bf16"]
+    t_ours, t_lm, t_lm_same = (statistics.median(times[k]) for k in ("ours", "lmeval", "lmeval_same"))
+    p_ours, p_lm, p_lm_same = preds["ours"], preds["lmeval"], preds["lmeval_same"]
 
     n = len(qs)
     equal = sum(a == b for a, b in zip(p_ours, p_lm, strict=True))
-    equal_bf16 = sum(a == b for a, b in zip(p_ours, p_lm_bf16, strict=True))
+    equal_same = sum(a == b for a, b in zip(p_ours, p_lm_same, strict=True))
     note = f"SmolLM2-135M-Instruct, {n} questions, {torch.get_num_threads()} threads"
     rows = [
-        Result("exam loglik scorer vs lm-eval (defaults)", "lm-eval bs1 fp32", n / t_lm, "spdf bf16 bucketed",
+        Result("exam mcf scorer vs lm-eval (defaults)", "lm-eval bs1 fp32", n / t_lm, f"spdf {dtype} bucketed",
                n / t_ours, "q/s", higher_is_better=True, target=2.0, note=note),
         Result("exam predictions equal to lm-eval's", "lm-eval", float(n), "spdf", float(equal), "questions",
-               higher_is_better=True, target=1.0, note=f"bf16 lm-eval bs8 agrees on {equal_bf16}/{n}"),
-        Result("exam loglik scorer vs lm-eval bf16 bs8", "lm-eval bs8 bf16", n / t_lm_bf16, "spdf bf16 bucketed",
+               higher_is_better=True, target=1.0, note=f"{dtype} lm-eval bs8 agrees on {equal_same}/{n}"),
+        Result("exam mcf scorer vs lm-eval same dtype bs8", f"lm-eval bs8 {dtype}", n / t_lm_same,
+               f"spdf {dtype} bucketed",
                n / t_ours, "q/s", higher_is_better=True, target=None, note="same dtype and batching: informative"),
     ]
-    rows += _circular_rows(folder, qs, ours, note)
+    rows += _circular_rows(folder, qs, ours, dtype, note)
     rows += _generation_rows(folder, qs, f"SmolLM2-135M-Instruct, {min(n, N_GENERATE)} questions, "
                                          f"{torch.get_num_threads()} threads")
     return rows

@@ -121,4 +121,4 @@ def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_questions()
     assert large.hi - large.lo < small.hi - small.lo
     ps = pass_share_interval({"a": [True] * 10, "b": [False] * 10, "c": [True] * 7 + [False] * 3})
     assert ps.estimate == pytest.approx(1 / 3)  # 7/10 is not over 70%
-    assert ps.lo <= ps.estimate <= ps.hi <= 2 / 3
+    assert ps.lo <= ps.estimate <= ps.hi  # certifications resampled: see test_exams_intervals.py

@@ -218,7 +218,8 @@ def baseline_table(
     formulation: str = "mcf",
 ) -> pd.DataFrame:
     """The model and the baselines of its formulation on the same questions, accuracy (every asked question)
-    beside pass share (whole certifications), each with a 95% bootstrap interval over questions (`intervals`).
+    beside pass share (whole certifications), each with a 95% bootstrap interval: over questions for accuracy,
+    over certifications for pass share (`intervals`).
 
     Rows: the model (and its CircularEval and PriDe scores where present), random guessing (expected; the pass
     share is the exact expectation, so it has no interval), then for `mcf` every always-X in both definitions
