@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -20,6 +21,10 @@ os.environ.setdefault("SPDF_RUNS_DIR", str(_TMP / "runs"))
 os.environ.setdefault("SPDF_FIGURES_DIR", str(_TMP / "figures"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest-xdist's workers ignore SIGINT, and a child process inherits an ignored signal: the subprocesses the tests
+# send Ctrl-C to would never see it. Give this process Python's handler, so its children start with the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Property tests draw the same examples on every run: a suite that passes once passes again (CI is a fresh clone).
 # HYPOTHESIS_PROFILE=explore draws new ones (with `--hypothesis-seed N`) to look for cases the fixed draw misses.
