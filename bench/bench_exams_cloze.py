@@ -19,11 +19,15 @@ Rows:
   defaults (`dtype: auto`), with the agreement of their predictions in the note. Informative, no target.
 Every side runs once per round, the rounds interleaved, on the same threads; a side's time is its median.
 
-Why bfloat16 can miss the target where float32 meets it: the kit's passes are small (one question: a ~58-token
-context, then n continuations of ~8 tokens), and this CPU's bf16 matrix units pay off on large products, such as
-lm-eval's 4 full context + continuation rows (~270 tokens a question against the kit's ~91). Batching several
-questions' contexts into one left-padded pass (attention mask, positions) was tried and was slower (1.8 against
-3.9 questions/s in bf16 on one thread), so the kit keeps one question per pass.
+Measured (one thread, this 2-core AMX Xeon shared with other jobs, so the ratios move between runs): same
+settings 1.75x in bfloat16 and 1.47x in float32, both short of 2x; predictions identical on 200/200 questions in
+float32 and 195/200 in bfloat16 (alike on all in float32, so the bf16 differences are rounding in differently
+shaped products deciding close calls); against lm-eval's defaults 5.6x (197/200 alike). An earlier run (2
+rounds, without the float32 sides) gave 1.13x in bfloat16 and 4.5x against the defaults. Why the saving in tokens (~91 a question against lm-eval's ~270)
+does not all become speed: the kit's passes are small (one question: a ~58-token context, then n continuations
+of ~8 tokens), and a CPU core runs small matrix products well below its peak. Batching several questions'
+contexts into one left-padded pass (attention mask, positions) was tried and was slower (1.8 against 3.9
+questions/s in bf16 on one thread), so the kit keeps one question per pass.
 """
 
 from __future__ import annotations
