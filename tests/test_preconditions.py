@@ -32,13 +32,17 @@ def _packages_read_once(monkeypatch):
 
 
 def _write_study(root, pretrain=PRETRAIN, finetune=FINETUNE) -> pd.DataFrame:
-    """Pre-training runs (validation loss per sparsity and rate) and WebNLG fine-tuning runs whose 50 test
+    """Pre-training runs (validation loss per sparsity and rate; a list: per pre-training seed) and WebNLG fine-tuning runs whose 50 test
     outputs each have n-gram precision bleu/100 (their corpus BLEU), as the kit's records; returns the results
     table `load_results` reads from them."""
     for s, losses in pretrain.items():
         for lr, loss in losses.items():
-            run = Run(root / f"pre-s{s}-lr{lr:g}", "spdf_pretrain", {"sparsity": s, "lr": lr, "tokens": 1e6, "seed": 0}, 0)
-            run.finish({"eval_loss": loss})
+            for seed, seed_loss in enumerate(loss if isinstance(loss, list) else [loss]):  # a list: one per seed
+                run = Run(root / f"pre-s{s}-lr{lr:g}-{seed}", "spdf_pretrain",
+                          {"sparsity": s, "lr": lr, "tokens": 1e6, "seed": seed}, seed)
+                for step in (100, 200):  # what a pre-training logs (its curves are the report's figure)
+                    run.log({"step": step, "loss": 5.0, "grad_norm": 1.0, "eval_loss": seed_loss})
+                run.finish({"eval_loss": seed_loss})
     for (mode, s), bleus in finetune.items():
         for seed, bleu in enumerate(bleus):
             run = Run(root / f"ft-{mode}-s{s}-{seed}", "spdf_finetune", {"task": "webnlg", "mode": mode, "seed": seed}, seed)
@@ -101,6 +105,27 @@ def test_a_chosen_rate_at_the_grid_edge_fails(tmp_path):
     assert "the best rate of 75% sparse pre-training may lie outside the grid" in warning
 
 
+def test_each_pretraining_seed_is_chosen_and_checked_on_its_own(tmp_path):
+    """`best:` takes each pre-training seed's best rate: the dense seeds choose 2e-3 and 4e-3 (the grid's upper
+    edge), so the grid precondition fails for dense, and the loss compared is the mean of the seeds' best."""
+    pretrain = {0.0: {1e-3: [4.90, 4.90], 2e-3: [4.50, 4.70], 4e-3: [4.70, 4.60]},
+                0.75: {2e-3: [4.95, 4.95], 4e-3: [4.80, 4.82], 8e-3: [5.00, 5.00]}}
+    md = _summary(tmp_path, pretrain=pretrain)
+    assert _preconditions(md)["every sparsity's chosen learning rate inside its grid"] == "failed"
+    assert "sparsity 0: 0.002 and 0.004 of [0.001, 0.002, 0.004], 0.002 inside, 0.004 its upper edge" in md
+    assert "sparsity 0.75: 0.004 of [0.002, 0.004, 0.008], inside" in md
+    assert "validation loss dense 4.550 (mean of 2 seeds, lr 0.002 and 0.004), 75% sparse 4.810" in md
+    assert _preconditions(md)["dense pre-training loss ≤ sparse"] == "met"
+    # the report's pre-training curves: one run per (sparsity, seed, rate), the chosen ones marked
+    rep = Report(tmp_path / "runs", tmp_path / "figures2")
+    section(load_results(tmp_path / "runs"), rep)
+    curves = rep.tables["pretrain_curves"]
+    assert curves.groupby(["sparsity", "seed", "lr"]).ngroups == 12
+    assert set(curves[curves["chosen"]].groupby(["sparsity", "seed", "lr"]).groups) == {
+        (0.0, 0, 2e-3), (0.0, 1, 4e-3), (0.75, 0, 4e-3), (0.75, 1, 4e-3)}
+    assert (tmp_path / "figures2" / "spdf_pretrain_curves.png").is_file()
+
+
 @pytest.mark.parametrize("scratch, how", [
     ([45, 46], "is worse than or no better than"),     # scratch ahead by ~4.5 BLEU: the interval lies below the margin
     ([40, 42], "is not shown, at this noise, to beat"),  # dense ahead by 0.5: the interval straddles 0
@@ -127,6 +152,6 @@ def test_null_losses_of_diverged_runs_are_not_chosen_and_do_not_break_the_report
     # records hold null (not NaN) for a run with no loss; a sparsity whose every rate has none has no choice
     pretrain = {0.0: {1e-3: 4.90, 2e-3: 4.50, 4e-3: None}, 0.75: {2e-3: None, 4e-3: None, 8e-3: None}}
     md = _summary(tmp_path, pretrain=pretrain)
-    assert "sparsity 0 → lr 0.002 (4.500)" in md
+    assert "sparsity 0 seed 0 → lr 0.002 (4.500)" in md
     assert _preconditions(md)["dense pre-training loss ≤ sparse"] == "not checked"
     assert "sparsity 0: 0.002 of [0.001, 0.002, 0.004], inside" in md

@@ -176,6 +176,30 @@ def convergence(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def pretrain_curves(curves: pd.DataFrame) -> plt.Figure:
+    """Pre-training diagnostics, one line per run (colour: sparsity; line style: seed; faint: a rate that was not
+    chosen): validation loss and the global gradient norm against steps (issue 22's diagnosis)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for (s, seed, lr), run in curves.groupby(["sparsity", "seed", "lr"]):
+        colour = "C0" if s == 0 else "C1"
+        style = dict(color=colour, ls=["-", "--", ":", "-."][int(seed) % 4], lw=1,
+                     alpha=1.0 if run["chosen"].iloc[0] else 0.25)
+        label = f"{'dense' if s == 0 else f'{s:.0%} sparse'} seed {seed}, lr {lr:g}" if run["chosen"].iloc[0] else None
+        ev = run.dropna(subset=["eval_loss"])
+        axes[0].plot(ev["step"], ev["eval_loss"], label=label, **style)
+        if "grad_norm" in run:
+            gn = run.dropna(subset=["grad_norm"])
+            axes[1].plot(gn["step"], gn["grad_norm"].rolling(8, min_periods=1).mean(), **style)
+    lows = curves.groupby(["sparsity", "seed", "lr"])["eval_loss"].min()
+    axes[0].set(xlabel="pre-training step", ylabel="validation loss (nats/token)",
+                ylim=(lows.min() - 0.1, lows.max() + 0.6), title="validation loss (bold: the chosen rates)")
+    axes[0].legend(fontsize=6)
+    axes[1].set(xlabel="pre-training step", ylabel="gradient norm (mean of 8 logs)", yscale="log",
+                title="global gradient norm")
+    fig.tight_layout()
+    return fig
+
+
 def validation_curve(curve: pd.DataFrame, best_step: int | None = None, title: str = "") -> plt.Figure:
     """One run's validation numbers against fine-tuning steps: BLEU and the check (left axis, 0–100), loss
     (right axis); the kept step dotted."""

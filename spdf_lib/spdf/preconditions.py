@@ -51,19 +51,31 @@ def _main_pretraining(pretrain: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def _chosen(pre: pd.DataFrame) -> pd.DataFrame:
-    """Per sparsity: the learning rate with the lowest mean validation loss over seeds (what `best:` fine-tunes
-    from), that loss, and the grid of rates it was chosen from."""
-    by_lr = pre.groupby(["sparsity", "lr"], as_index=False)["eval_loss"].mean()
+    """Per sparsity: the rates its pre-training seeds fine-tune from (`best:` takes, per seed, the rate with the
+    lowest validation loss), the mean of those seeds' losses, the number of seeds, and the grid of rates tried."""
+    pre = pre.assign(seed=pre["seed"].fillna(0) if "seed" in pre else 0)
     # a rate with no loss (records hold null for a run that diverged or failed) cannot be chosen, but was tried:
     # it stays in the grid; a sparsity with no loss at all has no chosen rate (idxmin raises on all-NA groups)
-    measured = by_lr.dropna(subset=["eval_loss"])
-    best = measured.loc[measured.groupby("sparsity")["eval_loss"].idxmin()].set_index("sparsity")
-    best["grid"] = by_lr.groupby("sparsity")["lr"].agg(lambda x: sorted(x))
+    measured = pre.dropna(subset=["eval_loss"])
+    per_seed = measured.loc[measured.groupby(["sparsity", "seed"])["eval_loss"].idxmin()]
+    best = per_seed.groupby("sparsity").agg(eval_loss=("eval_loss", "mean"), seeds=("seed", "size"),
+                                            rates=("lr", lambda x: sorted(set(x))))
+    best["grid"] = pre.groupby("sparsity")["lr"].agg(lambda x: sorted(set(x)))
     return best
 
 
+def _rates(r: pd.Series) -> str:
+    """'lr 0.012' for one chosen rate, 'lr 0.012 and 0.024' when the seeds chose differently."""
+    return "lr " + " and ".join(f"{x:g}" for x in r["rates"])
+
+
+def _loss(r: pd.Series) -> str:
+    return f"{r['eval_loss']:.3f}" + (f" (mean of {r['seeds']} seeds, {_rates(r)})" if r["seeds"] > 1 else f" ({_rates(r)})")
+
+
 def dense_not_worse(pretrain: pd.DataFrame | None) -> Precondition:
-    """Precondition 1: dense pre-training's validation loss (its chosen rate) ≤ every sparsity's."""
+    """Precondition 1: dense pre-training's validation loss (at its chosen rates, the mean over its seeds) ≤ every
+    sparsity's."""
     what = "dense pre-training loss ≤ sparse"
     pre = _main_pretraining(pretrain)
     if pre is None or not np.isclose(pre["sparsity"], 0.0).any() or not (pre["sparsity"] > 0).any():
@@ -73,8 +85,8 @@ def dense_not_worse(pretrain: pd.DataFrame | None) -> Precondition:
         return Precondition(what, UNCHECKED, "the dense or every sparse pre-training run has no validation loss")
     dense = best.loc[best.index[np.isclose(best.index, 0.0)][0]]
     worse = [(s, r) for s, r in best.iterrows() if s > 0 and r["eval_loss"] < dense["eval_loss"]]
-    detail = (f"validation loss dense {dense['eval_loss']:.3f} (lr {dense['lr']:g}), "
-              + ", ".join(f"{s:.0%} sparse {r['eval_loss']:.3f} (lr {r['lr']:g})" for s, r in best.iterrows() if s > 0))
+    detail = (f"validation loss dense {_loss(dense)}, "
+              + ", ".join(f"{s:.0%} sparse {_loss(r)}" for s, r in best.iterrows() if s > 0))
     if not worse:
         return Precondition(what, MET, detail)
     return Precondition(what, FAILED, detail, meaning=(
@@ -84,7 +96,8 @@ def dense_not_worse(pretrain: pd.DataFrame | None) -> Precondition:
 
 
 def rates_inside_grid(pretrain: pd.DataFrame | None) -> Precondition:
-    """Precondition 3: every sparsity's chosen learning rate lies strictly inside its grid (so at least 3 rates)."""
+    """Precondition 3: the rate each pre-training seed of each sparsity was chosen at lies strictly inside its grid
+    (so at least 3 rates)."""
     what = "every sparsity's chosen learning rate inside its grid"
     pre = _main_pretraining(pretrain)
     if pre is None:
@@ -93,10 +106,12 @@ def rates_inside_grid(pretrain: pd.DataFrame | None) -> Precondition:
     parts = []
     for s, r in _chosen(pre).iterrows():
         grid = r["grid"]
-        where = ("the only rate tried" if len(grid) == 1 else "its lower edge" if r["lr"] == grid[0]
-                 else "its upper edge" if r["lr"] == grid[-1] else "inside")
-        parts.append(f"sparsity {s:g}: {r['lr']:g} of [{', '.join(f'{x:g}' for x in grid)}], {where}")
-        if where != "inside":
+        at = ["the only rate tried" if len(grid) == 1 else "its lower edge" if lr == grid[0]
+              else "its upper edge" if lr == grid[-1] else "inside" for lr in r["rates"]]
+        where = ", ".join(f"{lr:g} {a}" if len(at) > 1 else a for lr, a in zip(r["rates"], at, strict=True))
+        parts.append(f"sparsity {s:g}: {' and '.join(f'{x:g}' for x in r['rates'])} of "
+                     f"[{', '.join(f'{x:g}' for x in grid)}], {where}")
+        if any(a != "inside" for a in at):
             edges.append("dense" if s == 0 else f"{s:.0%} sparse")
     detail = "; ".join(parts)
     if not edges:

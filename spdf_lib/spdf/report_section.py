@@ -29,6 +29,7 @@ from spdf_lib.spdf.report_tables import (
     finetune_frame,
     mean_sd_text,
     optional_column,
+    pretrain_curves,
     reference_line,
     results_table,
     samples,
@@ -73,22 +74,31 @@ def pretrain_part(results: pd.DataFrame, rep: Report) -> None:
     table = pd.DataFrame({
         "sparsity": column(pre, "sparsity").astype(float), "activation": optional_column(pre, "activation", "gelu"),
         "mdha": optional_column(pre, "mdha", False), "lr": column(pre, "lr").astype(float),
+        "seed": optional_column(pre, "seed", 0).fillna(0).astype(int),
         "tokens": column(pre, "tokens").astype(float), "max_epochs": optional_column(pre, "max_epochs", np.nan),
         "epochs": optional_column(pre, "epochs", np.nan).astype(float),
         "eval_loss": column(pre, "eval_loss").astype(float), "seconds": optional_column(pre, "train_seconds", np.nan),
-    }).sort_values(["activation", "mdha", "sparsity", "lr"])
+    }).sort_values(["activation", "mdha", "sparsity", "lr", "seed"])
     rep.tables["pretrain"] = table
     # runs whose loss is null (diverged or failed: records hold null, not NaN) cannot be chosen
     measured = table.dropna(subset=["eval_loss"])
-    best = measured.loc[measured.groupby(["activation", "mdha", "sparsity"])["eval_loss"].idxmin()]
+    best = measured.loc[measured.groupby(["activation", "mdha", "sparsity", "seed"])["eval_loss"].idxmin()]
     swept = table.groupby(["activation", "mdha", "sparsity"])["lr"].nunique().max() > 1
     lines = ["Pre-training (validation loss at the end of each run; " +
-             ("each sparsity fine-tunes from the learning rate with the lowest validation loss, chosen by the "
-              "fine-tuning runs and recorded in them):" if swept else "one learning rate per sparsity):"), "",
+             ("each pre-training seed of each sparsity fine-tunes from its learning rate with the lowest validation "
+              "loss, chosen by the fine-tuning runs and recorded in them):" if swept else
+              "one learning rate per sparsity):"), "",
              table.to_markdown(index=False, floatfmt=".4g"), ""]
     if swept:
-        lines.append("Chosen: " + ", ".join(f"sparsity {r.sparsity:g} → lr {r.lr:g} ({r.eval_loss:.3f})"
+        lines.append("Chosen: " + ", ".join(f"sparsity {r.sparsity:g} seed {r.seed} → lr {r.lr:g} ({r.eval_loss:.3f})"
                                             for r in best.itertuples()) + ".")
+    gpt = (table["activation"] == "gelu") & ~table["mdha"].astype(bool)
+    cv = pretrain_curves(rep, table[gpt].assign(run=pre["run"]), best)
+    if len(cv):
+        rep.tables["pretrain_curves"] = cv
+        rep.figure(plots.pretrain_curves(cv), "spdf_pretrain_curves",
+                   "Pre-training, one line per run: validation loss and the global gradient norm against steps; "
+                   "bold lines are the rates each pre-training seed fine-tunes from.")
     passes = table["epochs"].max()
     if np.isfinite(passes):
         lines.append(f"The epoch guard: every budget is at most `max_epochs` = {table['max_epochs'].max():g} passes over "

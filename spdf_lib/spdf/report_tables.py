@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from spdf_lib.plots import metrics_frame
 from spdf_lib.records import read_table
 from spdf_lib.reporting import Report, column, ok_runs
 from spdf_lib.spdf.delex import added_slots
@@ -142,6 +143,23 @@ def curves(rep: Report, ft: pd.DataFrame) -> pd.DataFrame:
         frames.append(v.assign(task=r.task, mode=r.mode, sparsity=r.sparsity, seed=r.seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+
+
+def pretrain_curves(rep: Report, pre: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The metrics rows (step, eval_loss, grad_norm) of the pre-training runs `pre` (run, sparsity, seed, lr
+    columns), with `chosen`: whether the run's rate is the one its (sparsity, seed) fine-tunes from."""
+    picked = {(r.sparsity, r.seed, r.lr) for r in chosen.itertuples()}
+    frames = []
+    for r in pre.itertuples():
+        try:
+            m = metrics_frame(rep.run_dir(r.run))
+        except FileNotFoundError:
+            continue
+        cols = [c for c in ("step", "eval_loss", "grad_norm") if c in m]
+        frames.append(m[cols].assign(sparsity=r.sparsity, seed=r.seed, lr=r.lr,
+                                     chosen=(r.sparsity, r.seed, r.lr) in picked))
+    frames = [f for f in frames if "eval_loss" in f]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def decoding_name(num_beams: int) -> str:
