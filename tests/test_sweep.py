@@ -277,7 +277,10 @@ def test_sweep_runs_needed_points_once_records_failures_and_resumes(toy, tmp_pat
     assert "6 done, 1 blocked" in listing
 
 
-def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm-in-background"])
+def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path, how):
+    """Ctrl-C, or SIGTERM to a sweep started in the background (`nohup ... &` starts it with SIGINT ignored, which
+    its points must not inherit: the sweep stops them with SIGINT, and would otherwise kill them)."""
     path = _sweep_file(tmp_path / "slow.yaml", f"""
         stages:
           fast: {{notebook: {toy}/pre.ipynb, schema: "sweep_toy_schemas:Pre", params: {{sparsity: 0.1}}}}
@@ -287,13 +290,14 @@ def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(toy), os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen([sys.executable, "-m", "spdf_lib.cli", "sweep", str(path), "--workers", "2",
                              "--root", str(tmp_path / "runs"), "--no-progress"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if how != "ctrl-c" else None)
     try:
         deadline = time.monotonic() + 90
         while not (S.is_complete(fast.dir) and (slow.dir / "manifest.json").is_file()):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -301,6 +305,7 @@ def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path):
     assert "interrupted; finished points are kept" in err
     assert S.is_complete(fast.dir) and read_json(fast.dir / "point.json")["status"] == "ok"
     assert read_json(slow.dir / "point.json")["status"] == "interrupted"
+    assert read_json(slow.dir / "point.json")["exit_code"] != -signal.SIGKILL  # it stopped, it was not killed
     assert not (slow.dir / "results.json").exists()
     assert [S.point_status(p) for p in (fast, slow)] == ["done", "interrupted"]
 

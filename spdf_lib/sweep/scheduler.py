@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -60,9 +59,10 @@ class _Running:
 
 
 def _start(point: Point, threads: int) -> _Running:
-    if point.dir.exists():  # an earlier, unfinished attempt: start clean (metrics.jsonl appends)
-        shutil.rmtree(point.dir)
-    point.dir.mkdir(parents=True)
+    # An earlier, unfinished attempt (interrupted, failed) keeps its folder: the experiment resumes it from its last
+    # checkpoint, as `spdf run` does (`spdf_lib.rundir`); only the sweep's record of that attempt goes.
+    (point.dir / "error.txt").unlink(missing_ok=True)
+    point.dir.mkdir(parents=True, exist_ok=True)
     if point.launcher != "papermill":  # `-m spdf_lib.experiments ... --params <dir>/params.yaml`
         atomic_write_text(point.dir / "params.yaml", yaml.safe_dump(point.params, sort_keys=False))
     cmd = point.command()
@@ -80,9 +80,15 @@ def _start(point: Point, threads: int) -> _Running:
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     log = (point.dir / "log.txt").open("w", encoding="utf-8")
     # A session of its own: the terminal's Ctrl-C reaches only the sweep, which then stops the points in order.
+    # SIGINT is how the sweep stops a point, so the point must not inherit it ignored (a sweep started in the
+    # background by `nohup ... &` or a batch script runs with SIGINT ignored; its points would then be killed).
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_sigint)
     return _Running(point, proc, log, time.monotonic(), record)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _finish(run: _Running, interrupted: bool = False) -> dict[str, Any]:
@@ -92,7 +98,7 @@ def _finish(run: _Running, interrupted: bool = False) -> dict[str, Any]:
     if complete:
         status, error = "ok", None
     elif interrupted or rc in (130, -signal.SIGINT):
-        status, error = "interrupted", "interrupted; re-run the sweep to redo this point"
+        status, error = "interrupted", "interrupted; re-run the sweep to resume this point"
     elif rc == 0:
         status, error = "failed", "finished without results.json and manifest status 'ok' (call Run.finish)"
     else:
