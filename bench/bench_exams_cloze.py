@@ -133,12 +133,12 @@ def run() -> list[Result]:
             f"cf prompt, char norm")
     return [
         Result("exam cf scorer vs lm-eval (same dtype, batch)", f"lm-eval bs{LMEVAL_BATCH} {our_dtype}",
-               n / t["lmeval_same"], f"spdf shared prefix {our_dtype}", n / t["ours"], "q/s",
+               n / t["lmeval_same"], f"spdf packed {our_dtype}", n / t["ours"], "q/s",
                higher_is_better=True, target=2.0, note=note),
         Result("exam cf predictions equal to lm-eval's", "lm-eval", float(n), "spdf", float(same("ours", "lmeval_same")),
                "questions", higher_is_better=True, target=1.0, note=f"both {our_dtype}"),
         Result("exam cf scorer vs lm-eval (same, float32)", f"lm-eval bs{LMEVAL_BATCH} float32", n / t["lmeval32"],
-               "spdf shared prefix float32", n / t["ours32"], "q/s", higher_is_better=True, target=2.0, note=note),
+               "spdf packed float32", n / t["ours32"], "q/s", higher_is_better=True, target=2.0, note=note),
         Result("exam cf predictions equal to lm-eval's (fp32)", "lm-eval", float(n), "spdf",
                float(same("ours32", "lmeval32")), "questions", higher_is_better=True, target=1.0,
                note="both float32"),

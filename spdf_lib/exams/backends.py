@@ -256,7 +256,7 @@ class LocalLM:
         can_share = [bool(shared and ctx and all(ids)) for ctx, ids in encoded]
         if self._packs:
             todo = [i for i, ok in enumerate(can_share) if ok]
-            lengths = [len(encoded[i][0]) + sum(len(c) - 1 for c in encoded[i][1]) for i in todo]
+            lengths = [len(encoded[i][0]) + sum(len(c) - 1 for c in set(map(tuple, encoded[i][1]))) for i in todo]
             for batch in _length_batches(lengths, batch_tokens or self.pack_tokens):
                 idx = [todo[j] for j in batch]
                 for i, scores in zip(idx, self._packed_logliks([encoded[i] for i in idx]), strict=True):
@@ -284,11 +284,16 @@ class LocalLM:
         tokens get exactly the keys, values and positions of a pass over context + continuation alone. Rows are
         right-padded (padding sees only padding). Each continuation's first token is read off the context's last
         position, its others off its own positions; only those positions reach the LM head (`logits_to_keep` as a
-        boolean mask) and the log-softmax."""
-        rows, segs, poss, targets = [], [], [], []
+        boolean mask) and the log-softmax. A continuation repeated in a request (two options of the same text) is
+        packed once and scored once, so that it ties with itself exactly, as in a pass of its own."""
+        rows, segs, poss, targets, firsts = [], [], [], [], []
         for ctx, conts in items:
             ids, seg, pos, tgt = list(ctx), [0] * len(ctx), list(range(len(ctx))), []
+            first = {}  # continuation -> the index of its first occurrence
+            firsts.append([first.setdefault(tuple(c), j) for j, c in enumerate(conts)])
             for j, c in enumerate(conts):
+                if first[tuple(c)] != j:
+                    continue
                 tgt.append((len(ctx) - 1, c[0], j))
                 start = len(ids)
                 ids += c[:-1]
@@ -329,7 +334,7 @@ class LocalLM:
             for _, _, j in targets[r]:
                 scores[j] += lp[k]
                 k += 1
-            out.append([(s, len(c)) for s, c in zip(scores, conts, strict=True)])
+            out.append([(scores[f], len(c)) for f, c in zip(firsts[r], conts, strict=True)])
         return out
 
     def _shared_logliks(self, ctx: list[int], conts: list[list[int]]) -> list[tuple[float, int]]:
