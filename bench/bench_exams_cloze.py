@@ -5,8 +5,10 @@ that names other options are left out, since the kit scores those in `hybrid`) i
 and lm-eval's `mmlu_continuation`: the context `Question: {stem}\\nAnswer:`, each continuation `" " + option`, the
 prediction the option with the best log-likelihood per character (lm-eval's `acc_norm`, the kit's `norm: char`).
 
-- candidate: `spdf_lib.exams.scoring.score(formulation="cf")`, the code path of `spdf exam`: each question's
-  context is run once, its KV cache repeated for the n continuations, which are scored in one batch;
+- candidate: `spdf_lib.exams.scoring.score(formulation="cf")`, the code path of `spdf exam`: packed passes
+  (`LocalLM._packed_logliks`): each question one sequence, its context then every option less its last token
+  under a 4-D mask, questions of similar length batched up to 512 tokens a pass, the LM head only at the scored
+  positions;
 - baseline: lm-eval's `HFLM.loglikelihood` on the same (context, continuation) pairs, which runs every
   context + continuation on its own (its one-token logits cache does not apply to multi-token options).
 
@@ -19,15 +21,20 @@ Rows:
   defaults (`dtype: auto`), with the agreement of their predictions in the note. Informative, no target.
 Every side runs once per round, the rounds interleaved, on the same threads; a side's time is its median.
 
-Measured (one thread, this 2-core AMX Xeon shared with other jobs, so the ratios move between runs): same
-settings 1.75x in bfloat16 and 1.47x in float32, both short of 2x; predictions identical on 200/200 questions in
-float32 and 195/200 in bfloat16 (alike on all in float32, so the bf16 differences are rounding in differently
-shaped products deciding close calls); against lm-eval's defaults 5.6x (197/200 alike). An earlier run (2
-rounds, without the float32 sides) gave 1.13x in bfloat16 and 4.5x against the defaults. Why the saving in tokens (~91 a question against lm-eval's ~270)
-does not all become speed: the kit's passes are small (one question: a ~58-token context, then n continuations
-of ~8 tokens), and a CPU core runs small matrix products well below its peak. Batching several questions'
-contexts into one left-padded pass (attention mask, positions) was tried and was slower (1.8 against 3.9
-questions/s in bf16 on one thread), so the kit keeps one question per pass.
+Measured with the packed scorer (one thread; a 2-core Sapphire Rapids Xeon with AMX and AVX512-BF16, loaded
+throughout by another job's sweep on both cores, so the ratios move between runs; one round each):
+- run 1: same settings 2.38x in bfloat16 (5.87 against 2.46 questions/s) and 3.41x in float32 (3.40 against
+  1.00); against lm-eval's defaults 8.6x (5.87 against 0.68);
+- run 2: 3.61x in bfloat16 (9.64 against 2.67) and 3.27x in float32 (3.27 against 1.00); defaults 13.9x (0.69).
+Predictions identical on 200/200 questions in float32 and 197/200 in bfloat16 (the default-settings lm-eval
+agrees on 197/200 too), in both runs: lm-eval's log-softmax runs in the model's dtype (its `softmax_dtype`
+None), the kit's in float32, so in bfloat16 close calls can go either way; in float32 they agree on all.
+The shared-KV-cache scorer this replaced measured 1.75x (bf16) and 1.47x (fp32): its passes were small (a
+~58-token context, then n continuations of ~8 tokens against a copied cache), and a CPU core runs small matrix
+products well below its peak. Packing keeps the saving in tokens (~91 a question against lm-eval's ~270) and
+runs it as large products; on 40 questions (bf16, CPU seconds) it did 12.9 questions/s against the cache path's
+4.75; the rest of its time is elementwise work, attention under the mask, and the log-sum-exp over the
+49k-token vocabulary (taken 4 rows at a time: 3-4x faster than over all rows at once).
 """
 
 from __future__ import annotations
@@ -133,12 +140,12 @@ def run() -> list[Result]:
             f"cf prompt, char norm")
     return [
         Result("exam cf scorer vs lm-eval (same dtype, batch)", f"lm-eval bs{LMEVAL_BATCH} {our_dtype}",
-               n / t["lmeval_same"], f"spdf shared prefix {our_dtype}", n / t["ours"], "q/s",
+               n / t["lmeval_same"], f"spdf packed {our_dtype}", n / t["ours"], "q/s",
                higher_is_better=True, target=2.0, note=note),
         Result("exam cf predictions equal to lm-eval's", "lm-eval", float(n), "spdf", float(same("ours", "lmeval_same")),
                "questions", higher_is_better=True, target=1.0, note=f"both {our_dtype}"),
         Result("exam cf scorer vs lm-eval (same, float32)", f"lm-eval bs{LMEVAL_BATCH} float32", n / t["lmeval32"],
-               "spdf shared prefix float32", n / t["ours32"], "q/s", higher_is_better=True, target=2.0, note=note),
+               "spdf packed float32", n / t["ours32"], "q/s", higher_is_better=True, target=2.0, note=note),
         Result("exam cf predictions equal to lm-eval's (fp32)", "lm-eval", float(n), "spdf",
                float(same("ours32", "lmeval32")), "questions", higher_is_better=True, target=1.0,
                note="both float32"),

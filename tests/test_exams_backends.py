@@ -376,6 +376,31 @@ def test_shared_prefix_scores_equal_unshared_ones(which, request, questions):
         assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_passes_of_several_questions_score_as_one_pass_per_option(llama_dir, questions, attn):
+    """The Llama takes the packed path: several questions in one batch of packed rows (context, then every option
+    less its last token, under a 4-D mask), equal to one pass per (context + option) in float32, with either
+    attention (SDPA takes the boolean mask, eager an additive one), one pass per question or several."""
+    from spdf_lib.exams.cloze import cloze_context, continuations
+
+    lm = LocalLM.load(str(llama_dir), dtype="float32")
+    lm.model.set_attn_implementation(attn)
+    assert lm._packs
+    qs = [q for q in questions if q.scored and len(cloze_context(q)) < 600][:16]
+    requests = [(cloze_context(q), continuations(q)) for q in qs]
+    requests[3] = (requests[3][0], [*requests[3][1], requests[3][1][0]])  # an option twice: an exact tie
+    unshared = lm.option_logliks(requests, shared=False)
+    for budget, per_pass in ((1, {1}), (400, set(range(2, len(qs)))), (4096, {len(qs)})):  # one, a few, all
+        passes: list[list[int]] = []
+        packed = lm.option_logliks(requests, batch_tokens=budget, progress=passes.append)
+        assert sorted(i for p in passes for i in p) == list(range(len(requests)))
+        assert max(map(len, passes)) in per_pass
+        assert packed[3][0] == packed[3][-1]
+        for a, b in zip(packed, unshared, strict=True):
+            assert [n for _, n in a] == [n for _, n in b]
+            assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
+
+
 def test_a_short_context_window_scores_every_question_in_it(gpt_dir, questions):
     """The kit's 64-token smoke GPT on the longest cloze prompts and options: the context keeps its last tokens,
     shared by all options, an option longer than the window its head; shared equals unshared."""

@@ -54,3 +54,24 @@ def test_smollm2_smoke_preset_and_chat_answers(mirror, tmp_path):
     replies = lm.generate([chat_messages(q, len(q.key)) for q in chosen], max_new_tokens=8)
     parsed = [extract_answer(r, len(q.options)) for r, q in zip(replies, chosen, strict=True)]
     assert sum(x.answered for x in parsed) >= len(chosen) / 2, replies
+
+
+@pytest.mark.slow
+def test_smollm2_packed_cloze_scores_equal_one_pass_per_option(mirror):
+    """SmolLM2 (30 layers, 49k vocabulary) in float32: the packed passes, several questions each, give every
+    option's log-likelihood within 1e-4 of one pass over context + option (longest options ~30 tokens)."""
+    from spdf_lib.exams.cloze import cloze_context, continuations
+    from spdf_lib.exams.parse import load_questions
+
+    lm = LocalLM.load("smollm2", dtype="float32")
+    assert lm._packs
+    questions, _ = load_questions()
+    qs = [q for q in questions if q.scored][:: 97][:24]
+    requests = [(cloze_context(q), continuations(q)) for q in qs]
+    passes: list[list[int]] = []
+    packed = lm.option_logliks(requests, progress=passes.append)
+    assert max(map(len, passes)) > 1  # several questions share a pass
+    unshared = lm.option_logliks(requests, shared=False)
+    for a, b in zip(packed, unshared, strict=True):
+        assert [n for _, n in a] == [n for _, n in b]
+        assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
