@@ -27,8 +27,9 @@ throughout by another job's sweep on both cores, so the ratios move between runs
   1.00); against lm-eval's defaults 8.6x (5.87 against 0.68);
 - run 2: 3.61x in bfloat16 (9.64 against 2.67) and 3.27x in float32 (3.27 against 1.00); defaults 13.9x (0.69).
 Predictions identical on 200/200 questions in float32 and 197/200 in bfloat16 (the default-settings lm-eval
-agrees on 197/200 too), in both runs: lm-eval's log-softmax runs in the model's dtype (its `softmax_dtype`
-None), the kit's in float32, so in bfloat16 close calls can go either way; in float32 they agree on all.
+agrees on 197/200 too), in both runs. Not the log-softmax's dtype: with lm-eval's `softmax_dtype="float32"`
+(the kit's) it is still 197/200 (checked once, same questions). bf16 products of other shapes (a packed pass
+against one request per pass) round differently and decide three close calls; in float32 they agree on all.
 The shared-KV-cache scorer this replaced measured 1.75x (bf16) and 1.47x (fp32): its passes were small (a
 ~58-token context, then n continuations of ~8 tokens against a copied cache), and a CPU core runs small matrix
 products well below its peak. Packing keeps the saving in tokens (~91 a question against lm-eval's ~270) and
