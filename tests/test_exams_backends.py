@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spdf_lib.exams.backends import ApiLM, LocalLM
+from spdf_lib.exams.api import ApiLM
+from spdf_lib.exams.backends import LocalLM
 from spdf_lib.exams.extract import REASONS
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import load_questions

@@ -6,7 +6,7 @@ Modules, in the order the data flows:
 - `fields`: the field of each certification, from the editable rules in `fields.yaml`;
 - `prompts`: the MMLU-style prompt, chat prompts (system line + question) and plain prompts, option rotations;
 - `extract`: `extract_answer(reply, n_options)`, the letters a generated reply commits to, or why none;
-- `backends`: `LocalLM` (HF folders, the kit's GPTs, SmolLM2 from its wheel) and `ApiLM` (OpenAI-compatible);
+- `backends`: `LocalLM` (HF folders, the kit's GPTs, SmolLM2 from its wheel) and, in `api`, `ApiLM` (OpenAI-compatible);
 - `scoring`: per-question records, plain and CircularEval, with a progress bar;
 - `baselines`: the pass rule, exact random-guessing pass probabilities, always-X (strict single letter / as
   many letters as the key) and majority letters;

@@ -131,7 +131,8 @@ def describe_selection(p: ExamParams, chosen: list[Question]) -> str:
 
 def load_model(p: ExamParams):
     """The `LocalLM` or `ApiLM` that `p` names."""
-    from spdf_lib.exams.backends import ApiLM, LocalLM
+    from spdf_lib.exams.api import ApiLM
+    from spdf_lib.exams.backends import LocalLM
 
     if p.backend == "api":
         return ApiLM(p.model)
