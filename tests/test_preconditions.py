@@ -31,10 +31,10 @@ def _packages_read_once(monkeypatch):
     monkeypatch.setattr(records, "package_versions", functools.cache(records.package_versions))
 
 
-def _write_study(root, pretrain=PRETRAIN, finetune=FINETUNE) -> pd.DataFrame:
-    """Pre-training runs (validation loss per sparsity and rate; a list: per pre-training seed) and WebNLG fine-tuning runs whose 50 test
-    outputs each have n-gram precision bleu/100 (their corpus BLEU), as the kit's records; returns the results
-    table `load_results` reads from them."""
+def _write_study(root, pretrain=PRETRAIN, finetune=FINETUNE, other_tasks=None) -> pd.DataFrame:
+    """Pre-training runs (validation loss per sparsity and rate; a list: per pre-training seed) and WebNLG fine-tuning
+    runs (`other_tasks`: {task: finetune} for more tasks) whose 50 test outputs each have n-gram precision bleu/100
+    (their corpus BLEU), as the kit's records; returns the results table `load_results` reads from them."""
     for s, losses in pretrain.items():
         for lr, loss in losses.items():
             for seed, seed_loss in enumerate(loss if isinstance(loss, list) else [loss]):  # a list: one per seed
@@ -43,14 +43,19 @@ def _write_study(root, pretrain=PRETRAIN, finetune=FINETUNE) -> pd.DataFrame:
                 for step in (100, 200):  # what a pre-training logs (its curves are the report's figure)
                     run.log({"step": step, "loss": 5.0, "grad_norm": 1.0, "eval_loss": seed_loss})
                 run.finish({"eval_loss": seed_loss})
-    for (mode, s), bleus in finetune.items():
-        for seed, bleu in enumerate(bleus):
-            run = Run(root / f"ft-{mode}-s{s}-{seed}", "spdf_finetune", {"task": "webnlg", "mode": mode, "seed": seed}, seed)
-            row = [100, 100, *[round(bleu)] * 4, *[100] * 4]
-            run.write_table("examples", pd.DataFrame([row] * 50, columns=BLEU_STATS).assign(id=range(50)))
-            run.finish({"arch": "gpt", "pretrain_sparsity": s, "n_train_pairs": 100, "total_flops": 1.0,
-                        "bleu": float(bleu)})
+    for task, runs in {"webnlg": finetune, **(other_tasks or {})}.items():
+        for (mode, s), bleus in runs.items():
+            for seed, bleu in enumerate(bleus):
+                _write_finetune(root / f"ft-{task}-{mode}-s{s}-{seed}", task, mode, s, seed, bleu)
     return load_results(root)
+
+
+def _write_finetune(folder, task: str, mode: str, sparsity: float, seed: int, bleu: float) -> None:
+    run = Run(folder, "spdf_finetune", {"task": task, "mode": mode, "seed": seed}, seed)
+    row = [100, 100, *[round(bleu)] * 4, *[100] * 4]
+    run.write_table("examples", pd.DataFrame([row] * 50, columns=BLEU_STATS).assign(id=range(50)))
+    run.finish({"arch": "gpt", "pretrain_sparsity": sparsity, "n_train_pairs": 100, "total_flops": 1.0,
+                "bleu": float(bleu)})
 
 
 def _summary(tmp_path, **study) -> str:
@@ -138,6 +143,25 @@ def test_dense_pretraining_that_does_not_beat_scratch_fails(tmp_path, scratch, h
     assert f"dense pre-training {how} scratch: difference" in md
     warning = _failed_before_verdicts(md)
     assert "on webnlg, pre-training has no measured benefit" in warning
+
+
+def test_a_task_s_failed_precondition_heads_only_that_task_s_verdicts(tmp_path):
+    """Dense pre-training beats scratch on WebNLG but not on E2E: the E2E verdicts are printed under E2E's failure,
+    the WebNLG ones under no warning (they do not rest on E2E's runs)."""
+    e2e = FINETUNE | {("scratch", 0.0): [45, 46]}
+    rep = Report(tmp_path / "runs", tmp_path / "figures")
+    section(_write_study(tmp_path / "runs", other_tasks={"e2e": e2e}), rep)
+    lines = rep.markdown().splitlines()
+    status = _preconditions("\n".join(lines))
+    assert status["dense pre-trained beats scratch downstream (e2e, BLEU)"] == "failed"
+    assert status["dense pre-trained beats scratch downstream (webnlg, BLEU)"] == "met"
+    warnings = [i for i, line in enumerate(lines) if line.startswith("- **Precondition failed")]
+    assert len(warnings) == 1 and "the e2e verdicts" in lines[warnings[0]]
+    assert "on e2e, pre-training has no measured benefit" in lines[warnings[0]]
+    first = {task: next(i for i, line in enumerate(lines) if line.startswith(f"- **{task}**")) for task in ("e2e", "webnlg")}
+    assert first["e2e"] == warnings[0] + 1  # right under its warning
+    assert not lines[first["webnlg"] - 1].startswith("- **Precondition failed")
+    assert first["webnlg"] > first["e2e"]
 
 
 def test_without_pretraining_runs_the_pretraining_preconditions_are_not_checked(tmp_path):

@@ -30,12 +30,14 @@ MET, FAILED, UNCHECKED = "met", "failed", "not checked"
 @dataclass(frozen=True)
 class Precondition:
     """One precondition's outcome: `what` it requires, `status` (met, failed, not checked), the measured `detail`,
-    and `meaning`: what the verdicts cannot mean when it fails."""
+    `meaning`: what the verdicts cannot mean when it fails, and the `task` whose verdicts it concerns (None: the
+    pre-training preconditions, which every task's verdicts rest on)."""
 
     what: str
     status: str
     detail: str
     meaning: str = ""
+    task: str | None = None
 
     @property
     def line(self) -> str:
@@ -128,26 +130,27 @@ def pretraining_beats_scratch(rep: Report, task: str, dense: pd.DataFrame, scrat
     what = f"dense pre-trained beats scratch downstream ({task}, BLEU)"
     base = select(dense, sparsity=0.0)
     if base.empty or scratch.empty:
-        return Precondition(what, UNCHECKED, "no dense pre-trained or no from-scratch runs of this task")
+        return Precondition(what, UNCHECKED, "no dense pre-trained or no from-scratch runs of this task", task=task)
     if not (learned(base) and learned(scratch)):
-        return Precondition(what, UNCHECKED, "a model that did not learn its task is not a result")
+        return Precondition(what, UNCHECKED, "a model that did not learn its task is not a result", task=task)
     d = difference(rep, base, scratch, BLEU, margins, table, noise)
     if d is None:
-        return Precondition(what, UNCHECKED, "a run lacks its per-example outputs")
+        return Precondition(what, UNCHECKED, "a run lacks its per-example outputs", task=task)
     v = verdict(*d, "gain")
     detail = f"difference {v.interval}"
     if v.label == "agrees":
-        return Precondition(what, MET, detail)
+        return Precondition(what, MET, detail, task=task)
     how = "is worse than or no better than" if v.label == "disagrees" else "is not shown, at this noise, to beat"
     return Precondition(what, FAILED, f"dense pre-training {how} scratch: {detail}", meaning=(
         f"on {task}, pre-training has no measured benefit, so whether sparse pre-training keeps it (SPDF's question) "
-        f"is moot, and a gain of sparse over dense pre-training measures the dense model's weakness"))
+        f"is moot, and a gain of sparse over dense pre-training measures the dense model's weakness"), task=task)
 
 
 def warning(conditions: list[Precondition], task: str | None = None) -> str:
     """The line the verdicts are printed under when a precondition failed ('' when none did): which ones, and
-    what the verdicts (of `task`, or all) therefore cannot mean."""
-    failed = [c for c in conditions if c.status == FAILED]
+    what the verdicts therefore cannot mean. With `task`, only the preconditions those verdicts rest on count (the
+    pre-training ones and that task's own): another task's failure says nothing about them."""
+    failed = [c for c in conditions if c.status == FAILED and (task is None or c.task in (None, task))]
     if not failed:
         return ""
     scope = f"the {task} verdicts" if task else "these verdicts"

@@ -20,7 +20,7 @@ from spdf_lib import flops
 from spdf_lib.records import read_table
 from spdf_lib.reporting import Report, column, ok_runs
 from spdf_lib.spdf import plots
-from spdf_lib.spdf.preconditions import check_all, warning
+from spdf_lib.spdf.preconditions import Precondition, check_all, warning
 from spdf_lib.spdf.report_tables import (
     added_slots_line,
     curves,
@@ -149,10 +149,15 @@ def section(results: pd.DataFrame, rep: Report) -> None:
             f"adds the fine-tuning seeds' noise as a t-distributed term whose sd is pooled over all runs of the task "
             f"(2–3 seeds per condition cannot measure their own spread; resampling them gave tight intervals that "
             f"contradicted each other across decodings).{_pretraining_noise_caveat(rep)}", "")
-    verdicts = comparisons(rep, full, scratch, margins)
-    conditions = check_all(rep, full, scratch, margins) if any(map(verdict_labels, verdicts)) else []
-    caveat = warning(conditions)
-    lines = [c.line for c in conditions] + ([caveat] if caveat else []) + verdicts + _targets(full)
+    # per task: its verdicts, under the line naming the failed preconditions they rest on (if any)
+    verdicts = {task: comparisons(rep, g, scratch[scratch["task"] == task], margins) for task, g in full.groupby("task")}
+    drawn = any(verdict_labels(line) for lines in verdicts.values() for line in lines)
+    conditions = check_all(rep, full, scratch, margins) if drawn else []
+    lines = [c.line for c in conditions]
+    for task, task_lines in verdicts.items():
+        caveat = warning(conditions, task)
+        lines += ([caveat] if caveat else []) + task_lines
+    lines += _targets(full)
     if len(full):
         table = pd.concat([full, scratch, beyond])
         rep.say(f"Downstream results after fine-tuning to convergence (mean ± sd over seeds; {decoding_line(table)}; check = "
@@ -178,7 +183,7 @@ def section(results: pd.DataFrame, rep: Report) -> None:
                    "model by " + ", ".join(f"{t}: {g['stop_metric'].iloc[0] or 'the last step'}"
                                            for t, g in runs.groupby("task")) + "; the test numbers above come from "
                    "that model. " + _budget_line(runs, cv))
-    _decoding_check(rep, full, scratch, margins, caveat)
+    _decoding_check(rep, full, scratch, margins, conditions)
     sizes = main[(main["task"] == "webnlg") & (main["mode"] == "dense")]
     if sizes["n_train_pairs"].nunique() > 1:
         rep.figure(plots.quality_vs_train_size(sizes, METRIC), "spdf_bleu_vs_train_size",
@@ -221,10 +226,10 @@ def _budget_line(runs: pd.DataFrame, cv: pd.DataFrame) -> str:
 
 
 def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,
-                    caveat: str = "") -> None:
+                    conditions: list[Precondition] = ()) -> None:
     """The same comparisons on a second decoding of the same models (runs with `second_num_beams`, e.g. greedy
-    beside beam search): does the decoding change a conclusion? `caveat`: the failed preconditions' line, which
-    these verdicts are printed under too."""
+    beside beam search): does the decoding change a conclusion? Each task's verdicts are printed under the line of
+    the failed `conditions` they rest on, as the first decoding's are."""
     runs = pd.concat([full, scratch])
     if "second_bleu" not in runs:
         return
@@ -246,4 +251,5 @@ def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, marg
         tail = (f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, a "
                 f"verdict above is a conclusion only where {second} outputs give the same one." if not all(same)
                 else f"The decoding changes none of the {len(same)} conclusions on {task}.")
+        caveat = warning(list(conditions), task)
         rep.say(head, "", *([caveat] if caveat else []), *other, "", tail, "")
