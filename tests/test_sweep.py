@@ -29,6 +29,7 @@ class Pre(Params):
     counter: str = ""   # file the notebook appends its run_dir to (counts executions)
     fail_if: str = ""   # the notebook fails while this file exists
     sleep: float = 0.0
+    hold: str = ""   # after starting, the notebook waits while this file exists
 
 class Fine(Params):
     checkpoint: str = ""
@@ -44,7 +45,11 @@ if counter:
 if fail_if and os.path.exists(fail_if):
     raise RuntimeError("asked to fail")
 run = Run(run_dir, "toy_pre", {"sparsity": sparsity}, seed)
+with open(os.path.join(run_dir, "attempts.txt"), "a") as f:  # what a resumed run finds of its earlier attempts
+    f.write("started\\n")
 time.sleep(sleep)
+while hold and os.path.exists(hold):
+    time.sleep(0.05)
 pathlib.Path(run_dir, "model").mkdir()
 pathlib.Path(run_dir, "model", "w.txt").write_text(str(sparsity))
 run.finish({"loss": 1 - sparsity})
@@ -99,7 +104,7 @@ def toy(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("toy")
     (d / "sweep_toy_schemas.py").write_text(SCHEMAS)
     (d / "sweep_toy_ddp.py").write_text(DDP_MODULE)
-    _notebook(d / "pre.ipynb", "sparsity = 0.0\ncounter = ''\nfail_if = ''\nsleep = 0.0\nseed = 0\nrun_dir = ''",
+    _notebook(d / "pre.ipynb", "sparsity = 0.0\ncounter = ''\nfail_if = ''\nsleep = 0.0\nhold = ''\nseed = 0\nrun_dir = ''",
               PRE_NOTEBOOK)
     _notebook(d / "fine.ipynb", "checkpoint = ''\ntask = 'a'\nseed = 0\nrun_dir = ''", FINE_NOTEBOOK)
     sys.path.insert(0, str(d))
@@ -284,8 +289,9 @@ def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path, h
     path = _sweep_file(tmp_path / "slow.yaml", f"""
         stages:
           fast: {{notebook: {toy}/pre.ipynb, schema: "sweep_toy_schemas:Pre", params: {{sparsity: 0.1}}}}
-          slow: {{notebook: {toy}/pre.ipynb, schema: "sweep_toy_schemas:Pre", params: {{sparsity: 0.2, sleep: 300}}}}
+          slow: {{notebook: {toy}/pre.ipynb, schema: "sweep_toy_schemas:Pre", params: {{sparsity: 0.2, hold: {tmp_path}/hold}}}}
         """)
+    (tmp_path / "hold").touch()
     fast, slow = S.plan_sweep(path, root=tmp_path / "runs").points
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(toy), os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen([sys.executable, "-m", "spdf_lib.cli", "sweep", str(path), "--workers", "2",
@@ -308,6 +314,12 @@ def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path, h
     assert read_json(slow.dir / "point.json")["exit_code"] != -signal.SIGKILL  # it stopped, it was not killed
     assert not (slow.dir / "results.json").exists()
     assert [S.point_status(p) for p in (fast, slow)] == ["done", "interrupted"]
+
+    # Re-run: the interrupted point resumes in its folder (what it wrote, e.g. its checkpoints, is kept)
+    (tmp_path / "hold").unlink()
+    assert S.run_sweep(S.plan_sweep(path, root=tmp_path / "runs"), progress=False, echo=lambda _: None) == {
+        fast.id: "done", slow.id: "ok"}
+    assert (slow.dir / "attempts.txt").read_text().splitlines() == ["started", "started"]
 
 
 def test_torchrun_points_run_two_processes_each(toy, tmp_path, monkeypatch):
