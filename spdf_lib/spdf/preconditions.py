@@ -15,6 +15,7 @@ failed and what the verdicts therefore cannot mean (`warning`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,25 +129,29 @@ def pretraining_beats_scratch(rep: Report, task: str, dense: pd.DataFrame, scrat
     """Precondition 2 on one task: the BLEU interval of dense pre-trained (dense fine-tuning) minus from-scratch
     lies above 0, with the task's pooled seed noise (as the verdicts compute it)."""
     what = f"dense pre-trained beats scratch downstream ({task}, BLEU)"
+
+    def outcome(status: str, detail: str, meaning: str = "") -> Precondition:
+        return Precondition(what, status, detail, meaning, task)
+
     base = select(dense, sparsity=0.0)
     if base.empty or scratch.empty:
-        return Precondition(what, UNCHECKED, "no dense pre-trained or no from-scratch runs of this task", task=task)
+        return outcome(UNCHECKED, "no dense pre-trained or no from-scratch runs of this task")
     if not (learned(base) and learned(scratch)):
-        return Precondition(what, UNCHECKED, "a model that did not learn its task is not a result", task=task)
+        return outcome(UNCHECKED, "a model that did not learn its task is not a result")
     d = difference(rep, base, scratch, BLEU, margins, table, noise)
     if d is None:
-        return Precondition(what, UNCHECKED, "a run lacks its per-example outputs", task=task)
+        return outcome(UNCHECKED, "a run lacks its per-example outputs")
     v = verdict(*d, "gain")
     detail = f"difference {v.interval}"
     if v.label == "agrees":
-        return Precondition(what, MET, detail, task=task)
+        return outcome(MET, detail)
     how = "is worse than or no better than" if v.label == "disagrees" else "is not shown, at this noise, to beat"
-    return Precondition(what, FAILED, f"dense pre-training {how} scratch: {detail}", meaning=(
+    return outcome(FAILED, f"dense pre-training {how} scratch: {detail}", meaning=(
         f"on {task}, pre-training has no measured benefit, so whether sparse pre-training keeps it (SPDF's question) "
-        f"is moot, and a gain of sparse over dense pre-training measures the dense model's weakness"), task=task)
+        f"is moot, and a gain of sparse over dense pre-training measures the dense model's weakness"))
 
 
-def warning(conditions: list[Precondition], task: str | None = None) -> str:
+def warning(conditions: Sequence[Precondition], task: str | None = None) -> str:
     """The line the verdicts are printed under when a precondition failed ('' when none did): which ones, and
     what the verdicts therefore cannot mean. With `task`, only the preconditions those verdicts rest on count (the
     pre-training ones and that task's own): another task's failure says nothing about them."""

@@ -13,6 +13,8 @@ together (FLOPs, pre-training, targets, convergence, the decoding check), `verdi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -226,7 +228,7 @@ def _budget_line(runs: pd.DataFrame, cv: pd.DataFrame) -> str:
 
 
 def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,
-                    conditions: list[Precondition] = ()) -> None:
+                    conditions: Sequence[Precondition] = ()) -> None:
     """The same comparisons on a second decoding of the same models (runs with `second_num_beams`, e.g. greedy
     beside beam search): does the decoding change a conclusion? Each task's verdicts are printed under the line of
     the failed `conditions` they rest on, as the first decoding's are."""
@@ -251,5 +253,5 @@ def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, marg
         tail = (f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, a "
                 f"verdict above is a conclusion only where {second} outputs give the same one." if not all(same)
                 else f"The decoding changes none of the {len(same)} conclusions on {task}.")
-        caveat = warning(list(conditions), task)
+        caveat = warning(conditions, task)
         rep.say(head, "", *([caveat] if caveat else []), *other, "", tail, "")
