@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -120,10 +121,13 @@ def yaml_error_line(path: str | Path, e: yaml.YAMLError) -> str:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """`key=value` from the command line; the value is parsed as YAML (so `0.5`, `true`, `[1, 2]` work)."""
+    """`key=value` from the command line; the value is parsed as YAML (so `0.5`, `true`, `[1, 2]` work), except
+    that a value with ` #` in it is kept whole, as text (YAML would read the rest as a comment)."""
     if "=" not in item:
         raise ParamsError(f"-p {item}: expected key=value")
     key, raw = item.split("=", 1)
+    if re.search(r"(^|\s)#", raw):  # YAML would drop the rest as a comment: the whole value is the text
+        return key.strip(), raw.strip()
     try:
         return key.strip(), yaml.safe_load(raw)
     except yaml.YAMLError as e:
