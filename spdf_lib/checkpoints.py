@@ -1,20 +1,26 @@
 """Training checkpoints and weight files: written atomically, verified before use, damaged ones named and
 passed over.
 
-A training checkpoint `<out_dir>/checkpoints/step-NNNNNNNN/` holds `model.safetensors`, `optimizer.pt`, `rng.pt`
-and `state.json` (written last: it marks the folder complete). Resume reads the newest one that is intact and
+A training checkpoint `<out_dir>/checkpoints/step-NNNNNNNN/` holds `model.safetensors`, `optimizer.pt`,
+`rng.safetensors` and `state.json` (written last: it marks the folder complete). Resume reads the newest one that is intact and
 says which newer ones it passed over and why; a damaged checkpoint is never half-applied (every file is read and
 checked before the model or optimizer is touched).
 
 `verify_safetensors(path)` checks a safetensors file without loading it: its header parses and the file is
 exactly as long as the header says; a truncated file is named as such instead of safetensors'
 `incomplete metadata` deep inside a load.
+
+No code from data: a checkpoint may come from a colleague or a download, so nothing in it is unpickled with
+code. The RNG states are tensors in safetensors; the optimizer state is read with `torch.load(weights_only=True)`
+(`load_tensors`), which refuses a pickle that would call anything (the file is then named as unsafe or damaged
+and passed over). An `rng.pt` of an earlier version is read the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import struct
 import sys
@@ -96,13 +102,44 @@ def save_checkpoint(out_dir: Path, model, opt, state: dict, keep: int) -> None:
     tmp.mkdir(parents=True)
     save_file(unique_state_dict(model), str(tmp / "model.safetensors"))
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "rng.pt")
+    save_file(rng_tensors(), str(tmp / "rng.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the folder complete
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """This process's RNG states as named tensors (`torch`, `cuda.0`, `cuda.1`, ...), for safetensors."""
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return out
+
+
+def load_tensors(path: Path) -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only, never code; a
+    `CorruptFileError` naming the file as unsafe (a pickle that would run code) or damaged otherwise."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        raise CorruptFileError(f"{path} is unsafe or damaged: it is not plain tensors (a pickle that would run "
+                               f"code is never loaded: {str(e).splitlines()[0][:100]})") from None
+    except (OSError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
+        raise CorruptFileError(f"{path} is damaged ({str(e).splitlines()[0][:120]})") from None
+
+
+def _read_rng(path: Path) -> dict:
+    if (path / "rng.safetensors").is_file() or not (path / "rng.pt").is_file():
+        verify_safetensors(path / "rng.safetensors")
+        flat = load_file(str(path / "rng.safetensors"))
+        cuda = [flat[f"cuda.{i}"] for i in range(sum(k.startswith("cuda.") for k in flat))]
+        return {"torch": flat["torch"], "cuda": cuda or None}
+    rng = load_tensors(path / "rng.pt")  # written by an earlier version of the kit
+    if not isinstance(rng, dict) or "torch" not in rng:
+        raise CorruptFileError(f"{path / 'rng.pt'} is damaged (no RNG state in it)")
+    return rng
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict]:
@@ -114,13 +151,10 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, dict, dict]:
         raise CorruptFileError(f"{path / 'state.json'} is damaged (not JSON)") from None
     verify_safetensors(path / "model.safetensors")
     weights = load_file(str(path / "model.safetensors"))
-    loaded = []
-    for name, weights_only in (("optimizer.pt", True), ("rng.pt", False)):
-        try:
-            loaded.append(torch.load(path / name, weights_only=weights_only))
-        except (OSError, RuntimeError, EOFError, ValueError) as e:
-            raise CorruptFileError(f"{path / name} is damaged ({str(e).splitlines()[0][:120]})") from None
-    return state, weights, loaded[0], loaded[1]
+    opt_state = load_tensors(path / "optimizer.pt")
+    if not isinstance(opt_state, dict):
+        raise CorruptFileError(f"{path / 'optimizer.pt'} is damaged (not an optimizer state)")
+    return state, weights, opt_state, _read_rng(path)
 
 
 def load_latest(out_dir: Path, model, opt, fingerprint: dict, say=None) -> dict | None:

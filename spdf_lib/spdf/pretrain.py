@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from spdf_lib.checkpoints import load_tensors
+from spdf_lib.errors import CorruptFileError
 from spdf_lib.params import ParamsError
 from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir
 from spdf_lib.spdf.params import PretrainParams
@@ -68,7 +70,11 @@ def tokenized_corpus(corpus: str, vocab_size: int, seed: int = 0, max_chars: int
         except OSError:  # another process finished first; its result is identical
             shutil.rmtree(tmp, ignore_errors=True)
     tok = load_tokenizer(folder)
-    return tok, torch.load(folder / "train.pt"), torch.load(folder / "val.pt"), data.checksums
+    try:  # tensors only, never code (`load_tensors`): the cache folder may have been written by anyone
+        train, val = load_tensors(folder / "train.pt"), load_tensors(folder / "val.pt")
+    except CorruptFileError as e:
+        raise CorruptFileError(f"cached corpus: {e}; delete {folder} to rebuild it") from None
+    return tok, train, val, data.checksums
 
 
 CACHE_SUMS = "checksums.json"
@@ -89,10 +95,10 @@ def _cache_problem(folder: Path) -> str | None:
     except FileNotFoundError:
         if not (folder / "train.pt").is_file():
             return "no train.pt: an interrupted build"
-        try:  # a cache of an earlier version, without checksums: adopted when its tensors load
-            torch.load(folder / "train.pt"), torch.load(folder / "val.pt")
-        except Exception as e:  # noqa: BLE001  # whatever torch says of a damaged file, it is damaged
-            return f"{str(e).splitlines()[0][:100]}"
+        try:  # a cache of an earlier version, without checksums: adopted when its tensors load (never code)
+            load_tensors(folder / "train.pt"), load_tensors(folder / "val.pt")
+        except CorruptFileError as e:
+            return str(e)
         sums = {f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.is_file()}
         atomic_write_text(folder / CACHE_SUMS, json.dumps(sums, indent=2))
         return None
