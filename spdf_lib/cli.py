@@ -143,12 +143,12 @@ def _cmd_results(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"runs folder {root} does not exist; pass --root or set $SPDF_RUNS_DIR to the "
                                 f"folder your runs went to")
     table = results.load_results(root, sweep=args.sweep, experiment=args.experiment)
+    if args.out:  # refused (suffix, a file the kit did not write) before anything is printed
+        print(f"{len(table)} runs -> {results.write_results(table, args.out, args.overwrite)}", file=sys.stderr)
     if args.csv:
         print(table.to_csv(index=False), end="")
     else:
         print(results.format_table(table, None if args.all else results.varying_columns(table)))
-    if args.out:
-        print(f"{len(table)} runs -> {results.write_results(table, args.out)}", file=sys.stderr)
     return 0
 
 
@@ -256,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--experiment", choices=list(EXPERIMENTS), help="only this experiment's runs")
     rs.add_argument("--all", action="store_true", help="print every column, not only those that differ")
     rs.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
-    rs.add_argument("--out", help="also write the table here (.parquet or .csv)")
+    rs.add_argument("--out", help="also write the table here (.parquet or .csv, by its suffix)")
+    rs.add_argument("--overwrite", action="store_true",
+                    help="--out may replace a file the kit did not write: it is moved aside, never deleted")
     rs.set_defaults(func=_cmd_results)
 
     fl = sub.add_parser("flops", help="training FLOPs of a model size at a sparsity and token budget")

@@ -4,7 +4,8 @@ A run folder is any folder with a `manifest.json` (see `spdf_lib.records`) or, f
 before its notebook wrote a manifest, a `point.json` (see `spdf_lib.sweep`). Columns, in order:
 
 - `run` (the folder, relative to the root), `experiment`, `status` (a `running` run whose process is gone reads
-  as `interrupted`: `spdf_lib.records.effective_status`), `sweep`, `stage`, `point`, `seconds`,
+  as `interrupted`: `spdf_lib.records.effective_status`; a run whose records do not parse reads as `damaged`,
+  with a warning line naming the file: `spdf_lib.damage`), `sweep`, `stage`, `point`, `seconds`,
   `start`, `end`, `git_commit`, `git_dirty`, `error`, `resolved_precision` (the precision the run computed in:
   `bf16` or `fp32`, what `precision: auto` resolved to on its machine);
 - the run's parameters (`manifest.json` "params", less `run_dir`) and a sweep point's vars;
@@ -16,11 +17,14 @@ scalars (lists, mappings) are stored as JSON text, so that the table writes to P
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from spdf_lib.damage import DAMAGED, damage_line, damaged_file
+from spdf_lib.owned import make_room, write_owned
 from spdf_lib.records import atomic_write_bytes, effective_status, read_json, runs_dir
 
 META = ("run", "experiment", "status", "sweep", "stage", "point", "seconds", "start", "end", "git_commit",
@@ -52,6 +56,8 @@ def run_folders(root: str | Path) -> list[Path]:
 
 
 def _is_run(folder: Path) -> bool:
+    if damaged_file(folder) is not None:  # listed, as `damaged`, not left out
+        return True
     manifest = _read(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
     if manifest:
         return "experiment" in manifest and "params" in manifest
@@ -75,6 +81,8 @@ def _row(folder: str | Path, root: str | Path | None) -> tuple[dict[str, Any], l
     status, reason = effective_status(folder, manifest) if manifest else (None, None)  # a dead `running` run
     if point.get("status") in ("failed", "blocked", "interrupted") or not status:  # reads as `interrupted`
         status = point.get("status")
+    if damage := damage_line(folder):  # a record that does not parse: never `ok` with blank metrics
+        status, reason, point = DAMAGED, damage, {**point, "error": damage}
     sweep_dir = folder.parent.name if point else None
     row: dict[str, Any] = {
         "run": str(folder.relative_to(root)) if root else str(folder),
@@ -112,6 +120,9 @@ def load_results(root: str | Path | None = None, sweep: str | None = None,
     rows, params, metrics = [], {}, {}
     for folder in run_folders(root) if root.is_dir() else []:
         row, p_cols, m_cols = _row(folder, root)
+        if row["status"] == DAMAGED:
+            print(f"warning: run {folder}: {row['error']}; it shows as damaged (a sweep re-runs it)",
+                  file=sys.stderr)
         if (sweep is None or row["sweep"] == sweep) and (experiment is None or row["experiment"] == experiment):
             rows.append(row)
             params.update(dict.fromkeys(p_cols))
@@ -135,9 +146,19 @@ def _arrow_safe(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def write_results(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the table atomically: Parquet, or CSV when `path` ends in .csv."""
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+def write_results(df: pd.DataFrame, path: str | Path, overwrite: bool | None = None) -> Path:
+    """Write the table atomically in the format its suffix names: Parquet (`.parquet`) or CSV (`.csv`); any other
+    suffix is refused. `overwrite` (`spdf results --out`): an existing file the kit did not write there is refused
+    (False) or moved aside (True), see `spdf_lib.owned`; None (the sweep's own table) replaces it."""
     path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise ValueError(f"--out {path}: name a .parquet or .csv file (the suffix says the format); nothing was "
+                         f"written")
+    if overwrite is not None:
+        make_room(path, overwrite)
     if path.suffix == ".csv":
         data = df.to_csv(index=False).encode("utf-8")
     else:
@@ -146,7 +167,10 @@ def write_results(df: pd.DataFrame, path: str | Path) -> Path:
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         data = buf.getvalue()
-    atomic_write_bytes(path, data)
+    if overwrite is None:
+        atomic_write_bytes(path, data)
+    else:
+        write_owned(path, data)
     return path
 
 

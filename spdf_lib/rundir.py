@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spdf_lib.damage import damaged_file
 from spdf_lib.errors import RunDirError
 
 # Parameters that do not change what a run computes: where its records go and whether a bar is drawn.
@@ -33,7 +34,7 @@ NOT_HASHED = ("run_dir", "progress", "diagnostics")
 LATER_DEFAULTS: dict[str, Any] = {"matrix_lr_scale": 1.0}
 # Files the kit writes into a run folder before (or around) a run's manifest: a folder holding only these is
 # the kit's, not the user's.
-KIT_FILES = {"point.json", "log.txt", "params.yaml", "notebook.ipynb", "error.txt", "heartbeat.json"}
+KIT_FILES = {"point.json", "log.txt", "params.yaml", "notebook.ipynb", "error.txt", "heartbeat.json", ".owner.lock"}
 
 
 def hashed_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +100,8 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
     check_writable(folder)
     if not folder.is_dir() or not any(folder.iterdir()):
         return Claim("new")
+    if (damage := damaged_file(folder)) is not None:
+        return _claim_damaged(folder, damage, overwrite)
     manifest = _read_manifest(folder)
     if manifest is not None:
         same_experiment = manifest.get("experiment") == experiment
@@ -121,6 +124,27 @@ def claim(run_dir: str | Path, experiment: str, params: dict[str, Any], overwrit
     return Claim("new", moved_to=move_aside(folder))
 
 
+def _claim_damaged(folder: Path, damage: tuple[Path, str], overwrite: bool) -> Claim:
+    """A folder whose records do not all parse (`spdf_lib.damage`). A sweep point's (its `point.json` names the
+    folder: the folder's name is the hash of its parameters) is resumed: the experiment goes on from its intact
+    checkpoints and writes new records. Any other is refused, naming the damaged file: its configuration cannot
+    be checked."""
+    path, why = damage
+    point = folder / "point.json"
+    try:
+        same_point = path != point and json.loads(point.read_text(encoding="utf-8")).get("id") == folder.name
+    except (OSError, ValueError, AttributeError):
+        same_point = False
+    if same_point:  # the damaged file is kept aside, so that the resumed run's records parse again
+        os.replace(path, path.with_name(f"{path.name}.damaged-{_stamp()}"))
+        return Claim("resume")
+    if not overwrite:
+        raise RunDirError(f"run folder {folder}: {path.name} is damaged ({why}), so whose run it holds cannot be "
+                          f"checked; nothing was written: pass another --run-dir, or --overwrite to move its "
+                          f"contents aside (kept, not deleted)")
+    return Claim("new", moved_to=move_aside(folder))
+
+
 def _sub_run(path: Path) -> bool:
     """A folder holding a kit run's manifest: a run the kit made inside this one before it (a nested pre-training)."""
     return path.is_dir() and _read_manifest(path) is not None
@@ -133,8 +157,11 @@ def _temp(name: str) -> bool:
 
 def move_aside(folder: Path) -> Path:
     """Rename `folder` to `<folder>.replaced-<UTC time>` (never deleting it) and leave an empty `folder`."""
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
-    target = folder.with_name(f"{folder.name}.replaced-{stamp}")
+    target = folder.with_name(f"{folder.name}.replaced-{_stamp()}")
     os.replace(folder, target)
     folder.mkdir()
     return target
+
+
+def _stamp() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S-%f")

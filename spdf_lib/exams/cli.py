@@ -32,7 +32,7 @@ def _cmd_exam(args: argparse.Namespace) -> int:
     if args.export_lmeval:
         from spdf_lib.exams.lmeval_export import export_lmeval
 
-        for path in export_lmeval(args.export_lmeval, p):
+        for path in export_lmeval(args.export_lmeval, p, args.overwrite):
             print(path)
         return 0
 
@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--export-lmeval", metavar="DIR",
                    help="write an lm-evaluation-harness task (cf and mcf YAML + the selected questions as JSONL) "
                         "into DIR and exit")
+    e.add_argument("--overwrite", action="store_true",
+                   help="--export-lmeval may replace files in DIR the kit did not write: moved aside, never deleted")
     e.add_argument("--prompt-format", dest="prompt_format", choices=["auto", "chat", "plain"],
                    help="generation prompt: chat template + system line, plain (base models), auto (default)")
     e.add_argument("--limit", type=int,

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from spdf_lib.atomic import atomic_write_text
 from spdf_lib.exams.cloze import reference_reason
 from spdf_lib.exams.parse import LETTERS, Question
+from spdf_lib.owned import make_room, write_owned
 
 DATA_NAME = "certification_exams.jsonl"
 TASKS = ("spdf_certify_cf", "spdf_certify_mcf")
@@ -58,35 +58,37 @@ def task_config(name: str, data_file: Path, text: str, choice: str, metrics: lis
     }
 
 
-def write_tasks(folder: str | Path, questions: list[Question], fields: dict[str, str] | None = None
-                ) -> tuple[list[Path], int]:
+def write_tasks(folder: str | Path, questions: list[Question], fields: dict[str, str] | None = None,
+                overwrite: bool = False) -> tuple[list[Path], int]:
     """Write the data and both task files into `folder`; returns their paths and how many multi-answer
-    questions were left out."""
+    questions were left out. A file there that the kit did not write (a user's edited task) is refused before
+    anything is written, or with `overwrite` moved aside (`spdf_lib.owned`)."""
     folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
     single = [q for q in questions if q.scored and len(q.key) == 1]
     if not single:
         raise ValueError("export-lmeval: the selection has no single-answer question to export")
     data = folder / DATA_NAME
-    atomic_write_text(data, "".join(json.dumps(doc(q, (fields or {}).get(q.certification, "")), ensure_ascii=False)
-                                    + "\n" for q in single))
-    paths = [data]
-    for name, text, choice, metrics in (("spdf_certify_cf", _CF, "choices", ["acc", "acc_norm"]),
-                                        ("spdf_certify_mcf", _MCF, "letters", ["acc"])):
-        path = folder / f"{name}.yaml"
-        atomic_write_text(path, yaml.safe_dump(task_config(name, data, text, choice, metrics), sort_keys=False,
-                                               allow_unicode=True, width=1000))
-        paths.append(path)
+    paths = [data, *(folder / f"{name}.yaml" for name in TASKS)]
+    for path in paths:
+        make_room(path, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_owned(data, "".join(json.dumps(doc(q, (fields or {}).get(q.certification, "")), ensure_ascii=False)
+                              + "\n" for q in single).encode("utf-8"))
+    for path, (name, text, choice, metrics) in zip(paths[1:], (
+            ("spdf_certify_cf", _CF, "choices", ["acc", "acc_norm"]), ("spdf_certify_mcf", _MCF, "letters", ["acc"])),
+            strict=True):
+        write_owned(path, yaml.safe_dump(task_config(name, data, text, choice, metrics), sort_keys=False,
+                                         allow_unicode=True, width=1000).encode("utf-8"))
     return paths, sum(q.scored and len(q.key) > 1 for q in questions)
 
 
-def export_lmeval(folder: str | Path, p) -> list[Path]:
+def export_lmeval(folder: str | Path, p, overwrite: bool = False) -> list[Path]:
     """The questions `p` selects (every scorable question unless it selects fewer) as lm-eval tasks in `folder`."""
     from spdf_lib.exams.run import prepare, select
 
     questions, _, _, fields = prepare(p)
     chosen = select(questions, p, fields)
-    paths, multi = write_tasks(folder, chosen, fields)
+    paths, multi = write_tasks(folder, chosen, fields, overwrite)
     n = sum(1 for _ in paths[0].open(encoding="utf-8"))
     print(f"exported {n} single-answer questions ({multi} with several key letters left out: lm-eval's "
           f"multiple_choice takes one answer) as {', '.join(TASKS)}; run:\n  lm_eval --model hf --model_args "

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from spdf_lib import params as P
+from spdf_lib.contain import inside
+from spdf_lib.damage import DAMAGED, damaged_file
 from spdf_lib.experiments import schema_for
 from spdf_lib.records import effective_status, read_json, runs_dir
 from spdf_lib.sweep.spec import DEFAULT_MODULE, Stage, SweepError, read_sweep
@@ -250,7 +252,7 @@ def plan_sweep(
     name, all_stages = read_sweep(path, torchrun)
     overrides = dict(overrides or {})
     _check_overrides(overrides, all_stages, path)
-    sweep_dir = Path(root or runs_dir()).resolve() / name
+    sweep_dir = inside(Path(root or runs_dir()).resolve(), name, f"{path}: sweep name")  # not '.', '..', a link out
     stage_points: dict[str, list[Point]] = {}
     points: dict[str, Point] = {}
     skipped: dict[str, list[str]] = {}
@@ -280,7 +282,7 @@ def plan_sweep(
             pid = _point_id(stage.experiment, identity)
             point = points.get(pid)
             if point is None:
-                run_dir = sweep_dir / pid
+                run_dir = inside(sweep_dir, pid, "point id")
                 point = Point(
                     id=pid, stage=stage.name, experiment=stage.experiment, dir=run_dir,
                     params={**dumped, "run_dir": str(run_dir)}, values={**explicit, **point_vars},
@@ -324,6 +326,8 @@ def _check_overrides(overrides: dict[str, Any], stages: dict[str, Stage], path: 
 def is_complete(run_dir: str | Path) -> bool:
     """A run is complete when its results.json exists and its manifest says status "ok"."""
     run_dir = Path(run_dir)
+    if damaged_file(run_dir) is not None:  # a results.json that is not JSON is no result
+        return False
     try:
         return (run_dir / "results.json").is_file() and read_json(run_dir / "manifest.json")["status"] == "ok"
     except (OSError, ValueError, KeyError, TypeError):
@@ -336,9 +340,12 @@ def _remote_rank(point: Point) -> bool:
 
 
 def point_status(point: Point) -> str:
-    """`done`, or what the last attempt left (`failed`, `blocked`, `interrupted`), or `todo`."""
+    """`done`, or what the last attempt left (`failed`, `blocked`, `interrupted`, `damaged`: a record that does
+    not parse), or `todo`."""
     if is_complete(point.dir):
         return "done"
+    if damaged_file(point.dir) is not None:
+        return DAMAGED
     record = point.dir / "point.json"
     try:
         status = read_json(record).get("status") if record.is_file() else None
