@@ -220,8 +220,9 @@ def run_notebook(
     `stream` (default: stderr); returns the run folder. An error inside the notebook arrives as one line
     (`NotebookError`), Ctrl-C as KeyboardInterrupt with the run's last step (`.step`)."""
     from spdf_lib.experiments import EXPERIMENTS, load
+    from spdf_lib.owner import Owner
     from spdf_lib.params import read_yaml
-    from spdf_lib.rundir import claim
+    from spdf_lib.rundir import check_writable, claim
 
     name, path = resolve_notebook(notebook)
     experiment = EXPERIMENTS.get(name) if path.resolve() == (EXPERIMENTS[name].notebook.resolve()
@@ -234,14 +235,20 @@ def run_notebook(
         values = {**(read_yaml(params_file) if params_file else {}), **(overrides or {})}
     run_dir = Path(run_dir) if run_dir else new_run_dir(name)
     stream = stream or sys.stderr
+    owner = None
     if experiment is None or experiment.runner_ref is not None:  # the report keeps no run records to guard
+        check_writable(run_dir)
+        owner = Owner(run_dir, "run folder", "wait for that run to end, stop it, or pass another --run-dir")
         found = claim(run_dir, name, values, overwrite=overwrite)
         refuse_a_live_run(run_dir, found.manifest or {})
         if found.state == "finished":
+            owner.release()
             stream.write(f"{name}: {run_dir} is finished (status ok); nothing to run. For a new run pass another "
                          f"--run-dir\n")
             return run_dir
-        if found.moved_to:
+        if found.moved_to:  # the lock moved aside with the old contents: take it again in the emptied folder
+            owner.release()
+            owner = Owner(run_dir, "run folder", "wait for that run to end, stop it, or pass another --run-dir")
             stream.write(f"{name}: moved the old contents of {run_dir} to {found.moved_to}\n")
         if found.state == "resume":
             from spdf_lib.records import effective_status
@@ -255,6 +262,16 @@ def run_notebook(
     values["run_dir"] = str(run_dir.resolve())
     stream.write(f"{name}: run directory {run_dir}\n")
     stream.flush()
+    try:
+        _execute_run(path, run_dir, values, stream)
+    finally:
+        if owner is not None:
+            owner.release()
+    return run_dir
+
+
+def _execute_run(path: Path, run_dir: Path, values: dict[str, Any], stream: TextIO) -> None:
+    """Execute a claimed run's notebook; a failure arrives as one line, its manifest settled."""
     executed = run_dir / "notebook.ipynb"
     from papermill.exceptions import PapermillExecutionError
 
@@ -273,7 +290,6 @@ def run_notebook(
     except Exception as e:  # the kernel died (killed, out of memory) or could not start
         settle(run_dir, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
         raise
-    return run_dir
 
 
 def last_line(log: str | Path, max_bytes: int = 4096) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from spdf_lib.notebooks import last_line
+from spdf_lib.owner import Owner
 from spdf_lib.records import REPO_ROOT, atomic_write_text, now, write_json
 from spdf_lib.sweep.plan import Plan, Point, _remote_rank, is_complete, point_status
 from spdf_lib.sweep.spec import SweepError
@@ -136,13 +137,21 @@ def run_sweep(
     `interrupted`. On Ctrl-C the running points are interrupted (their records say so), points already done
     stay intact, and `KeyboardInterrupt` is raised again.
     """
-    from tqdm.auto import tqdm
-
     if workers < 1:
         raise SweepError(f"--workers must be at least 1 (got {workers})")
+    # one sweep of a folder at a time: a second is refused here, before it reads or writes a point
+    owner = Owner(plan.dir, "sweep folder", "wait for that sweep to end (or stop it), then re-run to resume")
+    try:
+        return _run_owned(plan, workers, progress, echo)
+    finally:
+        owner.release()
+
+
+def _run_owned(plan: Plan, workers: int, progress: bool, echo: Callable[[str], None] | None) -> dict[str, str]:
+    from tqdm.auto import tqdm
+
     statuses = {p.id: "done" for p in plan.points if point_status(p) == "done"}
     todo = [p for p in plan.points if p.id not in statuses]
-    plan.dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(todo), unit="point", desc=plan.name, disable=not progress or not todo, leave=False,
                dynamic_ncols=True)
     say = echo or bar.write
