@@ -94,7 +94,7 @@ class Experiment:
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("spdf_pretrain", "SPDF", "spdf_lib.spdf.params:PretrainParams", "spdf_lib.spdf.pretrain:run_pretrain",
-               "sparse (or dense) pre-training of a GPT"),
+               "sparse (or dense) pre-training of a GPT", check_ref="spdf_lib.memory:check_gpt_training"),
     Experiment("spdf_finetune", "SPDF", "spdf_lib.spdf.params:FinetuneParams", "spdf_lib.spdf.finetune:run_finetune",
                "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring",
                check_ref="spdf_lib.spdf.finetune:check_inputs"),
