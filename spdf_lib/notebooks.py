@@ -222,7 +222,7 @@ def run_notebook(
     from spdf_lib.experiments import EXPERIMENTS, load
     from spdf_lib.owner import Owner
     from spdf_lib.params import read_yaml
-    from spdf_lib.rundir import check_writable, claim
+    from spdf_lib.rundir import claim
 
     name, path = resolve_notebook(notebook)
     experiment = EXPERIMENTS.get(name) if path.resolve() == (EXPERIMENTS[name].notebook.resolve()
@@ -237,18 +237,15 @@ def run_notebook(
     stream = stream or sys.stderr
     owner = None
     if experiment is None or experiment.runner_ref is not None:  # the report keeps no run records to guard
-        check_writable(run_dir)
-        owner = Owner(run_dir, "run folder", "wait for that run to end, stop it, or pass another --run-dir")
-        found = claim(run_dir, name, values, overwrite=overwrite)
+        found = claim(run_dir, name, values, overwrite=overwrite)  # refuses another's folder, writing nothing
         refuse_a_live_run(run_dir, found.manifest or {})
         if found.state == "finished":
-            owner.release()
             stream.write(f"{name}: {run_dir} is finished (status ok); nothing to run. For a new run pass another "
                          f"--run-dir\n")
             return run_dir
-        if found.moved_to:  # the lock moved aside with the old contents: take it again in the emptied folder
-            owner.release()
-            owner = Owner(run_dir, "run folder", "wait for that run to end, stop it, or pass another --run-dir")
+        # one owner: a second `spdf run` into this folder, even one started in the same instant, stops here
+        owner = Owner(run_dir, "run folder", "wait for that run to end, stop it, or pass another --run-dir")
+        if found.moved_to:
             stream.write(f"{name}: moved the old contents of {run_dir} to {found.moved_to}\n")
         if found.state == "resume":
             from spdf_lib.records import effective_status

@@ -154,12 +154,12 @@ def write_results(df: pd.DataFrame, path: str | Path, overwrite: bool | None = N
     suffix is refused. `overwrite` (`spdf results --out`): an existing file the kit did not write there is refused
     (False) or moved aside (True), see `spdf_lib.owned`; None (the sweep's own table) replaces it."""
     path = Path(path)
-    if path.suffix not in TABLE_SUFFIXES:
+    if path.suffix.lower() not in TABLE_SUFFIXES:
         raise ValueError(f"--out {path}: name a .parquet or .csv file (the suffix says the format); nothing was "
                          f"written")
     if overwrite is not None:
         make_room(path, overwrite)
-    if path.suffix == ".csv":
+    if path.suffix.lower() == ".csv":
         data = df.to_csv(index=False).encode("utf-8")
     else:
         import io
@@ -177,7 +177,7 @@ def write_results(df: pd.DataFrame, path: str | Path, overwrite: bool | None = N
 def read_results(path: str | Path) -> pd.DataFrame:
     """A table written by `write_results` (Parquet, or CSV by its suffix)."""
     path = Path(path)
-    return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
 
 
 def varying_columns(df: pd.DataFrame) -> list[str]:

@@ -337,7 +337,7 @@ def test_the_cuda_path_prices_against_the_gpus_free_memory():
 
     free, where = available_bytes("cuda")
     assert 0 < free <= torch.cuda.get_device_properties(0).total_memory and "free on" in where
-    refuse_if_too_big(free // 2, "cuda", "x", "y")
+    refuse_if_too_big(free // 2, "cuda", "x", "y")  # fits
     with pytest.raises(ValueError, match="free on"):
         refuse_if_too_big(free * 2, "cuda", "x", "y")
 
