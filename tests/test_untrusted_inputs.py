@@ -110,7 +110,7 @@ def test_model_folders_load_with_remote_code_off(tmp_path):
         "model_type": "evil_remote", "auto_map": {"AutoConfig": "evil.EvilConfig",
                                                   "AutoModelForCausalLM": "evil.EvilModel"}}))
     (tmp_path / "m" / "evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
-    with pytest.raises(ValueError, match="trust_remote_code"):
+    with pytest.raises(ValueError, match="asks to run its own code.*trust_remote_code off"):
         LocalLM.load(str(tmp_path / "m"))
     assert not marker.exists()
 

@@ -146,8 +146,18 @@ class LocalLM:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype in ("auto", "bfloat16"):  # the same rule (and warning) as the training runs' precision
             dtype = "bfloat16" if resolve("auto" if dtype == "auto" else "bf16", device) == "bf16" else "float32"
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]).to(device)
-        tok = AutoTokenizer.from_pretrained(folder)
+        # remote code off, said explicitly: transformers then refuses a folder that asks for it, rather than
+        # prompting on a terminal (or failing on a closed stdin)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype], trust_remote_code=False)
+            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        except ValueError as e:
+            if "trust_remote_code" not in str(e):
+                raise
+            raise ValueError(f"model folder {folder} asks to run its own code (an auto_map in its config); the kit "
+                             f"loads models with trust_remote_code off: use a standard transformers architecture or "
+                             f"a folder the kit saved") from None
+        model = model.to(device)
         return cls(model, tok, name=spec if spec.lower() == SMOLLM2 else Path(spec).name)
 
     @property
