@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import struct
 import sys
@@ -124,8 +125,10 @@ def load_tensors(path: Path) -> Any:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
-        raise CorruptFileError(f"{path} is unsafe or damaged: it is not plain tensors (a pickle that would run "
-                               f"code is never loaded: {str(e).splitlines()[0][:100]})") from None
+        called = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"it would call {called.group(1)}" if called else "it is not plain tensors"
+        raise CorruptFileError(f"{path} is unsafe or damaged: {what}; a pickle that would run code is never "
+                               f"loaded") from None
     except (OSError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
         raise CorruptFileError(f"{path} is damaged ({str(e).splitlines()[0][:120]})") from None
 
