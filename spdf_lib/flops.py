@@ -15,7 +15,10 @@ width d, FFN width f, vocabulary V:
 "nnz" is the number of non-zero weights: read from a real model's masks, or d_in·d_out·(1 − s) for a
 configuration counted on paper at nominal sparsity s. Biases, LayerNorm, the softmax (except under
 `chinchilla`) and the activation function (GELU or Primer's squared ReLU) count 0 FLOPs, as in the published
-formulas: they are elementwise, O(T·d) against the matmuls' O(T·d²).
+formulas: they are elementwise, O(T·d) against the matmuls' O(T·d²). So do rotary position embeddings.
+Hugging Face models (`spdf_lib.flops_hf`): grouped-query K and V enter through their non-zeros, a gated FFN
+sums its three matrices, and attention uses heads × head size for d; this is exactly what
+`torch.utils.flop_counter.FlopCounterMode` counts on eager attention (tests/test_hf_flops.py).
 
 Training FLOPs = forward + backward = 3 × forward (backward = 2 × forward). With `recompute` (full
 activation recomputation) the layers' forward runs once more: + 1 × the per-layer terms (not the LM head).
@@ -78,7 +81,9 @@ class Shape:
     n_positions: int
     n_head: int
     mdha_kernel: int  # 0 when MDHA is off
-    nnz: tuple[dict[str, int], ...]  # per layer: {"q","k","v","o","fc_in","fc_out"} -> non-zero weights
+    nnz: tuple[dict[str, int], ...]  # per layer: {"q","k","v","o", FFN matrices} -> non-zero weights
+    attn_dim: int = 0  # heads × head size of the queries (0: n_embd); grouped-query K/V only change nnz
+    qkv_channels: int = 0  # channels MDHA convolves (0: 3 · attn_dim)
 
 
 # FLOP-shape key -> parameter name inside block i (`transformer.h.{i}.…`)
@@ -109,9 +114,19 @@ def shape_from_config(config, sparsity: float = 0.0) -> Shape:
                  config.mdha_kernel if config.mdha else 0, tuple(dict(per_layer) for _ in range(config.n_layer)))
 
 
-def shape_from_model(model) -> Shape:
-    """FLOP shape of a real model: non-zeros counted from its masks (dense size where a weight is unmasked)."""
+def shape_from_model(model, dense: bool = False) -> Shape:
+    """FLOP shape of a real model: non-zeros counted from its masks (dense size where a weight is unmasked, or
+    everywhere with `dense`). Hugging Face models go through their adapter (`spdf_lib.flops_hf`)."""
+    from spdf_lib.masks import unwrap
+
+    model = unwrap(model)
     cfg = model.config
+    if not hasattr(model, "masks"):
+        from spdf_lib.flops_hf import shape_from_hf_config, shape_from_hf_model
+
+        return shape_from_hf_config(cfg) if dense else shape_from_hf_model(model)
+    if dense:
+        return shape_from_config(cfg)
     masks = model.masks()
     nnz = []
     for i in range(cfg.n_layer):
@@ -130,19 +145,20 @@ def forward_flops(shape: Shape, seq_len: int, convention: Convention = SPDF) -> 
     if seq_len <= 0:
         raise ValueError(f"seq_len must be positive, got {seq_len}")
     T, d, V = seq_len, shape.n_embd, shape.vocab_size
+    da = shape.attn_dim or d
     out = dict.fromkeys(TERMS, 0.0)
     for layer in shape.nnz:
         out["qkv"] += 2.0 * T * (layer["q"] + layer["k"] + layer["v"])
         out["attn_out"] += 2.0 * T * layer["o"]
-        out["ffn"] += 2.0 * T * (layer["fc_in"] + layer["fc_out"])
+        out["ffn"] += 2.0 * T * sum(n for k, n in layer.items() if k not in ("q", "k", "v", "o"))  # 2 or 3 (gated)
         if convention.count_attention:
             # QKᵀ and A·V: T×T×d multiply-adds each; the causal lower triangle has T(T+1)/2 entries.
             pairs = T * (T + 1) / 2 if convention.causal_halving else T * T
-            out["attn_scores"] += 2.0 * pairs * d
-            out["attn_values"] += 2.0 * pairs * d
+            out["attn_scores"] += 2.0 * pairs * da
+            out["attn_values"] += 2.0 * pairs * da
             if convention.count_softmax:
                 out["attn_softmax"] += 3.0 * shape.n_head * pairs
-        out["mdha_conv"] += 2.0 * T * shape.mdha_kernel * 3 * d
+        out["mdha_conv"] += 2.0 * T * shape.mdha_kernel * (shape.qkv_channels or 3 * da)
     if convention.count_logits:
         out["logits"] = 2.0 * T * d * V
     if convention.count_embedding:
@@ -173,20 +189,31 @@ def count(
 ) -> dict[str, float]:
     """Total training FLOPs for a token budget, by term (forward × multiplier), plus `total`.
 
-    `model_or_config`: a model (non-zeros from its masks), a `GPTConfig`, or a size name (`gpt3-xl`, …) with a
-    nominal `sparsity`. `seq_len` defaults to the context length.
+    `model_or_config`: a model (the kit's or a Hugging Face one; non-zeros from its masks), a `GPTConfig`, a
+    Hugging Face config, or a size name (`gpt3-xl`, …) with a nominal `sparsity`. `seq_len` defaults to the context length.
     """
     if isinstance(convention, str) and convention not in CONVENTIONS:
         raise ValueError(f"unknown FLOP convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
     conv = CONVENTIONS[convention] if isinstance(convention, str) else convention
     if not (isinstance(tokens, (int, float)) and math.isfinite(tokens) and tokens >= 0):
         raise ValueError(f"tokens must be a non-negative number, got {tokens!r}")
-    shape = shape_from_model(model_or_config) if hasattr(model_or_config, "masks") else shape_from_config(
-        model_or_config, sparsity)
+    shape = _shape(model_or_config, sparsity)
     T = seq_len or shape.n_positions
     out = {k: v * tokens / T for k, v in training_terms(forward_flops(shape, T, conv), conv).items()}
     out["total"] = sum(out.values())
     return out
+
+
+def _shape(model_or_config, sparsity: float) -> Shape:
+    from spdf_lib.modeling_gpt import GPTConfig
+
+    if hasattr(model_or_config, "named_parameters"):
+        return shape_from_model(model_or_config)
+    if isinstance(model_or_config, (str, GPTConfig)):
+        return shape_from_config(model_or_config, sparsity)
+    from spdf_lib.flops_hf import shape_from_hf_config
+
+    return shape_from_hf_config(model_or_config, sparsity)
 
 
 def reduction_factor(config, sparsity: float, tokens: float = 1.0, seq_len: int | None = None,
