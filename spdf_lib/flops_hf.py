@@ -11,6 +11,7 @@ a nominal sparsity (`shape_from_hf_config`) or from a model's masks, slice by sl
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from spdf_lib.adapters import adapter_for, n_head
 from spdf_lib.flops import Shape
@@ -85,3 +86,19 @@ def shape_from_hf_model(model) -> Shape:
         else:
             layer[role] = int(mask.sum())
     return _shape(config, per_layer)
+
+
+def load_config(path: str | Path):
+    """An HF config from a config.json (or its folder), with a one-line error for a missing file or an
+    architecture without an adapter."""
+    from transformers import AutoConfig
+
+    path = Path(path)
+    if not (path / "config.json" if path.is_dir() else path).is_file():
+        raise FileNotFoundError(f"{path}: no such config.json")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a Hugging Face config ({str(e).splitlines()[0]})") from None
+    adapter_for(config)
+    return config
