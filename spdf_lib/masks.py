@@ -57,15 +57,19 @@ def _zero_masked_grad(module: nn.Module, buffer: str):
 def sync_grad_hooks(model: nn.Module) -> None:
     """Make sure every masked weight's *current* Parameter carries the gradient hook (loading a checkpoint may
     materialise new Parameters, which would leave the hook on a discarded tensor)."""
-    hooks = model.__dict__.setdefault("_mask_hooks", {})
     for name in get_masks(model):
-        module, param_name = _split(model, name)
-        weight = getattr(module, param_name)
-        hooked = hooks.get(name)
-        if hooked is None or hooked[0] != id(weight):
-            if hooked is not None:
-                hooked[1].remove()
-            hooks[name] = (id(weight), weight.register_hook(_zero_masked_grad(module, f"{param_name}_mask")))
+        _hook(model, name)
+
+
+def _hook(model: nn.Module, name: str) -> None:
+    hooks = model.__dict__.setdefault("_mask_hooks", {})
+    module, param_name = _split(model, name)
+    weight = getattr(module, param_name)
+    hooked = hooks.get(name)
+    if hooked is None or hooked[0] != id(weight):
+        if hooked is not None:
+            hooked[1].remove()
+        hooks[name] = (id(weight), weight.register_hook(_zero_masked_grad(module, f"{param_name}_mask")))
 
 
 def attach(model: nn.Module, name: str, mask: torch.Tensor) -> None:
@@ -86,7 +90,7 @@ def attach(model: nn.Module, name: str, mask: torch.Tensor) -> None:
         module._buffers[buf].copy_(mask)
     else:
         module.register_buffer(buf, mask.to(weight.device).clone(), persistent=False)
-    sync_grad_hooks(model)
+    _hook(model, name)
 
 
 def detach(model: nn.Module, name: str) -> None:
