@@ -7,7 +7,6 @@ Writes OUT_DIR/rank<r>.pt: the masks, the final weights, and the non-zero counts
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
