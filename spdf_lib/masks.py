@@ -127,22 +127,34 @@ def _inner_optimizer(optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
-@torch.no_grad()
-def remask(optimizer: torch.optim.Optimizer, masked: dict[int, tuple[nn.Parameter, nn.Module, str]]) -> None:
-    """Zero every masked weight and every optimizer state tensor shaped like it."""
-    tensors, masks = [], []
-    for p, module, buf in masked.values():
-        mask = module._buffers.get(buf)
+class _Pruned:
+    """The pruned positions (~mask) of one weight, recomputed only when its mask buffer is replaced."""
+
+    def __init__(self, p: nn.Parameter, module: nn.Module, buffer: str):
+        self.p, self.module, self.buffer = p, module, buffer
+        self.mask_id = self.version = self.pruned = None
+
+    def get(self) -> torch.Tensor | None:
+        mask = self.module._buffers.get(self.buffer)
         if mask is None:  # densified since: nothing to keep
+            return None
+        if id(mask) != self.mask_id or mask._version != self.version:
+            self.mask_id, self.version, self.pruned = id(mask), mask._version, ~mask
+        return self.pruned
+
+
+@torch.no_grad()
+def remask(optimizer: torch.optim.Optimizer, masked: list[_Pruned]) -> None:
+    """Zero every masked weight and every optimizer state tensor shaped like it."""
+    for entry in masked:
+        pruned = entry.get()
+        if pruned is None:
             continue
-        tensors.append(p.data)
-        masks.append(mask)
+        p = entry.p
+        p.data.masked_fill_(pruned, 0)
         for v in optimizer.state.get(p, {}).values():
             if isinstance(v, torch.Tensor) and v.shape == p.shape:
-                tensors.append(v)
-                masks.append(mask)
-    if tensors:
-        torch._foreach_mul_(tensors, [m.to(t.dtype) for m, t in zip(masks, tensors, strict=True)])
+                v.masked_fill_(pruned, 0)
 
 
 def keep_zeros(optimizer, model: nn.Module):
@@ -155,13 +167,13 @@ def keep_zeros(optimizer, model: nn.Module):
     """
     opt = _inner_optimizer(optimizer)
     model = unwrap(model)
-    masked = {}
+    masked = []
     owned = {id(p) for group in opt.param_groups for p in group["params"]}
-    for name, _ in get_masks(model).items():
+    for name in get_masks(model):
         module, param_name = _split(model, name)
         p = getattr(module, param_name)
         if id(p) in owned:
-            masked[id(p)] = (p, module, f"{param_name}_mask")
+            masked.append(_Pruned(p, module, f"{param_name}_mask"))
     old = getattr(opt, "_spdf_keep_zeros", None)
     if old is not None:
         old.remove()
