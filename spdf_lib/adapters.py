@@ -3,7 +3,7 @@
 An `Adapter` names, per role, the regex over parameter names that finds the matrices SPDF sparsifies (Q, K, V,
 the attention output, the FFN matrices of every block; Thangarasa et al. 2023, §3), how a fused QKV weight
 splits into its Q, K and V slices, and which projections Primer's multi-dconv-head attention follows. One
-implementation (`spdf_lib.sparsity`, `spdf_lib.flops_hf`, `spdf_lib.hf_primer`) reads them; an architecture is
+implementation (`spdf_lib.sparsity`, `spdf_lib.flops`, `spdf_lib.hf_primer`) reads them; an architecture is
 supported by adding a row to `ADAPTERS`, not code.
 
 Roles: `q`, `k`, `v`, `o`, `qkv` (fused, split by `Fused`), and the FFN's `fc_in`/`fc_out` (two-matrix FFN) or

@@ -93,7 +93,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.config is None):
         raise ValueError("give --model NAME or --config PATH/config.json (one of them); see --help")
     if args.config is not None:
-        from spdf_lib.flops_hf import load_config
+        from spdf_lib.flops import load_config
 
         args.model = load_config(args.config)
     result = flops.count(args.model, args.tokens, args.sparsity, args.seq_len, args.convention)

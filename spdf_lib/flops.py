@@ -16,7 +16,7 @@ width d, FFN width f, vocabulary V:
 configuration counted on paper at nominal sparsity s. Biases, LayerNorm, the softmax (except under
 `chinchilla`) and the activation function (GELU or Primer's squared ReLU) count 0 FLOPs, as in the published
 formulas: they are elementwise, O(T·d) against the matmuls' O(T·d²). So do rotary position embeddings.
-Hugging Face models (`spdf_lib.flops_hf`): grouped-query K and V enter through their non-zeros, a gated FFN
+Hugging Face models (below, through their adapters): grouped-query K and V enter through their non-zeros, a gated FFN
 sums its three matrices, and attention uses heads × head size for d; this is exactly what
 `torch.utils.flop_counter.FlopCounterMode` counts on eager attention (tests/test_hf_flops.py).
 
@@ -42,8 +42,10 @@ Conventions (`CONVENTIONS`; each reproduces a published formula, checked in test
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 TERMS = ("qkv", "attn_out", "ffn", "attn_scores", "attn_values", "attn_softmax", "mdha_conv", "logits", "embedding")
 LAYER_TERMS = ("qkv", "attn_out", "ffn", "attn_scores", "attn_values", "attn_softmax", "mdha_conv")
@@ -116,14 +118,12 @@ def shape_from_config(config, sparsity: float = 0.0) -> Shape:
 
 def shape_from_model(model, dense: bool = False) -> Shape:
     """FLOP shape of a real model: non-zeros counted from its masks (dense size where a weight is unmasked, or
-    everywhere with `dense`). Hugging Face models go through their adapter (`spdf_lib.flops_hf`)."""
+    everywhere with `dense`). Hugging Face models go through their adapter (`shape_from_hf_model`)."""
     from spdf_lib.masks import unwrap
 
     model = unwrap(model)
     cfg = model.config
     if not hasattr(model, "masks"):
-        from spdf_lib.flops_hf import shape_from_hf_config, shape_from_hf_model
-
         return shape_from_hf_config(cfg) if dense else shape_from_hf_model(model)
     if dense:
         return shape_from_config(cfg)
@@ -211,8 +211,6 @@ def _shape(model_or_config, sparsity: float) -> Shape:
         return shape_from_model(model_or_config)
     if isinstance(model_or_config, (str, GPTConfig)):
         return shape_from_config(model_or_config, sparsity)
-    from spdf_lib.flops_hf import shape_from_hf_config
-
     return shape_from_hf_config(model_or_config, sparsity)
 
 
@@ -236,3 +234,102 @@ def breakdown_table(configs: Mapping[str, tuple], sparsities=(0.0, 0.5, 0.75), c
             rows.append(dict(model=name, seq_len=seq_len, tokens=tokens, sparsity=s, train_flops=total,
                              reduction_vs_dense=dense / total))
     return pd.DataFrame(rows)
+
+# --- Hugging Face configs and models (through their adapters, spdf_lib.adapters) ---------------------------
+# Grouped-query attention (K and V are d × kv_heads·head_dim), gated FFNs (gate, up, down: three d×f matrices),
+# an explicit `head_dim`, rotary (elementwise) or learned (a lookup) positions: 0 FLOPs either way; tied or
+# untied heads: the same d×V matmul (tying changes parameters, not FLOPs); Primer's MDHA from
+# `config.primer_ez`. Non-zeros from a nominal sparsity or from a model's masks, slice by slice for a fused QKV.
+
+
+def _get(config, *keys, default=None):
+    for k in keys:
+        v = getattr(config, k, None)
+        if v is not None:
+            return v
+    return default
+
+
+def dims(config) -> dict[str, int]:
+    """The dimensions FLOPs depend on, read from an HF config (GPT-2, Llama-family, GPT-NeoX names)."""
+    from spdf_lib.adapters import n_head
+
+    d = int(_get(config, "hidden_size", "n_embd"))
+    heads = n_head(config)
+    head_dim = int(_get(config, "head_dim", default=d // heads))
+    primer = _get(config, "primer_ez", default={}) or {}
+    return dict(
+        n_layer=int(_get(config, "num_hidden_layers", "n_layer")), d=d, heads=heads, head_dim=head_dim,
+        kv_heads=int(_get(config, "num_key_value_heads", default=heads)),
+        ffn=int(_get(config, "intermediate_size", "n_inner", default=4 * d)),
+        vocab=int(config.vocab_size), positions=int(_get(config, "max_position_embeddings", "n_positions")),
+        mdha_kernel=int(primer.get("mdha_kernel", 0)) if primer.get("mdha") else 0,
+    )
+
+
+def dense_numel(config) -> dict[str, int]:
+    """Elements of each of one layer's SPDF matrices, by role (a fused QKV as its q, k and v parts)."""
+    x = dims(config)
+    q, kv = x["heads"] * x["head_dim"], x["kv_heads"] * x["head_dim"]
+    out = {"q": x["d"] * q, "k": x["d"] * kv, "v": x["d"] * kv, "o": q * x["d"]}
+    from spdf_lib.adapters import adapter_for
+
+    ffn = ("gate", "up", "down") if "gate" in adapter_for(config).roles else ("fc_in", "fc_out")
+    return out | {k: x["d"] * x["ffn"] for k in ffn}
+
+
+def _hf_shape(config, per_layer: list[dict[str, int]]) -> Shape:
+    x = dims(config)
+    q, kv = x["heads"] * x["head_dim"], x["kv_heads"] * x["head_dim"]
+    return Shape(x["n_layer"], x["d"], x["ffn"], x["vocab"], x["positions"], x["heads"], x["mdha_kernel"],
+                 tuple(per_layer), attn_dim=q, qkv_channels=q + 2 * kv)
+
+
+def shape_from_hf_config(config, sparsity: float = 0.0) -> Shape:
+    """FLOP shape of an HF config with every SPDF matrix (each fused slice) at a nominal `sparsity`."""
+    from spdf_lib.sparsity import _keep_count, check_sparsity
+
+    check_sparsity(sparsity)
+    layer = {k: _keep_count(n, 1.0 - sparsity) for k, n in dense_numel(config).items()}
+    return _hf_shape(config, [dict(layer) for _ in range(dims(config)["n_layer"])])
+
+
+def shape_from_hf_model(model) -> Shape:
+    """FLOP shape of an HF model: each matrix's non-zeros from its mask (its size where it has none)."""
+    from spdf_lib.adapters import adapter_for, n_head
+    from spdf_lib.masks import get_masks, unwrap
+
+    model = unwrap(model)
+    adapter, config = adapter_for(model), model.config
+    per_layer = [dict(dense_numel(config)) for _ in range(dims(config)["n_layer"])]
+    masks = get_masks(model)
+    for name, p in model.named_parameters():
+        role = adapter.role_of(name)
+        if role is None or name not in masks:
+            continue
+        layer = per_layer[int(re.search(r"\.(\d+)\.", name).group(1))]
+        mask = masks[name]
+        if role == "qkv":
+            for part, idx in adapter.fused.slices(tuple(p.shape), n_head(config)).items():
+                layer[part] = int(mask.index_select(adapter.fused.dim, idx.to(mask.device)).sum())
+        else:
+            layer[role] = int(mask.sum())
+    return _hf_shape(config, per_layer)
+
+
+def load_config(path: str | Path):
+    """An HF config from a config.json (or its folder), with a one-line error for a missing file or an
+    architecture without an adapter."""
+    from transformers import AutoConfig
+
+    from spdf_lib.adapters import adapter_for
+
+    path = Path(path)
+    if not (path / "config.json" if path.is_dir() else path).is_file():
+        raise FileNotFoundError(f"{path}: no such config.json")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a Hugging Face config ({str(e).splitlines()[0]})") from None
+    adapter_for(config)
+    return config

@@ -87,7 +87,7 @@ def test_smollm2_sparsify_counts_and_flops():
 
     from spdf_lib import flops
     from spdf_lib.exams.backends import smollm2_dir
-    from spdf_lib.flops_hf import shape_from_hf_config
+    from spdf_lib.flops import shape_from_hf_config
     from spdf_lib.sparsity import sparsify
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), attn_implementation="eager").eval()

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from spdf_lib import flops
 from spdf_lib.cli import main
-from spdf_lib.flops_hf import load_config, shape_from_hf_config
+from spdf_lib.flops import load_config, shape_from_hf_config
 from spdf_lib.hf import primer_ez
 from spdf_lib.sparsity import sparsify
 
