@@ -174,6 +174,10 @@ def keep_zeros(optimizer, model: nn.Module):
         p = getattr(module, param_name)
         if id(p) in owned:
             masked.append(_Pruned(p, module, f"{param_name}_mask"))
+    if get_masks(model) and not masked:
+        raise ValueError("keep_zeros: none of the model's masked weights is a parameter of this optimizer (an "
+                         "optimizer of another model, or FSDP's flattened parameters?); build the optimizer on "
+                         "this model's parameters")
     old = getattr(opt, "_spdf_keep_zeros", None)
     if old is not None:
         old.remove()

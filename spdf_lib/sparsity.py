@@ -1,13 +1,16 @@
 """Static unstructured sparsity: SPDF's sparse pre-training and dense fine-tuning (Thangarasa et al. 2023, §3).
 
-`sparsify` draws one boolean mask per targeted weight and zeroes the pruned entries; the model then carries
-the masks (see `GPTForCausalLM.attach_mask`): they are saved with it, and a gradient hook keeps every masked
-gradient at exactly 0. With masked weights at 0 and their gradients at 0, AdamW's moments for them stay 0 and
-decoupled weight decay (w ← w − lr·λ·w) leaves 0 at 0, so masked weights stay exactly zero through training
-without re-masking after each step — and the forward pass costs no extra multiplication.
+One implementation for every model: the kit's GPT and Hugging Face causal LMs (GPT-2, Llama/SmolLM2/Qwen2/
+Mistral, GPT-NeoX) through their adapters (`spdf_lib.adapters`: where each architecture keeps SPDF's matrices,
+as data), any other `nn.Module` with `targets=`. `sparsify` draws one boolean mask per targeted matrix (per Q, K
+and V slice of a fused QKV weight) and zeroes the pruned entries; the masks live on the model as buffers
+(`spdf_lib.masks`), with a gradient hook that keeps masked gradients at exactly 0. `keep_zeros(optimizer,
+model)` (or `spdf_lib.hf.SPDFCallback` under HF Trainer) re-masks the weights and their optimizer state after
+every step, so the zeros hold under any optimizer and loop. The kit's own loop builds a fresh AdamW after
+`sparsify`: with masked weights and gradients at 0 its moments stay 0 and decoupled weight decay leaves 0 at 0.
 
 `densify` drops the masks for dense fine-tuning: the pruned weights start from exactly 0 and may learn.
-Sparse fine-tuning simply keeps them.
+Sparse fine-tuning simply keeps them. `load_masks` re-attaches masks saved beside a model.
 
 Defaults follow the Cerebras reference configs: targets are exactly the Q, K, V, attention-output and the two
 FFN matrices of every block; mask init `random` (a uniform random score per element, keep the top (1−s)
