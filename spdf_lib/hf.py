@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from spdf_lib import flops
+from spdf_lib.adapters import adapter_for
 from spdf_lib.hf_primer import from_pretrained, primer_ez
 from spdf_lib.masks import get_masks, keep_zeros, unwrap
 
@@ -55,8 +56,11 @@ class SPDFCallback(TrainerCallback, ExportableState):
                         "load_masks before training); it is trained dense")
         if optimizer is not None:
             self._handles.append(keep_zeros(optimizer, model))
-        sparse, dense = flops.shape_from_model(model), flops.shape_from_model(model, dense=True)
         self._per_seq = {}
+        if adapter_for(model, required=False) is None:  # masks from targets=: kept, but no FLOP shape to count
+            log.warning("SPDFCallback: no adapter for %s; masks are kept, FLOPs are not counted", type(model).__name__)
+            return
+        sparse, dense = flops.shape_from_model(model), flops.shape_from_model(model, dense=True)
         world = max(1, args.world_size)
 
         def count(module, fargs, fkwargs):
