@@ -1,8 +1,9 @@
 """spdf-kit: a reproducible study kit for SPDF (sparse pre-training, dense fine-tuning), Primer, and the
 professional-certification exam study of LLM vocational skills.
 
-Modules: `modeling_gpt` (the GPT family, Primer options), `sparsity` (static masks, densify), `flops`
-(sparse-aware FLOP counter), `train` (the one training loop), `tokenizer`, `data` (registry, corpora, tasks),
+Modules: `modeling_gpt` (the GPT family, Primer options), `sparsity` (static masks, densify, keep_zeros, on any
+model), `adapters` (where each architecture keeps SPDF's matrices), `masks` (mask storage and the step hook),
+`hf` (HF Trainer callback, Primer-EZ on HF models), `flops` (sparse-aware FLOP counter, HF configs too), `train` (the one training loop), `tokenizer`, `data` (registry, corpora, tasks),
 `params` (typed parameters), `records` (run records), `experiments` (what each notebook runs), `cli` (`spdf`).
 """
 

@@ -90,8 +90,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_flops(args: argparse.Namespace) -> int:
     from spdf_lib import flops
 
+    if (args.model is None) == (args.config is None):
+        raise ValueError("give --model NAME or --config PATH/config.json (one of them); see --help")
+    if args.config is not None:
+        from spdf_lib.flops import load_config
+
+        args.model = load_config(args.config)
     result = flops.count(args.model, args.tokens, args.sparsity, args.seq_len, args.convention)
     dense = flops.count(args.model, args.tokens, 0.0, args.seq_len, args.convention)["total"]
+    args.model = args.config or args.model
     print(f"model {args.model}, sparsity {args.sparsity}, {args.tokens:.4g} tokens, convention {args.convention}")
     for term, v in result.items():
         if term != "total" and v:
@@ -262,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=_cmd_results)
 
     fl = sub.add_parser("flops", help="training FLOPs of a model size at a sparsity and token budget")
-    fl.add_argument("--model", required=True, choices=get_args(ModelSize), help="a named model size")
+    fl.add_argument("--model", choices=get_args(ModelSize), help="a named model size")
+    fl.add_argument("--config", help="a Hugging Face config.json (GPT-2, Llama-family, GPT-NeoX) instead of --model")
     fl.add_argument("--sparsity", type=float, default=0.0,
                     help="static sparsity of the six SPDF matrices, in [0, 1) (default 0: dense)")
     fl.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 26.3e9")

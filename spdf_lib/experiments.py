@@ -6,6 +6,7 @@ and presets. The CLI (`spdf run`, `spdf sweep`, `spdf reproduce`), the sweeps an
 | `spdf_pretrain` | SPDF        | `notebooks/spdf_pretrain`    | `spdf_lib.spdf.pretrain.run_pretrain`         |
 | `spdf_finetune` | SPDF        | `notebooks/spdf_finetune`    | `spdf_lib.spdf.finetune.run_finetune`         |
 | `flops`         | SPDF        | `notebooks/flops`            | `spdf_lib.spdf.flops_tables.run_flops`        |
+| `spdf_hf`       | SPDF        | `notebooks/spdf_hf`          | `spdf_lib.spdf.hf_run.run_spdf_hf`            |
 | `primer`        | Primer      | `notebooks/primer`           | `spdf_lib.primer.run.run_primer`              |
 | `exams`         | Vocational  | `notebooks/exams`            | `spdf_lib.exams.run.run_exam`                 |
 | `report`        | all three   | `notebooks/report`           | (the notebook itself)                         |
@@ -100,6 +101,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                check_ref="spdf_lib.spdf.finetune:check_inputs"),
     Experiment("flops", "SPDF", "spdf_lib.spdf.params:FlopsParams", "spdf_lib.spdf.flops_tables:run_flops",
                "pre-training FLOP tables at the paper's budgets and against sparsity"),
+    Experiment("spdf_hf", "SPDF", "spdf_lib.spdf.hf_params:HFParams", "spdf_lib.spdf.hf_run:run_spdf_hf",
+               "SPDF on a Hugging Face model (SmolLM2's architecture, scaled down) with HF Trainer"),
     Experiment("primer", "Primer", "spdf_lib.primer.params:PrimerParams", "spdf_lib.primer.run:run_primer",
                "the Primer-EZ ablation: speedups and power laws over sizes"),
     Experiment("exams", "Vocational skills", "spdf_lib.exams.params:ExamParams", "spdf_lib.exams.run:run_exam",

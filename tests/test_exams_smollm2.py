@@ -75,3 +75,41 @@ def test_smollm2_packed_cloze_scores_equal_one_pass_per_option(mirror):
     for a, b in zip(packed, unshared, strict=True):
         assert [n for _, n in a] == [n for _, n in b]
         assert [s for s, _ in a] == pytest.approx([s for s, _ in b], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_sparsify_counts_and_flops():
+    """SPDF on the real checkpoint (issue 32): exact non-zero counts at 75%, and the FLOP counter against
+    FlopCounterMode on its config. Here, beside the exam tests, to share the one GGUF conversion."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM
+
+    from spdf_lib import flops
+    from spdf_lib.exams.backends import smollm2_dir
+    from spdf_lib.flops import shape_from_hf_config
+    from spdf_lib.sparsity import sparsify
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), attn_implementation="eager").eval()
+    cfg = model.config
+    assert (cfg.model_type, cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
+            cfg.num_key_value_heads, cfg.intermediate_size) == ("llama", 30, 576, 9, 3, 1536)
+    T = 16
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.arange(T)[None] + 100, use_cache=False)
+    assert sum(flops.forward_flops(shape_from_hf_config(cfg), T).values()) == pytest.approx(
+        counter.get_total_flops(), rel=1e-6)
+
+    embed = model.get_input_embeddings().weight.detach().clone()
+    masks = sparsify(model, 0.75)
+    expect = {"q_proj": 576 * 576, "k_proj": 192 * 576, "v_proj": 192 * 576, "o_proj": 576 * 576,
+              "gate_proj": 1536 * 576, "up_proj": 1536 * 576, "down_proj": 576 * 1536}
+    assert len(masks) == 30 * 7
+    for name, mask in masks.items():
+        n = expect[name.split(".")[-2]]
+        assert mask.numel() == n and int(mask.sum()) == math.floor(0.25 * n + 0.5)
+        assert int((model.get_parameter(name) != 0).sum()) <= int(mask.sum())
+    assert torch.equal(model.get_input_embeddings().weight, embed)  # tied head and embedding stay dense
+    sparse = flops.forward_flops(flops.shape_from_model(model), T)
+    dense = flops.forward_flops(shape_from_hf_config(cfg), T)
+    assert sparse["qkv"] == 0.25 * dense["qkv"] and sparse["ffn"] == 0.25 * dense["ffn"]
