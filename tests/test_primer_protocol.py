@@ -223,3 +223,20 @@ def test_the_report_reads_the_regime_from_run_records(tmp_path):
     assert "| primer-ez |" in text and "agrees" in text and "1.75x–2.34x" in text and "biased" in text
     assert (tmp_path / "figures" / "primer_endpoints.png").is_file()
     assert set(rep.tables["primer_grid"]["variant"]) == {"baseline", "primer-ez"}
+
+
+def test_a_diverged_rate_stays_in_the_grid_without_being_chosen(tmp_path):
+    from spdf_lib.primer import grid
+    from spdf_lib.results import load_results
+
+    arms = grid_of((0.006, 0.012, 0.024, 0.048))
+    write_runs(tmp_path, arms)
+    for seed in (0, 1):  # the top rate diverged for primer-ez at 5M: its records say so, with no loss
+        folder = tmp_path / f"primer-ez-{5e6:g}-0.048-s{seed}"
+        manifest = __import__("json").loads((folder / "manifest.json").read_text())
+        manifest["status"] = "diverged"
+        (folder / "manifest.json").write_text(__import__("json").dumps(manifest))
+    table = grid.runs_table(load_results(tmp_path))
+    best = grid.chosen(table).set_index(["variant", "tokens"])
+    assert best.loc[("primer-ez", 5e6), "grid"] == [0.006, 0.012, 0.024, 0.048]
+    assert best.loc[("primer-ez", 5e6), "lr"] == 0.012

@@ -33,7 +33,8 @@ def variant_name(activation: str, mdha: bool) -> str:
 def runs_table(results: pd.DataFrame) -> pd.DataFrame:
     """The dense pre-training runs of a results table, one row each: size, variant, tokens, lr, seed, eval_loss,
     steps, train_seconds, flops_per_token, run (and the recipe columns that must match across arms)."""
-    pre = results[(results["experiment"] == "spdf_pretrain") & (results["status"] == "ok")].copy()
+    # a diverged run was tried at its rate (it stays in the grid) but has no loss to choose it by
+    pre = results[(results["experiment"] == "spdf_pretrain") & results["status"].isin(["ok", "diverged"])].copy()
     if "sparsity" in pre:
         pre = pre[pre["sparsity"].fillna(0).astype(float) == 0]
     if pre.empty:
@@ -50,7 +51,8 @@ def runs_table(results: pd.DataFrame) -> pd.DataFrame:
         "variant": [variant_name(a, m) for a, m in zip(col("activation", "gelu").fillna("gelu"),
                                                         col("mdha", False).fillna(False), strict=True)],
         "tokens": col("tokens", np.nan).astype(float), "lr": col("lr", np.nan).astype(float),
-        "seed": col("seed", 0).fillna(0).astype(int), "eval_loss": col("eval_loss", np.nan).astype(float),
+        "seed": col("seed", 0).fillna(0).astype(int),
+        "eval_loss": col("eval_loss", np.nan).astype(float).where(pre["status"] == "ok"),
         "steps": col("steps", np.nan).astype(float), "train_seconds": col("train_seconds", np.nan).astype(float),
         "flops_per_token": col("flops_per_token", np.nan).astype(float),
         "run": col("run", ""),
@@ -75,7 +77,7 @@ def chosen(table: pd.DataFrame) -> pd.DataFrame:
              .reset_index())
     best = cells.loc[cells.groupby(ARM_BUDGET)["eval_loss"].idxmin()].set_index(ARM_BUDGET)
     best["grid"] = table.groupby(ARM_BUDGET)["lr"].agg(lambda x: sorted(set(x)))
-    best["seeds_per_rate"] = cells.groupby(ARM_BUDGET)["n"].agg(list)
+    best["seeds_per_rate"] = table.groupby([*ARM_BUDGET, "lr"])["seed"].nunique().groupby(ARM_BUDGET).agg(list)
     return best.reset_index()
 
 
