@@ -3,6 +3,8 @@ its verdicts on run records, and the conv taps' parameter group."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from conftest import tiny_model
@@ -84,6 +86,14 @@ def test_a_slower_variant_is_read_from_the_other_side():
 
 
 # --- preconditions on run records ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _packages_read_once(monkeypatch):
+    """Each manifest lists the installed packages, a ~1 s scan: read them once for a grid's runs."""
+    from spdf_lib import records
+
+    monkeypatch.setattr(records, "package_versions", functools.cache(records.package_versions))
 
 
 def write_runs(root, arms, seeds=(0, 1), eval_windows=256):
