@@ -250,3 +250,25 @@ def test_a_diverged_rate_stays_in_the_grid_without_being_chosen(tmp_path):
     best = grid.chosen(table).set_index(["variant", "tokens"])
     assert best.loc[("primer-ez", 5e6), "grid"] == [0.006, 0.012, 0.024, 0.048]
     assert best.loc[("primer-ez", 5e6), "lr"] == 0.012
+
+
+# --- diagnosis ----------------------------------------------------------------------------------------------
+
+
+def test_diagnosis_reads_ffn_scales_and_tap_drift():
+    import torch
+
+    from spdf_lib.primer.diagnosis import ffn_scales, tap_drift
+
+    x = torch.randint(2, 97, (2, 16))
+    gelu, relu2 = ffn_scales(tiny_model(), x), ffn_scales(tiny_model(activation="relu2"), x)
+    assert [r["layer"] for r in gelu] == [0, 1]
+    assert gelu[0]["pre_rms"] == pytest.approx(relu2[0]["pre_rms"])  # same init, same fc_in
+    assert relu2[0]["out_rms"] < gelu[0]["out_rms"]  # squaring small pre-activations: a smaller FFN output
+    model = tiny_model(mdha=True)
+    assert tap_drift(tiny_model()) == []
+    assert [r["drift"] for r in tap_drift(model)] == [0.0, 0.0]
+    assert tap_drift(model)[0]["current"] == 0.5 and tap_drift(model)[0]["past"] == pytest.approx(0.5 / 3)
+    with torch.no_grad():
+        model.transformer.h[1].attn.mdha.weight.mul_(1.1)
+    assert tap_drift(model)[1]["drift"] == pytest.approx(0.1, rel=1e-5) and tap_drift(model)[0]["drift"] == 0.0
