@@ -32,8 +32,10 @@ WORKERS = 2
 # Each stage's share of the budget, in worker-seconds (2 workers: 2 × 55 min = 6,600 worker-seconds planned, 5
 # minutes of the hour kept as margin); set from the measured tiny run of this version (README: 6,336 worker-s,
 # 53 min 36 s): WebNLG's longer fine-tuning is paid for by its fewer seeds and the budget's former margin.
+# Primer (issue 34): the plan's bf16 worker-seconds of its two stages (2.5M baseline, Primer-EZ at 2 budgets).
 BUDGET_S = {
-    "flops": 10, "pretrain": 1100, "primer": 550, "finetune": 1450, "finetune_sparse": 740, "finetune_scratch": 740,
+    "flops": 10, "pretrain": 1100, "primer_baseline": 530, "primer_ez": 1520, "finetune": 1450,
+    "finetune_sparse": 740, "finetune_scratch": 740,
     "finetune_e2e": 1150, "finetune_e2e_sparse": 380, "finetune_e2e_scratch": 380, "exams": 40,
 }
 

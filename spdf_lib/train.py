@@ -66,7 +66,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     warmup_steps: int = 0
     weight_decay: float = 0.1
-    # The blocks' weight matrices (SPDF's six, and MDHA kernels) train at lr × matrix_lr_scale; the embeddings
+    # The blocks' weight matrices (SPDF's six) and MDHA's conv taps train at lr × matrix_lr_scale; the embeddings
     # (tied LM head), norms and biases at lr. 1.0 is the papers' single rate. Narrow models need < 1 (README).
     matrix_lr_scale: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
@@ -210,11 +210,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The optimizer's parameter groups, each with its `lr_scale` (its rate is `lr_scale · lr_at(step)`):
-    weight decay on matrices (and convolution kernels) only, not on biases or norms; with `matrix_lr_scale` != 1,
-    the blocks' matrices form a group of their own, apart from the embeddings (and the LM head tied to them)."""
+    weight decay on matrices only, not on biases, norms or MDHA's conv taps (`conv_taps`, a group of their own when
+    the model has them); with `matrix_lr_scale` != 1, the blocks' matrices form a group of their own, apart from
+    the embeddings (and the LM head tied to them)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    taps = conv_taps(model)
     no_decay = [p for p in params if p.dim() < 2]
-    decay = [p for p in params if p.dim() >= 2]
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in taps]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0, "name": "matrices"},
               {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0, "name": "norms_biases"}]
     if cfg.matrix_lr_scale != 1.0:  # (only then: checkpoints of single-rate runs keep their two groups)
@@ -226,7 +228,23 @@ def param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
                      "lr_scale": cfg.matrix_lr_scale}
         groups.append({"params": [p for p in decay if id(p) in embedding], "weight_decay": cfg.weight_decay,
                        "lr_scale": 1.0, "name": "embeddings"})
+    if taps:  # Primer's MDHA: the conv taps at the blocks' rate, without weight decay (see `conv_taps`)
+        groups.append({"params": [p for p in params if id(p) in taps], "weight_decay": 0.0,
+                       "lr_scale": cfg.matrix_lr_scale, "name": "conv_taps"})
     return groups
+
+
+def conv_taps(model) -> set[int]:
+    """ids of the depthwise-convolution taps of Primer's multi-dconv-head attention (`MultiDConvHead.weight`).
+
+    They form an optimizer group of their own ("conv_taps"): no weight decay, rate `lr × matrix_lr_scale`.
+    Why: the paper trained with no regularisation, and decay would pull the current-token tap (0.5 at init)
+    towards 0, shrinking Q, K and V, not a matrix's spurious directions. The taps change Q, K and V as the
+    blocks' matrices do, so they share those matrices' rate. Their own group also logs their own update/weight
+    ratio (`diagnostics`), the drift of the taps."""
+    from spdf_lib.modeling_gpt import MultiDConvHead
+
+    return {id(m.weight) for m in model.modules() if isinstance(m, MultiDConvHead) and m.weight.requires_grad}
 
 
 def make_optimizer(model, cfg: TrainConfig, device: str) -> torch.optim.AdamW:

@@ -179,3 +179,20 @@ def test_null_losses_of_diverged_runs_are_not_chosen_and_do_not_break_the_report
     assert "sparsity 0 seed 0 → lr 0.002 (4.500)" in md
     assert _preconditions(md)["dense pre-training loss ≤ sparse"] == "not checked"
     assert "sparsity 0: 0.002 of [0.001, 0.002, 0.004], inside" in md
+
+
+def test_primer_runs_in_the_same_table_are_not_spdf_s_grid(tmp_path):
+    """Primer's variants, its shorter budgets and its second size share the tiny sweep's runs folder
+    (params/sweeps/primer.yaml): none of them may become a sparsity's chosen rate or widen its grid."""
+    root = tmp_path / "runs"
+    others = [({"activation": "relu2", "mdha": True, "lr": 8e-3}, 4.10),  # a variant, lower loss, an edge rate
+              ({"tokens": 5e5, "lr": 8e-3}, 4.95),                         # the baseline at a shorter budget
+              ({"model_size": "micro", "lr": 8e-3}, 4.00)]                 # the second size
+    for i, (params, loss) in enumerate(others):
+        run = Run(root / f"primer-{i}", "spdf_pretrain", {"sparsity": 0.0, "tokens": 1e6, "seed": 0, **params}, 0)
+        run.finish({"eval_loss": loss})
+    rep = Report(root, tmp_path / "figures")
+    section(_write_study(root), rep)
+    md = rep.markdown()
+    assert set(_preconditions(md).values()) == {"met"}
+    assert "sparsity 0: 0.002 of [0.001, 0.002, 0.004], inside" in md

@@ -4,6 +4,9 @@
 - `run`: every variant at every size and seed, each point a `spdf_lib.spdf.pretrain` run.
 - `analysis`: the paper's speedup factor (§4) and the power-law fits (§4.2, Fig. 1).
 - `plots`, `report_section`: Primer's figures and its part of the report.
+- In its regime (issue 34; docs/primer.md): the variants as `spdf_pretrain` runs in SPDF's recipe. `speedup`
+  (read from annealed endpoints, interval from the pooled seed noise), `grid` (run records to arms), `study`
+  (speedups and verdicts per size), `preconditions`, `report_regime`, `diagnosis` (FFN scales, conv-tap drift).
 
 The layers themselves, squared ReLU and multi-dconv-head attention, are options of `spdf_lib.modeling_gpt`
 (`activation="relu2"`, `mdha=True`): the same model file serves every experiment and ships with saved models.

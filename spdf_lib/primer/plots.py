@@ -68,3 +68,20 @@ def power_law(summary: pd.DataFrame, powerlaw: pd.DataFrame) -> plt.Figure:
     fig.tight_layout()
     return fig
 
+
+
+def endpoints(table: pd.DataFrame, best: pd.DataFrame) -> plt.Figure:
+    """Final validation loss against the token budget per variant, one panel per size: each seed's run at the
+    arm's chosen rate as a point, the mean over seeds as a line (annealed endpoints, each budget its own schedule)."""
+    keys = ["size", "variant", "tokens", "lr"]
+    runs = table.merge(best[keys], on=keys)
+    sizes = list(dict.fromkeys(runs["size"]))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.4), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        data = runs[runs["size"] == size]
+        sns.lineplot(data, x="tokens", y="eval_loss", hue="variant", errorbar=None, marker="o", ax=ax)
+        sns.scatterplot(data, x="tokens", y="eval_loss", hue="variant", style="seed", legend=False, ax=ax, s=18)
+        ax.set(xscale="log", xlabel="training tokens (budget)", ylabel="final validation loss (nats/token)",
+               title=size)
+    fig.tight_layout()
+    return fig

@@ -1,14 +1,16 @@
-"""Primer's part of the report: the speedups of squared ReLU, MDHA and Primer-EZ, and the power laws over
-model sizes, beside the paper's numbers (So et al. 2021). A speedup is claimed only if its 95% interval (bootstrap
-of the geometric mean over sizes and seeds, `spdf_lib.stats.bootstrap_ratio`) excludes 1.0."""
+"""Primer's part of the report: first the study in its regime (`report_regime`: the variants as `spdf_pretrain`
+runs in SPDF's recipe, speedups read from annealed endpoints with intervals from the pooled seed noise), then any
+runs of the `primer` notebook's quick ablation (intermediate checkpoints of one schedule, power laws over sizes),
+beside the paper's numbers (So et al. 2021). There a speedup is claimed only if its 95% interval (bootstrap of the
+geometric mean over sizes and seeds, `spdf_lib.stats.bootstrap_ratio`) excludes 1.0."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from spdf_lib.primer import analysis, plots
+from spdf_lib.primer import analysis, plots, report_regime
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report
+from spdf_lib.reporting import Report, ok_runs
 from spdf_lib.stats import bootstrap_ratio, ratio_verdict
 
 PAPER_EZ_SPEEDUP_35M = (1.75, 2.34)  # Primer-EZ at ~35M on LM1B, depending on codebase/hardware
@@ -16,10 +18,16 @@ PAPER_MDHA_SPEEDUP_35M = 1.76
 
 
 def section(results: pd.DataFrame, rep: Report) -> None:
-    """Add Primer's findings to `rep`."""
-    runs = rep.open_section("Primer", results, "primer")
+    """Add Primer's findings to `rep`: the regime's (variants as `spdf_pretrain` runs, `report_regime`), then
+    those of `primer` ablation runs (the notebook's quick comparison), when there are any."""
+    rep.say("## Primer", "")
+    regime = report_regime.section(results, rep)
+    runs = ok_runs(results, "primer")
     if runs.empty:
+        if not regime:
+            rep.say("- No Primer runs in the results table yet.", "")
         return
+    rep.say("### The `primer` ablation runs (intermediate checkpoints of one schedule per run)", "")
     tables = {name: pd.concat([read_table(rep.run_dir(r), f"primer_{name}") for r in runs["run"]], ignore_index=True)
               for name in ("speedups", "summary", "runs")}
     speedups, summary = tables["speedups"], tables["summary"]

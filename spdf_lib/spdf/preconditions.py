@@ -16,41 +16,39 @@ failed and what the verdicts therefore cannot mean (`warning`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from spdf_lib import preconditions as core
+from spdf_lib.preconditions import FAILED, MET, UNCHECKED, Precondition, grid_position
 from spdf_lib.reporting import Report
 from spdf_lib.spdf.verdicts import BLEU, difference, learned, seed_noise, select, task_conditions
 from spdf_lib.stats import Margins, SeedNoise, verdict
 
-MET, FAILED, UNCHECKED = "met", "failed", "not checked"
-
-
-@dataclass(frozen=True)
-class Precondition:
-    """One precondition's outcome: `what` it requires, `status` (met, failed, not checked), the measured `detail`,
-    `meaning`: what the verdicts cannot mean when it fails, and the `task` whose verdicts it concerns (None: the
-    pre-training preconditions, which every task's verdicts rest on)."""
-
-    what: str
-    status: str
-    detail: str
-    meaning: str = ""
-    task: str | None = None
-
-    @property
-    def line(self) -> str:
-        return f"- Precondition: {self.what}: **{self.status}** — {self.detail}."
+__all__ = ["FAILED", "MET", "UNCHECKED", "Precondition", "check_all", "spdf_runs", "warning"]
 
 
 def _main_pretraining(pretrain: pd.DataFrame | None) -> pd.DataFrame | None:
     """The SPDF pre-training runs (the GPT baseline, not Primer's variants), or None when there are none."""
     if pretrain is None or pretrain.empty:
         return None
-    gpt = pretrain[(pretrain["activation"].fillna("gelu") == "gelu") & ~pretrain["mdha"].fillna(False).astype(bool)]
+    gpt = pretrain[spdf_runs(pretrain)]
     return gpt if len(gpt) else None
+
+
+def spdf_runs(pretrain: pd.DataFrame) -> pd.Series:
+    """Which rows of the pre-training table are SPDF's grid: the GPT (not a Primer variant) at the model sizes that
+    have sparse runs (all sizes when none has), at their largest budget. Primer's variants, its shorter budgets
+    and its second size share the table (params/sweeps/primer.yaml) but are not SPDF's grid."""
+    keep = (pretrain["activation"].fillna("gelu") == "gelu") & ~pretrain["mdha"].fillna(False).astype(bool)
+    if "model_size" in pretrain:
+        sparse_sizes = set(pretrain.loc[pretrain["sparsity"] > 0, "model_size"])
+        keep &= pretrain["model_size"].isin(sparse_sizes) if sparse_sizes else True
+    if "tokens" in pretrain and keep.any():
+        tokens = pretrain["tokens"].astype(float)
+        keep &= np.isclose(tokens, tokens[keep].max())
+    return keep
 
 
 def _chosen(pre: pd.DataFrame) -> pd.DataFrame:
@@ -109,8 +107,7 @@ def rates_inside_grid(pretrain: pd.DataFrame | None) -> Precondition:
     parts = []
     for s, r in _chosen(pre).iterrows():
         grid = r["grid"]
-        at = ["the only rate tried" if len(grid) == 1 else "its lower edge" if lr == grid[0]
-              else "its upper edge" if lr == grid[-1] else "inside" for lr in r["rates"]]
+        at = [grid_position(lr, grid) for lr in r["rates"]]
         where = ", ".join(f"{lr:g} {a}" if len(at) > 1 else a for lr, a in zip(r["rates"], at, strict=True))
         parts.append(f"sparsity {s:g}: {' and '.join(f'{x:g}' for x in r['rates'])} of "
                      f"[{', '.join(f'{x:g}' for x in grid)}], {where}")
@@ -155,12 +152,7 @@ def warning(conditions: Sequence[Precondition], task: str | None = None) -> str:
     """The line the verdicts are printed under when a precondition failed ('' when none did): which ones, and
     what the verdicts therefore cannot mean. With `task`, only the preconditions those verdicts rest on count (the
     pre-training ones and that task's own): another task's failure says nothing about them."""
-    failed = [c for c in conditions if c.status == FAILED and (task is None or c.task in (None, task))]
-    if not failed:
-        return ""
-    scope = f"the {task} verdicts" if task else "these verdicts"
-    return (f"- **Precondition failed — {scope} are printed, but they cannot be read as evidence about SPDF.** "
-            + " ".join(f"{c.what[0].upper()}{c.what[1:]} failed: {c.meaning}." for c in failed))
+    return core.warning(conditions, "SPDF", task)
 
 
 def check_all(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,

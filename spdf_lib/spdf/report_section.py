@@ -22,7 +22,7 @@ from spdf_lib import flops
 from spdf_lib.records import read_table
 from spdf_lib.reporting import Report, column, ok_runs
 from spdf_lib.spdf import plots
-from spdf_lib.spdf.preconditions import Precondition, check_all, warning
+from spdf_lib.spdf.preconditions import Precondition, check_all, spdf_runs, warning
 from spdf_lib.spdf.report_tables import (
     added_slots_line,
     curves,
@@ -74,16 +74,18 @@ def pretrain_part(results: pd.DataFrame, rep: Report) -> None:
     if pre.empty:
         return
     table = pd.DataFrame({
+        "model_size": optional_column(pre, "model_size", "nano"),
         "sparsity": column(pre, "sparsity").astype(float), "activation": optional_column(pre, "activation", "gelu"),
         "mdha": optional_column(pre, "mdha", False), "lr": column(pre, "lr").astype(float),
         "seed": optional_column(pre, "seed", 0).fillna(0).astype(int),
         "tokens": column(pre, "tokens").astype(float), "max_epochs": optional_column(pre, "max_epochs", np.nan),
         "epochs": optional_column(pre, "epochs", np.nan).astype(float),
         "eval_loss": column(pre, "eval_loss").astype(float), "seconds": optional_column(pre, "train_seconds", np.nan),
-    }).sort_values(["activation", "mdha", "sparsity", "lr", "seed"])
+    }).sort_values(["model_size", "activation", "mdha", "sparsity", "tokens", "lr", "seed"])
     rep.tables["pretrain"] = table
     # runs whose loss is null (diverged or failed: records hold null, not NaN) cannot be chosen
-    measured = table.dropna(subset=["eval_loss"])
+    gpt = spdf_runs(table)  # Primer's variants, budgets and second size share the table: they have their section
+    measured = table[gpt].dropna(subset=["eval_loss"])
     best = measured.loc[measured.groupby(["activation", "mdha", "sparsity", "seed"])["eval_loss"].idxmin()]
     swept = table.groupby(["activation", "mdha", "sparsity"])["lr"].nunique().max() > 1
     lines = ["Pre-training (validation loss at the end of each run; " +
@@ -94,7 +96,6 @@ def pretrain_part(results: pd.DataFrame, rep: Report) -> None:
     if swept:
         lines.append("Chosen: " + ", ".join(f"sparsity {r.sparsity:g} seed {r.seed} → lr {r.lr:g} ({r.eval_loss:.3f})"
                                             for r in best.itertuples()) + ".")
-    gpt = (table["activation"] == "gelu") & ~table["mdha"].astype(bool)
     cv = pretrain_curves(rep, table[gpt].assign(run=pre["run"]), best)
     if len(cv):
         rep.tables["pretrain_curves"] = cv
