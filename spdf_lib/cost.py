@@ -122,30 +122,24 @@ class Calibration:
 
         return autocast_factory("cpu", self.precision)
 
-    def train_step(self, arch: Arch, batch: int, T: int) -> float:
-        """Seconds of one optimizer step over `batch` sequences of `T` tokens."""
+    def train_step(self, arch: Arch, batch: int, T: int, fast: bool = False) -> float:
+        """Seconds of one optimizer step (`spdf_lib.train_step`, the eager or the fast path) over `batch`
+        sequences of `T` tokens; the fast path's one-off compile falls in the warm-up, outside the timing."""
 
         def measure() -> float:
             import torch
 
-            from spdf_lib.train import TrainConfig, _token_loss, make_optimizer
+            from spdf_lib.train import TrainConfig, make_optimizer
+            from spdf_lib.train_step import TrainStep
 
             torch.manual_seed(0)
             model = arch.model()
-            opt = make_optimizer(model, TrainConfig(max_steps=1), "cpu")
+            opt = make_optimizer(model, TrainConfig(max_steps=1, fast_step=fast), "cpu")
             ids = torch.randint(0, arch.vocab_size, (batch, T))
-            data = {"input_ids": ids, "targets": ids}
-            autocast = self._autocast()
+            stepper = TrainStep(model, opt, self._autocast(), fast=fast)
+            return _timed(lambda: stepper.step([{"input_ids": ids, "targets": ids}], 1.0 / ids.numel()))
 
-            def step() -> None:
-                loss, _ = _token_loss(model, data, autocast)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-            return _timed(step)
-
-        return self._cached(f"train {_key(arch)} {batch}x{T}", measure)
+        return self._cached(f"train{'-fast' if fast else ''} {_key(arch)} {batch}x{T}", measure)
 
     def forward(self, arch: Arch, batch: int, T: int) -> float:
         """Seconds of one no-grad forward pass over `batch` sequences of `T` tokens (evaluation, test loss)."""
@@ -235,7 +229,10 @@ def pretrain_parts(p: dict[str, Any], cal: Calibration) -> Parts:
     evals = (steps // p["eval_every"] if p.get("eval_every") else 0) + 1
     micro = p.get("micro_batch_size") or p["batch_size"]
     eval_batches = math.ceil(p["eval_windows"] / micro)
-    return {"train": steps * cal.train_step(arch, p["batch_size"], p["seq_len"]),
+    from spdf_lib.train_step import choose_fast  # (torch: imported where a plan measures)
+
+    fast = choose_fast(None, "cpu", steps, p.get("compile", False))
+    return {"train": steps * cal.train_step(arch, p["batch_size"], p["seq_len"], fast),
             "eval": evals * eval_batches * cal.forward(arch, min(micro, p["eval_windows"]), p["seq_len"])}
 
 
@@ -249,7 +246,9 @@ def finetune_parts(p: dict[str, Any], arch: Arch, n_pairs: int, n_val: int, n_te
     per_epoch = max(1, math.ceil(n_pairs / b))
     evals = steps // (p.get("eval_every") or per_epoch) + 1 if n_val else 1
     gen = p["max_new_tokens"]
-    parts = {"train": steps * cal.train_step(arch, b, T),
+    from spdf_lib.train_step import choose_fast
+
+    parts = {"train": steps * cal.train_step(arch, b, T, choose_fast(None, "cpu", steps)),
              "eval": evals * math.ceil(max(n_val, 1) / b) * cal.forward(arch, b, T)
              + math.ceil(n_test / 64) * cal.forward(arch, min(64, n_test), T), "decode": 0.0}
     if n_val:

@@ -142,7 +142,7 @@ class TrainStep:
                 raise
             self.opt.zero_grad(set_to_none=True)
             torch.set_rng_state(rng)
-            self.fallback = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+            self.fallback = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
             self.say(f"torch.compile failed ({self.fallback}); training with the eager step instead")
             self.compiled = False
             self._net = self._wrap(self._eager)
