@@ -78,9 +78,11 @@ class Arch:
 
 
 class Calibration:
-    """Unit costs measured on this machine, with `threads` torch threads, in `precision` (`auto` resolved)."""
+    """Unit costs measured on this machine, with `threads` torch threads, in `precision` (`auto` resolved), and
+    how busy the machine was while they were measured (`conditions`, `spdf_lib.machine_load`; the busiest of the
+    sessions that measured them). `recalibrate`: measure every unit cost again, ignoring the cache."""
 
-    def __init__(self, threads: int, precision: str = "auto"):
+    def __init__(self, threads: int, precision: str = "auto", recalibrate: bool = False):
         import torch
 
         from spdf_lib.precision import describe, resolve
@@ -93,21 +95,26 @@ class Calibration:
         root = Path(os.environ.get("SPDF_CACHE") or Path.home() / ".cache" / "spdf-kit") / "plan"
         self.path = root / f"unit-costs-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
         try:
-            self.costs: dict[str, float] = json.loads(self.path.read_text())
+            self.costs: dict[str, float] = {} if recalibrate else json.loads(self.path.read_text())
         except (OSError, ValueError):
             self.costs = {}
+        self.conditions: dict[str, Any] | None = self.costs.pop("_conditions", None)
         self.measured = 0  # unit costs measured by this instance (not from the cache)
 
     def _cached(self, key: str, measure) -> float:
         if key not in self.costs:
             import torch
 
+            from spdf_lib.machine_load import LoadMeter, worst
+
             before = torch.get_num_threads()
             torch.set_num_threads(self.threads)
             try:
-                self.costs[key] = measure()
+                with LoadMeter() as load:
+                    self.costs[key] = measure()
             finally:
                 torch.set_num_threads(before)
+            self.conditions = worst(self.conditions, load.conditions)
             self.measured += 1
         return self.costs[key]
 
@@ -115,7 +122,8 @@ class Calibration:
         from spdf_lib.atomic import atomic_write_text
 
         with contextlib.suppress(OSError):  # a read-only cache: the next plan measures again
-            atomic_write_text(self.path, json.dumps(self.costs, indent=1, sort_keys=True) + "\n")
+            atomic_write_text(self.path, json.dumps({**self.costs, "_conditions": self.conditions}, indent=1,
+                                                    sort_keys=True) + "\n")
 
     def _autocast(self):
         from spdf_lib.train import autocast_factory
