@@ -37,9 +37,7 @@ from pathlib import Path
 from typing import Any
 
 STARTUP_S = {"papermill": 12.0, "process": 6.0, "torchrun": 10.0}  # measured: `spdf run flops` took 12.5 s in all
-EXAM_LOAD_S = 8.0  # loading SmolLM2 from its GGUF file (dequantised) and its tokenizer
 EXAM_PROMPT_TOKENS = 160  # a letter-scoring exam prompt (question, four options, instructions)
-EXAMS_CIRCULAR_PROMPTS = 4  # CircularEval asks each question under its rotations (4 options: 4 prompts)
 TIMED_STEPS = 1  # timed repetitions after a warm-up (which also creates the optimizer state)
 # SmolLM2-135M's shape (its config.json), for timing its forward pass without loading it
 SMOLLM2 = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
@@ -269,9 +267,19 @@ def finetune_parts(p: dict[str, Any], arch: Arch, n_pairs: int, n_val: int, n_te
     return parts
 
 
-def exam_parts(p: dict[str, Any], n_questions: int, cal: Calibration) -> Parts:
-    prompts = n_questions * (EXAMS_CIRCULAR_PROMPTS if p.get("circular") else 1)
-    return {"start": EXAM_LOAD_S, "score": prompts * cal.exam_prompt(p.get("batch_tokens", 2048))}
+def exam_parts(p: dict[str, Any], questions: list, formulation: str, cal: Calibration,
+               arch: Arch | None = None) -> Parts:
+    """Loading the model, then the scorer's tokens and forward calls (`spdf_lib.exams.cost`) at the unit costs
+    of SmolLM2's architecture, or of the kit's GPT (`arch`) when the point scores a pre-trained kit model."""
+    from spdf_lib.exams.cost import LOAD_S, scorer_work
+
+    work = scorer_work(p, questions, formulation, kit_model=arch is not None)
+    if arch is None:
+        per_token, per_call = cal.exam_prompt(p.get("batch_tokens", 2048)) / EXAM_PROMPT_TOKENS, 0.0
+        return {"start": LOAD_S["smollm2"], "score": work["tokens"] * per_token}
+    per_token = cal.forward(arch, 1, arch.n_positions) / arch.n_positions
+    per_call = cal.forward(arch, 1, 8)
+    return {"start": LOAD_S["kit"], "score": work["tokens"] * per_token + work["calls"] * per_call}
 
 
 @dataclass
@@ -370,8 +378,10 @@ class Pricer:
             if key not in self._loaded:  # parsing the certification data takes seconds: once per plan
                 self._loaded[key] = prepare(ep)
             questions, _, _, fields = self._loaded[key]
-            n = len(select(questions, ep, fields))
-            return PointPlan(point.id, point.stage, f"exams {n} questions", _add(start, exam_parts(p, n, self.cal)))
+            chosen = [q for q in select(questions, ep, fields) if q.scored]
+            pre = self._pretrain_params_of(point) if ep.model not in ("smollm2",) else None
+            parts = exam_parts(p, chosen, ep.resolved_formulation, self.cal, Arch.of(pre) if pre else None)
+            return PointPlan(point.id, point.stage, f"exams {len(chosen)} questions", _add(start, parts))
         return PointPlan(point.id, point.stage, e, start)  # flops, report: start-up only (seconds of arithmetic)
 
 

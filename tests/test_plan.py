@@ -162,3 +162,27 @@ def test_a_plan_calibrated_on_busy_cores_says_so_in_one_line(monkeypatch, tmp_pa
     with LoadMeter() as load:  # and the meter itself reads this machine
         sum(i * i for i in range(200_000))
     assert load.conditions["cores"] >= 1 and 0.0 <= load.conditions["others"] <= 1.0
+
+
+def test_the_exam_stage_is_priced_from_what_the_scorer_does():
+    """Tokens through the model as the scorer sends them: cloze packs each context with its options once;
+    letters are asked once a question, under every rotation with CircularEval or for PriDe's sample."""
+    from spdf_lib.exams.cloze import cloze_context, continuations
+    from spdf_lib.exams.cost import CHARS_PER_TOKEN, scorer_work
+    from spdf_lib.exams.parse import Question
+    from spdf_lib.exams.prompts import loglik_prompt
+
+    qs = [Question(qid=str(i), certification="c", number=i, stem=f"What is {i} + {i}?" * (i + 1),
+                   options=("one", "two", "three", "four"), key=frozenset("B"), raw_key="B", n_stated=1)
+          for i in range(40)]
+    chars = sum(len(cloze_context(q)) + sum(map(len, continuations(q))) for q in qs)
+    cf = scorer_work({}, qs, "cf", kit_model=False)
+    assert cf["tokens"] == pytest.approx(chars / CHARS_PER_TOKEN["smollm2"])
+    assert scorer_work({}, qs, "cf", kit_model=True)["calls"] == 2 * len(qs)  # KV-cache path: context, options
+    letters = sum(len(loglik_prompt(q)) for q in qs) / CHARS_PER_TOKEN["smollm2"]
+    assert scorer_work({"circular": False, "pride": False}, qs, "mcf", False)["tokens"] == pytest.approx(letters)
+    assert scorer_work({"circular": True}, qs, "mcf", False)["calls"] == 4 * len(qs)
+    pride = scorer_work({"pride": True, "pride_share": 0.05}, qs, "mcf", False)["calls"]
+    assert pride == len(qs) + 3 * 2  # 5% of 40 questions asked under their 3 other rotations too
+    best = scorer_work({}, qs, "best", False)["tokens"]
+    assert best == pytest.approx(cf["tokens"] + letters)
