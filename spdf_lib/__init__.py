@@ -2,7 +2,8 @@
 professional-certification exam study of LLM vocational skills.
 
 Modules: `modeling_gpt` (the GPT family, Primer options), `sparsity` (static masks, densify), `flops`
-(sparse-aware FLOP counter), `train` (the one training loop), `tokenizer`, `data` (registry, corpora, tasks),
+(sparse-aware FLOP counter), `train` (the one training loop), `train_step` (its one optimisation step, eager
+or compiled), `machine_load` (how busy the cores are while timing), `tokenizer`, `data` (registry, corpora, tasks),
 `params` (typed parameters), `records` (run records), `experiments` (what each notebook runs), `cli` (`spdf`).
 """
 
