@@ -149,16 +149,8 @@ class TrainStep:
             return self._step(batches, scale, stop_if_nonfinite)
 
     def _step(self, batches: list[Batch], scale: float, stop_if_nonfinite: bool) -> StepResult:
-        loss_sum = 0.0
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            sync = contextlib.nullcontext() if last or not self.distributed else self._net.no_sync()
-            with sync, self.sdpa():
-                with record_function("forward"):
-                    loss = self._net(batch["input_ids"], batch["targets"])
-                with record_function("backward"):
-                    (loss * scale).backward()
-            loss_sum += loss.item()
+        with deterministic() if self.compiled else contextlib.nullcontext():
+            loss_sum = self._forward_backward(batches, scale)
         if stop_if_nonfinite and not math.isfinite(loss_sum):  # before the update: the weights stay
             self.opt.zero_grad(set_to_none=True)
             return StepResult(loss_sum, None, False)
@@ -170,6 +162,34 @@ class TrainStep:
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
         return StepResult(loss_sum, grad_norm, True)
+
+    def _forward_backward(self, batches: list[Batch], scale: float) -> float:
+        loss_sum = 0.0
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not self.distributed else self._net.no_sync()
+            with sync, self.sdpa():
+                with record_function("forward"):
+                    loss = self._net(batch["input_ids"], batch["targets"])
+                with record_function("backward"):
+                    (loss * scale).backward()
+            loss_sum += loss.item()
+        return loss_sum
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Torch's deterministic algorithms while the compiled step runs and compiles (its backward compiles during
+    the first backward): inductor then keeps scatter-adds such as the embedding's gradient as ATen's kernels
+    instead of multi-threaded atomic adds, whose order, and so whose rounding, changes from run to run with
+    more than one thread (measured: two identical 6-step runs on 2 threads ended with different weights).
+    `warn_only`: an op without a deterministic kernel warns instead of failing the run."""
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def _is_compile_error(e: Exception) -> bool:
