@@ -21,12 +21,11 @@ import time
 
 import torch
 
-from bench.common import Result, hf_gpt2_like
+from bench.common import Result, hf_gpt2_like, train_step_fn
 from spdf_lib import flops
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 from spdf_lib.plan import peak_flops
 from spdf_lib.sparsity import sparsify
-from spdf_lib.train import TrainConfig, make_optimizer, sdpa_context
 
 
 def _timed_steps(model, batch: torch.Tensor, steps: int, warmup: int, compile: bool, device: str,
@@ -35,19 +34,9 @@ def _timed_steps(model, batch: torch.Tensor, steps: int, warmup: int, compile: b
     model.to(device).train()
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    opt = make_optimizer(model, TrainConfig(max_steps=1, lr=1e-4), device)
-    step_model = torch.compile(model) if compile else model
     cuda = device.startswith("cuda")
-    backend = "flash" if cuda else "auto"
-
-    def step() -> None:
-        with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16), sdpa_context(backend):
-            logits = step_model(input_ids=batch).logits
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    # the kit's own step (spdf_lib.train_step): bf16 autocast, fast = compiled, flash attention on CUDA
+    step = train_step_fn(model, batch, "bf16", fast=compile, device=device, sdpa_backend="flash" if cuda else "auto")
 
     for _ in range(warmup):
         step()

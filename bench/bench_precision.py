@@ -10,28 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from bench.common import Result, interleaved_median
+from bench.common import Result, interleaved_median, train_step_fn
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 from spdf_lib.precision import describe, resolve
-from spdf_lib.train import TrainConfig, _token_loss, autocast_factory, make_optimizer
 
 B, T, V = 16, 256, 4096
 
 
 def _step(precision: str):
     torch.manual_seed(0)
-    model = GPTForCausalLM(gpt_config("micro", vocab_size=V, n_positions=T)).train()
-    opt = make_optimizer(model, TrainConfig(max_steps=1), "cpu")
-    ids = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0))
-    batch, autocast = {"input_ids": ids, "targets": ids}, autocast_factory("cpu", precision)
-
-    def step() -> None:
-        loss, _ = _token_loss(model, batch, autocast)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
+    model = GPTForCausalLM(gpt_config("micro", vocab_size=V, n_positions=T))
+    return train_step_fn(model, torch.randint(0, V, (B, T + 1), generator=torch.Generator().manual_seed(0)), precision)
 
 
 def run() -> list[Result]:

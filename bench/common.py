@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import torch
+
 
 @dataclass
 class Result:
@@ -63,6 +65,21 @@ def interleaved_median(fns: dict[str, Callable[[], None]], repeats: int = 7, war
             fns[k]()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def train_step_fn(model, ids: torch.Tensor, precision: str = "auto", fast: bool = False, device: str = "cpu",
+                  sdpa_backend: str = "auto", lr: float = 1e-4, matrix_lr_scale: float = 1.0):
+    """A no-argument callable running one training step (`spdf_lib.train_step.TrainStep`: the kit's own step,
+    eager or fast) of `model` on the token rows `ids` (next-token targets), as `train.train` runs it."""
+    from spdf_lib.train import TrainConfig, autocast_factory, make_optimizer, sdpa_context
+    from spdf_lib.train_step import TrainStep
+
+    model.to(device).train()
+    cfg = TrainConfig(max_steps=1, lr=lr, matrix_lr_scale=matrix_lr_scale, fast_step=fast)
+    step = TrainStep(model, make_optimizer(model, cfg, device), autocast_factory(device, precision), fast=fast,
+                     device=device, sdpa=lambda: sdpa_context(sdpa_backend))
+    batch = {"input_ids": ids[:, :-1].to(device), "targets": ids[:, 1:].to(device)}
+    return lambda: step.step([batch], 1.0 / batch["targets"].numel())
 
 
 def hf_gpt2_like(config, vocab_size: int, n_positions: int):

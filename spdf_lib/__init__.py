@@ -3,7 +3,9 @@ professional-certification exam study of LLM vocational skills.
 
 Modules: `modeling_gpt` (the GPT family, Primer options), `sparsity` (static masks, densify, keep_zeros, on any
 model), `adapters` (where each architecture keeps SPDF's matrices), `masks` (mask storage and the step hook),
-`hf` (HF Trainer callback, Primer-EZ on HF models), `flops` (sparse-aware FLOP counter, HF configs too), `train` (the one training loop), `tokenizer`, `data` (registry, corpora, tasks),
+`hf` (HF Trainer callback, Primer-EZ on HF models), `flops` (sparse-aware FLOP counter, HF configs too), `train`
+(the one training loop), `train_step` (its one optimisation step, eager or compiled), `machine_load` (how busy
+the cores are while timing), `tokenizer`, `data` (registry, corpora, tasks),
 `params` (typed parameters), `records` (run records), `experiments` (what each notebook runs), `cli` (`spdf`).
 """
 

@@ -72,7 +72,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     overrides = dict(parse_override(p) for p in args.param)
     plan = sweep.plan_sweep(args.sweep, overrides=overrides)
-    print("\n".join(machine_plan(plan, args.workers or default_workers())[2]))
+    print("\n".join(machine_plan(plan, args.workers or default_workers(), recalibrate=args.recalibrate)[2]))
     return 0
 
 
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--gpu", default=None, choices=list(PEAK_BF16), help="plan for this GPU type (default with --gpus: h100)")
     pl.add_argument("--mfu", type=float, default=None,
                     help="model FLOPs utilisation (default: the measured one for that GPU, else an assumption)")
+    pl.add_argument("--recalibrate", action="store_true",
+                    help="measure this machine's unit costs again (on quiet cores) instead of using the cached ones")
     pl.set_defaults(func=_cmd_plan)
 
     rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")

@@ -37,9 +37,7 @@ from pathlib import Path
 from typing import Any
 
 STARTUP_S = {"papermill": 12.0, "process": 6.0, "torchrun": 10.0}  # measured: `spdf run flops` took 12.5 s in all
-EXAM_LOAD_S = 8.0  # loading SmolLM2 from its GGUF file (dequantised) and its tokenizer
 EXAM_PROMPT_TOKENS = 160  # a letter-scoring exam prompt (question, four options, instructions)
-EXAMS_CIRCULAR_PROMPTS = 4  # CircularEval asks each question under its rotations (4 options: 4 prompts)
 TIMED_STEPS = 1  # timed repetitions after a warm-up (which also creates the optimizer state)
 # SmolLM2-135M's shape (its config.json), for timing its forward pass without loading it
 SMOLLM2 = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
@@ -78,9 +76,11 @@ class Arch:
 
 
 class Calibration:
-    """Unit costs measured on this machine, with `threads` torch threads, in `precision` (`auto` resolved)."""
+    """Unit costs measured on this machine, with `threads` torch threads, in `precision` (`auto` resolved), and
+    how busy the machine was while they were measured (`conditions`, `spdf_lib.machine_load`; the busiest of the
+    sessions that measured them). `recalibrate`: measure every unit cost again, ignoring the cache."""
 
-    def __init__(self, threads: int, precision: str = "auto"):
+    def __init__(self, threads: int, precision: str = "auto", recalibrate: bool = False):
         import torch
 
         from spdf_lib.precision import describe, resolve
@@ -93,21 +93,26 @@ class Calibration:
         root = Path(os.environ.get("SPDF_CACHE") or Path.home() / ".cache" / "spdf-kit") / "plan"
         self.path = root / f"unit-costs-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
         try:
-            self.costs: dict[str, float] = json.loads(self.path.read_text())
+            self.costs: dict[str, float] = {} if recalibrate else json.loads(self.path.read_text())
         except (OSError, ValueError):
             self.costs = {}
+        self.conditions: dict[str, Any] | None = self.costs.pop("_conditions", None)
         self.measured = 0  # unit costs measured by this instance (not from the cache)
 
     def _cached(self, key: str, measure) -> float:
         if key not in self.costs:
             import torch
 
+            from spdf_lib.machine_load import LoadMeter, worst
+
             before = torch.get_num_threads()
             torch.set_num_threads(self.threads)
             try:
-                self.costs[key] = measure()
+                with LoadMeter() as load:
+                    self.costs[key] = measure()
             finally:
                 torch.set_num_threads(before)
+            self.conditions = worst(self.conditions, load.conditions)
             self.measured += 1
         return self.costs[key]
 
@@ -115,37 +120,32 @@ class Calibration:
         from spdf_lib.atomic import atomic_write_text
 
         with contextlib.suppress(OSError):  # a read-only cache: the next plan measures again
-            atomic_write_text(self.path, json.dumps(self.costs, indent=1, sort_keys=True) + "\n")
+            atomic_write_text(self.path, json.dumps({**self.costs, "_conditions": self.conditions}, indent=1,
+                                                    sort_keys=True) + "\n")
 
     def _autocast(self):
         from spdf_lib.train import autocast_factory
 
         return autocast_factory("cpu", self.precision)
 
-    def train_step(self, arch: Arch, batch: int, T: int) -> float:
-        """Seconds of one optimizer step over `batch` sequences of `T` tokens."""
+    def train_step(self, arch: Arch, batch: int, T: int, fast: bool = False) -> float:
+        """Seconds of one optimizer step (`spdf_lib.train_step`, the eager or the fast path) over `batch`
+        sequences of `T` tokens; the fast path's one-off compile falls in the warm-up, outside the timing."""
 
         def measure() -> float:
             import torch
 
-            from spdf_lib.train import TrainConfig, _token_loss, make_optimizer
+            from spdf_lib.train import TrainConfig, make_optimizer
+            from spdf_lib.train_step import TrainStep
 
             torch.manual_seed(0)
             model = arch.model()
-            opt = make_optimizer(model, TrainConfig(max_steps=1), "cpu")
+            opt = make_optimizer(model, TrainConfig(max_steps=1, fast_step=fast), "cpu")
             ids = torch.randint(0, arch.vocab_size, (batch, T))
-            data = {"input_ids": ids, "targets": ids}
-            autocast = self._autocast()
+            stepper = TrainStep(model, opt, self._autocast(), fast=fast)
+            return _timed(lambda: stepper.step([{"input_ids": ids, "targets": ids}], 1.0 / ids.numel()))
 
-            def step() -> None:
-                loss, _ = _token_loss(model, data, autocast)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
-            return _timed(step)
-
-        return self._cached(f"train {_key(arch)} {batch}x{T}", measure)
+        return self._cached(f"train{'-fast' if fast else ''} {_key(arch)} {batch}x{T}", measure)
 
     def forward(self, arch: Arch, batch: int, T: int) -> float:
         """Seconds of one no-grad forward pass over `batch` sequences of `T` tokens (evaluation, test loss)."""
@@ -235,7 +235,10 @@ def pretrain_parts(p: dict[str, Any], cal: Calibration) -> Parts:
     evals = (steps // p["eval_every"] if p.get("eval_every") else 0) + 1
     micro = p.get("micro_batch_size") or p["batch_size"]
     eval_batches = math.ceil(p["eval_windows"] / micro)
-    return {"train": steps * cal.train_step(arch, p["batch_size"], p["seq_len"]),
+    from spdf_lib.train_step import choose_fast  # (torch: imported where a plan measures)
+
+    fast = choose_fast(None, "cpu", steps, p.get("compile", False))
+    return {"train": steps * cal.train_step(arch, p["batch_size"], p["seq_len"], fast),
             "eval": evals * eval_batches * cal.forward(arch, min(micro, p["eval_windows"]), p["seq_len"])}
 
 
@@ -249,7 +252,9 @@ def finetune_parts(p: dict[str, Any], arch: Arch, n_pairs: int, n_val: int, n_te
     per_epoch = max(1, math.ceil(n_pairs / b))
     evals = steps // (p.get("eval_every") or per_epoch) + 1 if n_val else 1
     gen = p["max_new_tokens"]
-    parts = {"train": steps * cal.train_step(arch, b, T),
+    from spdf_lib.train_step import choose_fast
+
+    parts = {"train": steps * cal.train_step(arch, b, T, choose_fast(None, "cpu", steps)),
              "eval": evals * math.ceil(max(n_val, 1) / b) * cal.forward(arch, b, T)
              + math.ceil(n_test / 64) * cal.forward(arch, min(64, n_test), T), "decode": 0.0}
     if n_val:
@@ -262,9 +267,19 @@ def finetune_parts(p: dict[str, Any], arch: Arch, n_pairs: int, n_val: int, n_te
     return parts
 
 
-def exam_parts(p: dict[str, Any], n_questions: int, cal: Calibration) -> Parts:
-    prompts = n_questions * (EXAMS_CIRCULAR_PROMPTS if p.get("circular") else 1)
-    return {"start": EXAM_LOAD_S, "score": prompts * cal.exam_prompt(p.get("batch_tokens", 2048))}
+def exam_parts(p: dict[str, Any], questions: list, formulation: str, cal: Calibration,
+               arch: Arch | None = None) -> Parts:
+    """Loading the model, then the scorer's tokens and forward calls (`spdf_lib.exams.cost`) at the unit costs
+    of SmolLM2's architecture, or of the kit's GPT (`arch`) when the point scores a pre-trained kit model."""
+    from spdf_lib.exams.cost import LOAD_S, scorer_work
+
+    work = scorer_work(p, questions, formulation, kit_model=arch is not None)
+    if arch is None:
+        per_token, per_call = cal.exam_prompt(p.get("batch_tokens", 2048)) / EXAM_PROMPT_TOKENS, 0.0
+        return {"start": LOAD_S["smollm2"], "score": work["tokens"] * per_token}
+    per_token = cal.forward(arch, 1, arch.n_positions) / arch.n_positions
+    per_call = cal.forward(arch, 1, 8)
+    return {"start": LOAD_S["kit"], "score": work["tokens"] * per_token + work["calls"] * per_call}
 
 
 @dataclass
@@ -363,8 +378,10 @@ class Pricer:
             if key not in self._loaded:  # parsing the certification data takes seconds: once per plan
                 self._loaded[key] = prepare(ep)
             questions, _, _, fields = self._loaded[key]
-            n = len(select(questions, ep, fields))
-            return PointPlan(point.id, point.stage, f"exams {n} questions", _add(start, exam_parts(p, n, self.cal)))
+            chosen = [q for q in select(questions, ep, fields) if q.scored]
+            pre = self._pretrain_params_of(point) if ep.model not in ("smollm2",) else None
+            parts = exam_parts(p, chosen, ep.resolved_formulation, self.cal, Arch.of(pre) if pre else None)
+            return PointPlan(point.id, point.stage, f"exams {len(chosen)} questions", _add(start, parts))
         return PointPlan(point.id, point.stage, e, start)  # flops, report: start-up only (seconds of arithmetic)
 
 

@@ -147,9 +147,10 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min"
 
 
-def machine_plan(plan, workers: int, todo_only: bool = False):
+def machine_plan(plan, workers: int, todo_only: bool = False, recalibrate: bool = False):
     """(point plans, simulated wall seconds, the printed lines) of a planned sweep (`spdf_lib.sweep.Plan`) run on
-    this machine with `workers` at a time (`spdf_lib.cost`); `todo_only`: leave out points already done."""
+    this machine with `workers` at a time (`spdf_lib.cost`); `todo_only`: leave out points already done;
+    `recalibrate`: measure the unit costs again instead of reading the cache."""
     import time
 
     from spdf_lib.cost import Calibration, Pricer, simulate
@@ -166,7 +167,7 @@ def machine_plan(plan, workers: int, todo_only: bool = False):
     for point in points:
         precision = _point_precision(point.params)
         if precision not in pricers:
-            pricers[precision] = Pricer(plan, Calibration(threads, precision))
+            pricers[precision] = Pricer(plan, Calibration(threads, precision, recalibrate=recalibrate))
         priced.append(pricers[precision].price(point))
     cals = [pr.cal for pr in pricers.values()]
     for cal in cals:
@@ -198,6 +199,13 @@ def machine_plan(plan, workers: int, todo_only: bool = False):
         f"{total_kind[k] / max(1e-9, sum(total_kind.values())):>7.0%}" for k in kinds))
     lines.append(f"total: {len(points)} points, {sum(seconds.values()):,.0f} worker-seconds; about "
                  f"{_duration(wall)} at {workers} worker(s) (the scheduler simulated)")
+    from spdf_lib.machine_load import busy_line, worst
+
+    conditions = None
+    for cal in cals:
+        conditions = worst(conditions, getattr(cal, "conditions", None))
+    if busy := busy_line(conditions):
+        lines.append(busy)
     if plan.budget_minutes is not None and wall > 60 * plan.budget_minutes:
         lines.append(f"OVER BUDGET: this plan takes about {_duration(wall)}, more than the {plan.budget_minutes:g} "
                      f"minutes {plan.file} is meant for, on this machine")

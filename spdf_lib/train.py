@@ -50,6 +50,7 @@ from spdf_lib.data.streams import IGNORE
 from spdf_lib.errors import DivergedError
 from spdf_lib.precision import PRECISIONS, resolve
 from spdf_lib.records import atomic_write_text, read_jsonl
+from spdf_lib.train_step import TrainStep, choose_fast
 
 SDPA_BACKENDS = ("auto", "flash", "efficient", "math")
 
@@ -92,6 +93,7 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block's activations in backward (GPT-3 XL memory)
     fused_adamw: bool | None = None  # the fused AdamW kernel; None: on CUDA
     sdpa_backend: str = "auto"  # attention kernel: auto, or force flash / efficient / math (an error if unavailable)
+    fast_step: bool | None = None  # the compiled step + fused AdamW (spdf_lib.train_step); None: where it pays
 
     def __post_init__(self):
         if self.max_steps < 1:
@@ -171,7 +173,7 @@ def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
     mc = model.config.to_dict()
     keep = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation", "mdha",
             "mdha_kernel", "sparse_params")
-    speed = ("compile", "activation_checkpointing", "fused_adamw", "sdpa_backend")  # same math: resumable across
+    speed = ("compile", "activation_checkpointing", "fused_adamw", "sdpa_backend", "fast_step")  # same math: resumable across
     tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "diagnostics", "desc", "device",
                                                                           "log_every",
                                                                           "eval_every", "checkpoint_every",
@@ -248,11 +250,10 @@ def conv_taps(model) -> set[int]:
 
 
 def make_optimizer(model, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
-    """AdamW over `param_groups`."""
-    return torch.optim.AdamW(
-        param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-        fused=device.startswith("cuda") if cfg.fused_adamw is None else cfg.fused_adamw,
-    )
+    """AdamW over `param_groups` (fused on CUDA and on the fast step's CPU path, unless `fused_adamw` says)."""
+    fused = device.startswith("cuda") or choose_fast(cfg.fast_step, device, cfg.max_steps, cfg.compile)
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                             fused=fused if cfg.fused_adamw is None else cfg.fused_adamw)
 
 
 def sdpa_context(backend: str):
@@ -364,14 +365,13 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             atomic_write_text(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if cfg.activation_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    ddp = torch.compile(model) if cfg.compile else model  # compiled first, then wrapped (as nanoGPT does)
-    if d.enabled:
-        ids = [torch.device(device).index] if device.startswith("cuda") else None
-        ddp = torch.nn.parallel.DistributedDataParallel(ddp, device_ids=ids)
     precision = resolve(cfg.precision, device)  # `auto` becomes bf16 or fp32 once, before the first step
     autocast = autocast_factory(device, precision)
+    stepper = TrainStep(model, opt, autocast, fast=choose_fast(cfg.fast_step, device, cfg.max_steps, cfg.compile),
+                        grad_clip=cfg.grad_clip, distributed=d.enabled, device=device,
+                        sdpa=lambda: sdpa_context(cfg.sdpa_backend), say=say)
     if run is not None and d.main:
-        run.describe(precision=precision, precision_requested=cfg.precision)
+        run.describe(precision=precision, precision_requested=cfg.precision, train_step=stepper.describe())
 
     last: dict[str, Any] = {}
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.desc, disable=not (cfg.progress and d.main),
@@ -388,21 +388,13 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         n_global = float(_all_reduce(n_tokens, d).item())
         step_flops = sum(b["input_ids"].shape[0] * flop_counter.training_flops_per_sequence(shape, b["input_ids"].shape[1])
                          for b in batches)
-        loss_sum = 0.0
-        for i, batch in enumerate(batches):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            sync = i == len(batches) - 1 or not d.enabled  # all-reduce gradients once, after the last micro-batch
-            with contextlib.nullcontext() if sync else ddp.no_sync(), sdpa_context(cfg.sdpa_backend):
-                loss, _ = _token_loss(ddp, batch, autocast)
-                # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
-                (loss * (d.world / n_global)).backward()
-            loss_sum += loss.item()
-        if not d.enabled and not math.isfinite(loss_sum):  # before the update: the weights stay the last good ones
-            _diverged(bar, step + 1, loss_sum / n_global, lr)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip else None
         watched = _group_weights(opt) if cfg.diagnostics and (step + 1) % cfg.log_every == 0 else None
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
+        done_step = stepper.step([{k: v.to(device) for k, v in b.items()} for b in batches], d.world / n_global,
+                                 stop_if_nonfinite=not d.enabled)
+        loss_sum, grad_norm = done_step.loss_sum, done_step.grad_norm
+        if not done_step.updated:  # a non-finite loss, before the update: the weights stay the last good ones
+            _diverged(bar, step + 1, loss_sum / n_global, lr)
         totals = _all_reduce(torch.tensor([loss_sum, step_flops, sum(b["input_ids"].numel() for b in batches)],
                                           dtype=torch.float64), d)
         if not math.isfinite(float(totals[0])):  # under DDP: every rank sees the summed loss and stops alike

@@ -53,8 +53,8 @@ SMOKE = PARAMS_DIR / "sweeps" / "smoke.yaml"
 class UnitCosts(Calibration):
     """A calibration whose every unit cost is one second: the plan's arithmetic, without timing anything."""
 
-    def __init__(self, threads: int = 1, precision: str = "auto"):
-        self.threads, self.precision, self.measured = threads, "fp32", 0
+    def __init__(self, threads: int = 1, precision: str = "auto", recalibrate: bool = False):
+        self.threads, self.precision, self.measured, self.conditions = threads, "fp32", 0, None
 
     def _cached(self, key, measure):
         return 1.0
@@ -131,3 +131,58 @@ def test_a_bad_override_is_one_line_before_any_calibration():
     assert res.returncode == 2 and res.stdout == ""
     assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("spdf plan: error: ")
     assert "precision" in res.stderr and "fp16" in res.stderr
+
+
+def test_a_plan_calibrated_on_busy_cores_says_so_in_one_line(monkeypatch, tmp_path):
+    """An injected busy calibration: the cached unit costs carry the conditions they were measured under."""
+    import json
+
+    from spdf_lib.cost import Calibration
+    from spdf_lib.machine_load import LoadMeter, busy_line
+    from spdf_lib.plan import default_workers, machine_plan
+
+    monkeypatch.setenv("SPDF_CACHE", str(tmp_path))
+    quiet = {"others": 0.02, "steal": 0.0, "loadavg": 0.3, "cores": 2, "seconds": 4.0}
+    busy = {"others": 0.61, "steal": 0.01, "loadavg": 2.4, "cores": 2, "seconds": 4.0}
+    assert busy_line(quiet) is None and busy_line({**quiet, "steal": 0.2})
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("stages:\n  flops:\n    notebook: flops\n    preset: smoke\n")  # priced at its start-up alone
+    plan = plan_sweep(sweep)
+    cal = Calibration(default_workers(), "auto")  # the calibration the plan of one point at one worker reads
+    for conditions, warned in ((busy, True), (quiet, False)):
+        cal.path.parent.mkdir(parents=True, exist_ok=True)
+        cal.path.write_text(json.dumps({"_conditions": conditions}))
+        lines = machine_plan(plan, workers=1)[2]
+        said = [line for line in lines if line.startswith("BUSY CORES")]
+        assert len(said) == (1 if warned else 0), lines
+        if warned:
+            assert "61% of the 2 core(s)" in said[0] and "spdf plan --recalibrate" in said[0]
+    cal.path.write_text(json.dumps({"_conditions": busy}))
+    assert Calibration(default_workers(), "auto", recalibrate=True).conditions is None  # --recalibrate forgets the busy session
+    with LoadMeter() as load:  # and the meter itself reads this machine
+        sum(i * i for i in range(200_000))
+    assert load.conditions["cores"] >= 1 and 0.0 <= load.conditions["others"] <= 1.0
+
+
+def test_the_exam_stage_is_priced_from_what_the_scorer_does():
+    """Tokens through the model as the scorer sends them: cloze packs each context with its options once;
+    letters are asked once a question, under every rotation with CircularEval or for PriDe's sample."""
+    from spdf_lib.exams.cloze import cloze_context, continuations
+    from spdf_lib.exams.cost import CHARS_PER_TOKEN, scorer_work
+    from spdf_lib.exams.parse import Question
+    from spdf_lib.exams.prompts import loglik_prompt
+
+    qs = [Question(qid=str(i), certification="c", number=i, stem=f"What is {i} + {i}?" * (i + 1),
+                   options=("one", "two", "three", "four"), key=frozenset("B"), raw_key="B", n_stated=1)
+          for i in range(40)]
+    chars = sum(len(cloze_context(q)) + sum(map(len, continuations(q))) for q in qs)
+    cf = scorer_work({}, qs, "cf", kit_model=False)
+    assert cf["tokens"] == pytest.approx(chars / CHARS_PER_TOKEN["smollm2"])
+    assert scorer_work({}, qs, "cf", kit_model=True)["calls"] == 2 * len(qs)  # KV-cache path: context, options
+    letters = sum(len(loglik_prompt(q)) for q in qs) / CHARS_PER_TOKEN["smollm2"]
+    assert scorer_work({"circular": False, "pride": False}, qs, "mcf", False)["tokens"] == pytest.approx(letters)
+    assert scorer_work({"circular": True}, qs, "mcf", False)["calls"] == 4 * len(qs)
+    pride = scorer_work({"pride": True, "pride_share": 0.05}, qs, "mcf", False)["calls"]
+    assert pride == len(qs) + 3 * 2  # 5% of 40 questions asked under their 3 other rotations too
+    best = scorer_work({}, qs, "best", False)["tokens"]
+    assert best == pytest.approx(cf["tokens"] + letters)

@@ -8,6 +8,7 @@ Modules, in the order the data flows:
 - `extract`: `extract_answer(reply, n_options)`, the letters a generated reply commits to, or why none;
 - `backends`: `LocalLM` (HF folders, the kit's GPTs, SmolLM2 from its wheel) and, in `api`, `ApiLM` (OpenAI-compatible);
 - `scoring`: per-question records, plain and CircularEval, with a progress bar;
+- `cost`: the scorer's work (tokens and forward calls) of an exam point, for the plan (`spdf_lib.cost`);
 - `baselines`: the pass rule, exact random-guessing pass probabilities, always-X (strict single letter / as
   many letters as the key) and majority letters;
 - `report`: certification scores, pass shares by field over whole certifications beside the baselines,
