@@ -15,7 +15,7 @@ def _cmd_exam(args: argparse.Namespace) -> int:
                             f"selection)")
     overrides = dict(P.parse_override(x) for x in args.param)
     for key in ("model", "backend", "mode", "limit", "dtype", "sample", "seed", "threads", "prompt_format",
-                "formulation", "norm"):
+                "formulation", "norm", "timeout", "retries", "concurrency", "rpm", "tpm"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.questions is not None:
@@ -74,6 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="local model's dtype (default auto: bfloat16 where the CPU/GPU computes it natively)")
     e.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     e.add_argument("--no-circular", action="store_true", help="skip the rotated re-asks (CircularEval)")
+    e.add_argument("--timeout", type=float, help="served models: seconds per request (default 60)")
+    e.add_argument("--retries", type=int, help="served models: tries after a 429, 5xx or timeout (default 3)")
+    e.add_argument("--concurrency", type=int, help="served models: requests at once (default 4)")
+    e.add_argument("--rpm", type=float, help="served models: at most this many requests a minute")
+    e.add_argument("--tpm", type=float, help="served models: at most this many tokens a minute")
     e.add_argument("--params", help="YAML parameter file (default: params/exams/smoke.yaml)")
     e.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
     e.add_argument("--run-dir", help="output folder (default: runs/exams/<timestamp>)")

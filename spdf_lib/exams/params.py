@@ -40,6 +40,12 @@ class ExamParams(Params):
     batch_tokens: int = Field(2048, ge=64)  # padded tokens per log-likelihood batch
     max_new_tokens: int = Field(16, ge=1, le=512)  # generation mode
     prompt_format: Literal["auto", "chat", "plain"] = "auto"  # generation mode; auto: chat if there is a template
+    # served models (backend api): requests at once, per-minute budgets (0: none), tries after a 429/5xx/timeout
+    concurrency: int = Field(4, ge=1, le=256)
+    rpm: float = Field(0, ge=0)
+    tpm: float = Field(0, ge=0)
+    retries: int = Field(3, ge=0, le=20)
+    timeout: float = Field(60.0, gt=0)  # seconds per request
 
     certifications: list[str] = []
     fields: list[str] = []

@@ -135,7 +135,10 @@ def load_model(p: ExamParams):
     from spdf_lib.exams.backends import LocalLM
 
     if p.backend == "api":
-        return ApiLM(p.model)
+        from spdf_lib.exams.pool import RequestPolicy
+
+        return ApiLM(p.model, policy=RequestPolicy(concurrency=p.concurrency, rpm=p.rpm or None, tpm=p.tpm or None,
+                                                   retries=p.retries, timeout=p.timeout))
     return LocalLM.load(p.model, dtype=p.dtype, threads=p.threads or None)
 
 

@@ -1,0 +1,82 @@
+"""A scripted OpenAI-compatible HTTP server on 127.0.0.1 for the API tests: real sockets, real HTTP, and a
+log of every request it received (path, headers, body), so that tests count what reached the server.
+
+`behaviour(handler, body) -> (status, headers, payload)` decides each answer; payload bytes are sent as they
+are, anything else as JSON. `hang` makes the server hold a request open without answering."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = tuple[int, dict[str, str], Any]
+
+
+def chat_reply(text: str) -> dict:
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+class ApiServer:
+    """`with ApiServer(behaviour) as s:` serves on `s.url` (`http://127.0.0.1:PORT/v1`); `s.requests` lists
+    what arrived (dicts with `path`, `headers`, `body`, `time`)."""
+
+    def __init__(self, behaviour: Callable[[BaseHTTPRequestHandler, dict], Answer | str]):
+        self.behaviour = behaviour
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.release = threading.Event()  # set to let hanging requests go
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {"raw": raw.decode(errors="replace")}
+                with server.lock:
+                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                            "time": time.monotonic()})
+                answer = server.behaviour(self, body)
+                if answer == "hang":
+                    server.release.wait(60)
+                    return
+                status, headers, payload = answer
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                headers = {"Content-Type": "application/json", **headers}
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> ApiServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def echo_500(handler: BaseHTTPRequestHandler, body: dict) -> Answer:
+    """A 500 whose body echoes the request line and headers, as some gateways' error pages do."""
+    echoed = f"failed {handler.command} {handler.path} headers {dict(handler.headers)}"
+    return 500, {}, {"error": {"message": echoed, "type": "server_error"}}
