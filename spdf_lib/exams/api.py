@@ -8,7 +8,7 @@ import email.utils
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -37,6 +37,20 @@ def retry_after(headers) -> float | None:
         return None
 
 
+def _both(on_result, progress):
+    """One callback for the pool: the caller's `on_result(i, value)`, then the progress bar's `progress([i])`."""
+    if not on_result and not progress:
+        return None
+
+    def call(i, value):
+        if on_result:
+            on_result(i, value)
+        if progress:
+            progress([i])
+
+    return call
+
+
 class ApiLM:
     """A model behind an OpenAI-compatible chat-completions endpoint (greedy: temperature 0).
 
@@ -62,6 +76,7 @@ class ApiLM:
                              timeout=self.policy.timeout, max_retries=0)
 
     has_chat_template = True  # the chat-completions endpoint applies the served model's template
+    streams_results = True  # generate() hands each reply to `on_result` as it arrives (`resume.Resumable`)
 
     def _error(self, what: str) -> str:
         return scrub(f"chat API at {self.endpoint} (model {self.name!r}): {what}")
@@ -104,14 +119,15 @@ class ApiLM:
             raise ValueError("backend api sends chat messages: use prompt_format chat (or auto)")
         return json.dumps(prompt, ensure_ascii=False)
 
-    def generate(self, chats: Sequence[Prompt], max_new_tokens: int = 16, progress: Progress | None = None
-                 ) -> list[str]:
-        """Greedy replies (temperature 0), one request per chat, in the order of `chats`; an API failure is one
-        RuntimeError line (scrubbed), Ctrl-C stops at once."""
+    def generate(self, chats: Sequence[Prompt], max_new_tokens: int = 16, progress: Progress | None = None,
+                 on_result: Callable[[int, str], None] | None = None) -> list[str]:
+        """Greedy replies (temperature 0), one request per chat, in the order of `chats`; `on_result(i, reply)`
+        as each arrives. An API failure is one RuntimeError line (scrubbed); Ctrl-C stops at once."""
         if any(isinstance(m, str) for m in chats):
             raise ValueError("backend api sends chat messages: use prompt_format chat (or auto)")
         return run_requests(lambda m: self._chat(m, max_new_tokens), chats, self.policy,
-                            on_result=(lambda i, _: progress([i])) if progress else None, stats=self.stats)
+                            tokens=[len(json.dumps(m)) // 4 + max_new_tokens for m in chats],
+                            on_result=_both(on_result, progress), stats=self.stats)
 
     def describe(self) -> dict:
         """Facts for the run record: backend and endpoint (never the key), torch threads of this process."""

@@ -151,7 +151,9 @@ class LocalLM:
             dtype = "bfloat16" if resolve("auto" if dtype == "auto" else "bf16", device) == "bf16" else "float32"
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]).to(device)
         tok = AutoTokenizer.from_pretrained(folder)
-        return cls(model, tok, name=spec if spec.lower() == SMOLLM2 else Path(spec).name)
+        lm = cls(model, tok, name=spec if spec.lower() == SMOLLM2 else Path(spec).name)
+        lm.folder = folder  # its weight files are part of the identity of its stored replies (`resume`)
+        return lm
 
     @property
     def device(self) -> torch.device:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _cmd_exam(args: argparse.Namespace) -> int:
@@ -40,6 +41,8 @@ def _cmd_exam(args: argparse.Namespace) -> int:
     from spdf_lib.exams.summary import summary_text
 
     run_dir = args.run_dir or p.run_dir or str(new_run_dir("exams"))
+    print(f"run folder: {run_dir} (replies are kept as they arrive: re-run with --run-dir {run_dir} to resume)",
+          file=sys.stderr, flush=True)
     run_exam(p, run_dir)
     print(summary_text(run_dir))
     return 0

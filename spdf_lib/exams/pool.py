@@ -60,20 +60,25 @@ class _Pacer:
 
     def __init__(self, rpm: float | None, tpm: float | None):
         self.rpm, self.tpm = rpm, tpm
-        self.next = time.monotonic()
+        self.next = self.held = time.monotonic()
         self.lock = threading.Lock()
 
     def wait(self, tokens: int, stop: threading.Event) -> None:
         gap = max(60.0 / self.rpm if self.rpm else 0.0, tokens * 60.0 / self.tpm if self.tpm else 0.0)
-        with self.lock:
-            start = max(time.monotonic(), self.next)
-            self.next = start + gap
-        stop.wait(max(0.0, start - time.monotonic()))
+        while not stop.is_set():
+            with self.lock:
+                start = max(time.monotonic(), self.next, self.held)
+                self.next = start + gap
+            stop.wait(max(0.0, start - time.monotonic()))
+            with self.lock:
+                if self.held <= start:  # no Retry-After arrived while this slot waited
+                    return
 
     def hold(self, seconds: float) -> None:
-        """Retry-After: no request of this pool starts before `seconds` from now."""
+        """Retry-After: no request of this pool starts before `seconds` from now (slots already reserved
+        included: they wait again)."""
         with self.lock:
-            self.next = max(self.next, time.monotonic() + seconds)
+            self.held = max(self.held, time.monotonic() + seconds)
 
 
 def run_requests(call: Callable[[Any], Any], items: Sequence[Any], policy: RequestPolicy,

@@ -39,6 +39,7 @@ from spdf_lib.exams.report import (
     split_note,
     whole_certifications,
 )
+from spdf_lib.exams.resume import Resumable, requests_record
 from spdf_lib.exams.scoring import n_answers, score
 from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir, read_table, write_json
 
@@ -207,7 +208,7 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
         from spdf_lib.data.registry import checksums, fetch
 
         run.add_data(checksums(fetch(DATASET, [DATA_FILE]), DATASET))
-    lm = lm if lm is not None else load_model(p)
+    lm = Resumable(lm if lm is not None else load_model(p), run_dir)  # replies kept as they arrive, reused
     formulation = p.resolved_formulation
     fmt = resolve_prompt_format(p, lm) if p.mode == "generate" else "loglik"
     first = chosen[0]
@@ -230,6 +231,7 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
     else:
         by_form = {formulation: score(lm, chosen, formulation=formulation, **kw)}
     seconds = time.perf_counter() - t0
+    run.describe(**requests_record(lm))
 
     results: dict[str, Any] = {}
     for i, (form, records) in enumerate(by_form.items()):
