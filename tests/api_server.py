@@ -80,3 +80,37 @@ def echo_500(handler: BaseHTTPRequestHandler, body: dict) -> Answer:
     """A 500 whose body echoes the request line and headers, as some gateways' error pages do."""
     echoed = f"failed {handler.command} {handler.path} headers {dict(handler.headers)}"
     return 500, {}, {"error": {"message": echoed, "type": "server_error"}}
+
+
+def completions_behaviour(model_dir) -> Callable:
+    """A `/completions` endpoint with echo and logprobs computed by a real model (a save_pretrained folder, in
+    float32): every prompt's tokens, their log-probabilities (None for the first) and character offsets, as
+    vLLM returns them. Only log-likelihood requests (`echo`, `max_tokens` 0) are served."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import spdf_lib.modeling_gpt  # noqa: F401  (registers the kit's GPT)
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lock = threading.Lock()
+
+    def one(i: int, prompt: str) -> dict:
+        enc = tok(prompt, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        with lock, torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+        lps = torch.log_softmax(logits, -1)
+        token_lps = [None] + [float(lps[t - 1, ids[t]]) for t in range(1, len(ids))]
+        return {"index": i, "text": prompt, "finish_reason": "length",
+                "logprobs": {"tokens": tok.convert_ids_to_tokens(ids), "token_logprobs": token_lps,
+                             "text_offset": [s for s, _ in enc["offset_mapping"]], "top_logprobs": None}}
+
+    def behaviour(handler, body: dict) -> Answer:
+        if not handler.path.endswith("/completions") or not body.get("echo") or body.get("max_tokens") != 0:
+            return 400, {}, {"error": {"message": "this test server only scores echo requests with max_tokens 0"}}
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        return 200, {}, {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                         "choices": [one(i, p) for i, p in enumerate(prompts)]}
+
+    return behaviour

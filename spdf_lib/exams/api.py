@@ -78,8 +78,10 @@ class ApiLM:
     has_chat_template = True  # the chat-completions endpoint applies the served model's template
     streams_results = True  # generate() hands each reply to `on_result` as it arrives (`resume.Resumable`)
 
-    def _error(self, what: str) -> str:
-        return scrub(f"chat API at {self.endpoint} (model {self.name!r}): {what}")
+    kind = "chat API"  # how errors name the endpoint
+
+    def _error(self, what: object) -> str:
+        return scrub(f"{self.kind} at {self.endpoint} (model {self.name!r}): {what}")
 
     def _fail(self, e: Exception) -> Exception:
         """The one-line error (or `Retryable`) for what the client raised."""

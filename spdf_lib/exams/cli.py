@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `exam` subcommand to the `spdf` parser."""
     e = subparsers.add_parser("exam", help="certification exams (vocational-skills paper): pass share by field")
     e.add_argument("--model", help="smollm2, a save_pretrained folder, or the served model's name (--backend api)")
-    e.add_argument("--backend", choices=["local", "api"], help="api: $OPENAI_BASE_URL / $OPENAI_API_KEY")
+    e.add_argument("--backend", choices=["local", "api", "completions"],
+                   help="api: chat (generation); completions: log-likelihood (echo+logprobs); both at "
+                        "$OPENAI_BASE_URL with $OPENAI_API_KEY")
     e.add_argument("--mode", choices=["loglik", "generate"])
     e.add_argument("--formulation", choices=["auto", "mcf", "cf", "hybrid", "best"],
                    help="mcf: letters; cf: cloze (option text after 'Question: ... Answer:'); hybrid: options shown, "

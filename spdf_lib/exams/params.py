@@ -28,7 +28,7 @@ class ExamParams(Params):
     """
 
     model: str = "smollm2"  # `smollm2`, a save_pretrained folder, or (backend api) the served model's name
-    backend: Literal["local", "api"] = "local"
+    backend: Literal["local", "api", "completions"] = "local"  # completions: served, scored by log-likelihood
     mode: Literal["loglik", "generate"] = "loglik"
     formulation: Literal["auto", "mcf", "cf", "hybrid", "best"] = "auto"  # auto: cf (local loglik), else mcf
     norm: Literal["none", "char", "token", "pmi"] = "char"  # cf/hybrid: option log-likelihood normalisation
@@ -70,6 +70,8 @@ class ExamParams(Params):
                              f"(generation answers in letters: formulation mcf)")
         if self.backend == "api" and self.mode != "generate":
             raise ValueError("backend api can only generate: set mode=generate")
+        if self.backend == "completions" and self.mode != "loglik":
+            raise ValueError("backend completions scores log-likelihoods: set mode=loglik (backend api generates)")
         if self.backend == "api" and self.prompt_format == "plain":
             raise ValueError("backend api sends chat messages: set prompt_format=chat (or auto)")
         if self.questions_file:
@@ -88,4 +90,4 @@ class ExamParams(Params):
         """`auto` made concrete: `cf` for local log-likelihood scoring, `mcf` otherwise."""
         if self.formulation != "auto":
             return self.formulation
-        return "cf" if self.backend == "local" and self.mode == "loglik" else "mcf"
+        return "cf" if self.backend in ("local", "completions") and self.mode == "loglik" else "mcf"

@@ -103,10 +103,9 @@ class Resumable:
             if not chunk:
                 continue
             sub = (lambda done, chunk=chunk: progress([chunk[j] for j in done])) if progress else None
-            if streams:
-                call([requests[i] for i in chunk], sub, lambda j, v, chunk=chunk: keep(chunk[j], v))
-            else:
-                for j, v in enumerate(call([requests[i] for i in chunk], sub, None)):
+            stream = (lambda j, v, chunk=chunk: keep(chunk[j], v)) if streams else None
+            for j, v in enumerate(call([requests[i] for i in chunk], sub, stream)):
+                if out[chunk[j]] is None:  # not streamed: kept when its chunk ends
                     keep(chunk[j], v)
             self.asked += len(chunk)
         return out
@@ -125,8 +124,9 @@ class Resumable:
         requests = list(zip(prompts, n_options, strict=True))
 
         def call(rs, prog, on_result):
+            kw = {"on_result": on_result} if on_result else {}
             return self.lm.letter_logprobs([p for p, _ in rs], [n for _, n in rs], batch_tokens=batch_tokens,
-                                           progress=prog)
+                                           progress=prog, **kw)
 
         return self._run("letter_logprobs", requests, {}, call, progress)
 

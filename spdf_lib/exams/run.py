@@ -135,11 +135,13 @@ def load_model(p: ExamParams):
     from spdf_lib.exams.api import ApiLM
     from spdf_lib.exams.backends import LocalLM
 
-    if p.backend == "api":
+    if p.backend in ("api", "completions"):
+        from spdf_lib.exams.completions import CompletionsLM
         from spdf_lib.exams.pool import RequestPolicy
 
-        return ApiLM(p.model, policy=RequestPolicy(concurrency=p.concurrency, rpm=p.rpm or None, tpm=p.tpm or None,
-                                                   retries=p.retries, timeout=p.timeout))
+        policy = RequestPolicy(concurrency=p.concurrency, rpm=p.rpm or None, tpm=p.tpm or None, retries=p.retries,
+                               timeout=p.timeout)
+        return (ApiLM if p.backend == "api" else CompletionsLM)(p.model, policy=policy)
     return LocalLM.load(p.model, dtype=p.dtype, threads=p.threads or None)
 
 
