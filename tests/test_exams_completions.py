@@ -83,3 +83,26 @@ def test_completions_refuses_generation_and_a_server_without_echo(model_dir, mon
     with ApiServer(lambda h, b: answer) as s, pytest.raises(RuntimeError, match=r"completions API at .*does the "
                                                                                   r"server support echo"):
         CompletionsLM("m", base_url=s.url).option_logliks([("Q: x\nAnswer:", [" a", " b"])])
+
+
+def test_the_plan_counts_what_the_server_then_receives(model_dir, server, tmp_path, monkeypatch, capsys):
+    from transformers import AutoTokenizer
+
+    from spdf_lib.exams.price import plan_exam
+    from spdf_lib.exams.run import run_exam
+
+    folder, _ = model_dir
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    p = ExamParams(backend="completions", model="m", limit=12, formulation="best", pride=True,
+                   plan_tokenizer=str(folder), price_in=2.0, price_out=8.0, concurrency=2)
+    plan = plan_exam(p)
+    before = len(server.requests)
+    run_exam(p, tmp_path / "run", progress=False)
+    got = server.requests[before:]
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert plan.requests == len(got) and plan.completion_tokens == 0
+    assert plan.prompt_tokens == sum(len(tok(x)["input_ids"]) for r in got for x in r["body"]["prompt"])
+    assert plan.cost == pytest.approx(plan.prompt_tokens * 2.0 / 1e6)
+    err = capsys.readouterr().err
+    assert f"plan: {plan.requests:,} requests, {plan.prompt_tokens:,} prompt tokens" in err  # the run's first lines
+    assert "counted with the tokenizer of" in err

@@ -177,3 +177,26 @@ def test_a_local_exam_resumes_from_its_stored_scores(formulation, tmp_path):
     assert info["requests_reused"] == len(lines) // 2 and info["requests_asked"] == len(lines) - len(lines) // 2
     assert (tmp_path / "part" / "records.jsonl").read_text() == (tmp_path / "whole" / "records.jsonl").read_text()
     assert part["accuracy"] == whole["accuracy"]
+
+
+def test_the_plan_of_a_chat_exam_counts_its_requests_and_prices_them(tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    from spdf_lib.cli import main
+
+    with ApiServer(answering()) as s:
+        monkeypatch.setenv("OPENAI_BASE_URL", s.url)
+        args = ["exam", "--backend", "api", "--model", "m", "--mode", "generate", "--limit", "12",
+                "--concurrency", "4", "--rpm", "600", "--price-in", "1",
+                "--price-out", "4"]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main([*args, "--plan", "--latency", "0.1"]) == 0
+        assert not s.requests  # nothing is sent for a plan
+        assert main([*args, "--run-dir", str(tmp_path / "run")]) == 0
+    lines = out.getvalue().splitlines()
+    n = len(s.requests)
+    assert lines[0].startswith(f"plan: {n:,} requests, ") and f"at most {n * 16:,} completion tokens" in lines[0]
+    assert "estimated at 4 characters a token" in lines[0]
+    assert f"about {n / 10:.0f} s at concurrency 4, rpm 600, 0.1 s a reply" in lines[1]  # rpm binds: 10 a second and "per million" in lines[1]

@@ -16,7 +16,8 @@ def _cmd_exam(args: argparse.Namespace) -> int:
                             f"selection)")
     overrides = dict(P.parse_override(x) for x in args.param)
     for key in ("model", "backend", "mode", "limit", "dtype", "sample", "seed", "threads", "prompt_format",
-                "formulation", "norm", "timeout", "retries", "concurrency", "rpm", "tpm"):
+                "formulation", "norm", "timeout", "retries", "concurrency", "rpm", "tpm", "price_in", "price_out",
+                "plan_tokenizer"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.questions is not None:
@@ -37,6 +38,11 @@ def _cmd_exam(args: argparse.Namespace) -> int:
             print(path)
         return 0
 
+    if args.plan:
+        from spdf_lib.exams.price import plan_exam
+
+        print("\n".join(plan_exam(p, args.latency).lines(p, args.latency)))
+        return 0
     from spdf_lib.exams.run import run_exam
     from spdf_lib.exams.summary import summary_text
 
@@ -84,6 +90,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--concurrency", type=int, help="served models: requests at once (default 4)")
     e.add_argument("--rpm", type=float, help="served models: at most this many requests a minute")
     e.add_argument("--tpm", type=float, help="served models: at most this many tokens a minute")
+    e.add_argument("--plan", action="store_true",
+                   help="print the requests, tokens, wall time and cost the exam would take, and exit")
+    e.add_argument("--price-in", dest="price_in", type=float, help="plan: $ per million prompt tokens")
+    e.add_argument("--price-out", dest="price_out", type=float, help="plan: $ per million completion tokens")
+    e.add_argument("--plan-tokenizer", dest="plan_tokenizer",
+                   help="plan: count a served model's tokens with this tokenizer (smollm2 or a folder)")
+    e.add_argument("--latency", type=float, default=1.0, help="plan: seconds a reply takes (default 1)")
     e.add_argument("--params", help="YAML parameter file (default: params/exams/smoke.yaml)")
     e.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
     e.add_argument("--run-dir", help="output folder (default: runs/exams/<timestamp>)")

@@ -46,6 +46,10 @@ class ExamParams(Params):
     tpm: float = Field(0, ge=0)
     retries: int = Field(3, ge=0, le=20)
     timeout: float = Field(60.0, gt=0)  # seconds per request
+    # the plan (`spdf exam --plan`): a tokenizer to count a served model's tokens, prices per million tokens
+    plan_tokenizer: str = ""  # smollm2 or a folder; empty: tokens of a served model are estimated
+    price_in: float = Field(0, ge=0)
+    price_out: float = Field(0, ge=0)
 
     certifications: list[str] = []
     fields: list[str] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,17 @@ def _tables(p: ExamParams, records: list[dict], chosen: list[Question], question
     return out
 
 
+def score_all(p: ExamParams, lm, chosen: list[Question], fields: dict[str, str], fmt: str, progress: bool
+              ) -> dict[str, list[dict]]:
+    """Records by formulation: one, or (`best`, as OLMES) both mcf and cf."""
+    formulation = p.resolved_formulation
+    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
+              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
+              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
+    forms = ("mcf", "cf") if formulation == "best" else (formulation,)
+    return {f: score(lm, chosen, formulation=f, **kw) for f in forms}
+
+
 def prepare(p: ExamParams) -> tuple[list[Question], DataReport, FieldRules, dict[str, str]]:
     """Load and parse the data, assign fields (fails on a bad rules file before any model is loaded)."""
     questions, report = load_questions(p.data_file or None)
@@ -224,14 +236,15 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
                  prompt_example={"qid": first.qid, "prompt": example},
                  selection=describe_selection(p, chosen), whole_certifications=len(whole),
                  split_certifications=len({q.certification for q in chosen} - whole), selection_note=note)
-    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
-              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
-              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
+    if p.backend != "local":  # a served model: what it will cost, before the first request
+        from spdf_lib.exams.price import plan_exam
+
+        plan = plan_exam(p, chosen=chosen, fields=fields)
+        print("\n".join(plan.lines(p, 1.0)), file=sys.stderr, flush=True)
+        run.describe(plan={"requests": plan.requests, "prompt_tokens": plan.prompt_tokens,
+                           "completion_tokens": plan.completion_tokens, "tokens": plan.counted})
     t0 = time.perf_counter()
-    if formulation == "best":  # OLMES: score both, headline the one the model can use, show both
-        by_form = {f: score(lm, chosen, formulation=f, **kw) for f in ("mcf", "cf")}
-    else:
-        by_form = {formulation: score(lm, chosen, formulation=formulation, **kw)}
+    by_form = score_all(p, lm, chosen, fields, fmt, progress)
     seconds = time.perf_counter() - t0
     run.describe(**requests_record(lm))
 
