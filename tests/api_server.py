@@ -114,3 +114,39 @@ def completions_behaviour(model_dir) -> Callable:
                          "choices": [one(i, p) for i, p in enumerate(prompts)]}
 
     return behaviour
+
+
+def serve_completions(model_dir: str, port: int) -> None:
+    """`python tests/api_server.py MODEL_DIR PORT`: the completions server as a process of its own (benches)."""
+    s = ApiServer(completions_behaviour(model_dir))
+    s.httpd.server_close()
+    s.httpd = ThreadingHTTPServer(("127.0.0.1", port), s.httpd.RequestHandlerClass)
+    s.httpd.daemon_threads = True
+    print(f"serving {model_dir} on http://127.0.0.1:{port}/v1", flush=True)
+    s.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_completions(sys.argv[1], int(sys.argv[2]))
+
+
+def save_tiny_exam_model(folder, n_texts: int = 400, vocab_size: int = 400) -> list:
+    """A 32-wide kit GPT with a tokenizer trained on exam prompts, saved into `folder` (what the servers and the
+    local backend both load); returns the scorable questions."""
+    import torch
+
+    from spdf_lib.exams.parse import load_questions
+    from spdf_lib.exams.prompts import loglik_prompt
+    from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+    from spdf_lib.tokenizer import train_tokenizer
+
+    qs = [q for q in load_questions()[0] if q.scored]
+    tok = train_tokenizer([loglik_prompt(q) for q in qs][:n_texts], vocab_size=vocab_size)
+    torch.manual_seed(0)
+    cfg = gpt_config("nano", n_embd=32, n_head=4, vocab_size=len(tok), n_positions=2048,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    GPTForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return qs

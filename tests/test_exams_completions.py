@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from api_server import ApiServer, completions_behaviour
+from api_server import ApiServer, completions_behaviour, save_tiny_exam_model
 
 from spdf_lib.exams.backends import LocalLM
 from spdf_lib.exams.cloze import cloze_context, continuations
@@ -19,19 +18,8 @@ from spdf_lib.exams.prompts import loglik_prompt
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, mirror):
-    from spdf_lib.exams.parse import load_questions
-    from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
-    from spdf_lib.tokenizer import train_tokenizer
-
-    qs, _ = load_questions()
-    tok = train_tokenizer([loglik_prompt(q) for q in qs if q.scored][:400], vocab_size=400)
-    torch.manual_seed(0)
-    cfg = gpt_config("nano", n_embd=32, n_head=4, vocab_size=len(tok), n_positions=2048,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     d = tmp_path_factory.mktemp("served-gpt")
-    GPTForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d, [q for q in qs if q.scored][:20]
+    return d, save_tiny_exam_model(d)[:20]
 
 
 @pytest.fixture(scope="module")
