@@ -1,8 +1,8 @@
 """The full exam study (every scorable question, `cf`, no sample) through the `completions` backend against a
 local OpenAI-compatible completions server (`tests/api_server.py`, its own process, log-probs computed by a
 tiny kit GPT in float32 on the CPU), at concurrency 1 (baseline) and the default 4 (candidate), same server,
-same run. Then a resume: the candidate's run folder re-run, which must send no request (counted by the
-server's log is not available across processes, so by the manifest's `requests_asked`).
+same run. Then a resume: the candidate's run folder re-run, which must send no request (the manifest's
+`requests_asked`). `SPDF_BENCH_SAMPLE=N` scores a seeded sample of N questions instead of all of them.
 
 The server computes one request at a time (one model, a lock), as a CPU server does; a batching GPU server
 (vLLM) gains more from concurrency than this measures. The tiny model keeps the server's compute small, so the
@@ -49,8 +49,9 @@ def _exam(url: str, run_dir: Path, concurrency: int) -> tuple[float, dict]:
 
     os.environ["OPENAI_BASE_URL"] = url
     t0 = time.perf_counter()
-    res = run_exam(ExamParams(backend="completions", model="tiny", formulation="cf", concurrency=concurrency),
-                   run_dir, progress=False)
+    sample = int(os.environ.get("SPDF_BENCH_SAMPLE", "0"))
+    res = run_exam(ExamParams(backend="completions", model="tiny", formulation="cf", concurrency=concurrency,
+                              sample=sample, limit=0), run_dir, progress=False)
     seconds = time.perf_counter() - t0
     return seconds, {**res, **json.loads((run_dir / "manifest.json").read_text())["info"]}
 
