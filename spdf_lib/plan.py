@@ -133,7 +133,7 @@ def _served_exam_lines(points) -> list[str]:
     if not served:
         return []
     from spdf_lib.exams.params import ExamParams
-    from spdf_lib.exams.price import plan_exam
+    from spdf_lib.exams.run import plan_exam
 
     return [f"exam {p.id}: {line.removeprefix('plan: ')}" for p in served
             for line in plan_exam(ExamParams(**p.params)).lines(ExamParams(**p.params), 1.0)]

@@ -76,8 +76,7 @@ def test_completions_refuses_generation_and_a_server_without_echo(model_dir, mon
 def test_the_plan_counts_what_the_server_then_receives(model_dir, server, tmp_path, monkeypatch, capsys):
     from transformers import AutoTokenizer
 
-    from spdf_lib.exams.price import plan_exam
-    from spdf_lib.exams.run import run_exam
+    from spdf_lib.exams.run import plan_exam, run_exam
 
     folder, _ = model_dir
     monkeypatch.setenv("OPENAI_BASE_URL", server.url)

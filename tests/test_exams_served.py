@@ -194,7 +194,7 @@ def test_the_plan_of_a_chat_exam_counts_its_requests_and_prices_them(tmp_path, m
 
 
 def test_spdf_plan_prices_the_exam_stages_of_served_models(tmp_path):
-    from spdf_lib.exams.price import plan_exam
+    from spdf_lib.exams.run import plan_exam
     from spdf_lib.plan import plan_costs
 
     params = {"backend": "api", "model": "gpt-x", "mode": "generate", "circular": False, "limit": 12,

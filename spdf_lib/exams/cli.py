@@ -39,7 +39,7 @@ def _cmd_exam(args: argparse.Namespace) -> int:
         return 0
 
     if args.plan:
-        from spdf_lib.exams.price import plan_exam
+        from spdf_lib.exams.run import plan_exam
 
         print("\n".join(plan_exam(p, args.latency).lines(p, args.latency)))
         return 0

@@ -89,14 +89,11 @@ def _counter(p: ExamParams):
     return estimate, f"estimated at {CHARS_PER_TOKEN} characters a token; set plan_tokenizer to count them"
 
 
-def plan_exam(p: ExamParams, latency: float = 1.0, chosen=None, fields=None) -> ExamPlan:
-    """Requests, tokens, wall time and cost of the exam `p` over `chosen` (default: the questions `p` selects;
-    see the module docstring); nothing is sent."""
-    from spdf_lib.exams.run import prepare, score_all, select
+def plan_requests(p: ExamParams, chosen: list, fields: dict[str, str], latency: float = 1.0) -> ExamPlan:
+    """Requests, tokens, wall time and cost of the exam `p` over the questions `chosen` (see the module
+    docstring); nothing is sent. `spdf_lib.exams.run.plan_exam` selects the questions first."""
+    from spdf_lib.exams.scoring import score_all
 
-    if chosen is None:
-        questions, _, _, fields = prepare(p)
-        chosen = select(questions, p, fields)
     lm = DryRun(p.model, chat=p.prompt_format != "plain")
     score_all(p, lm, chosen, fields, "plain" if p.prompt_format == "plain" else "chat", progress=False)
     count, counted = _counter(p)

@@ -30,6 +30,7 @@ from spdf_lib.exams.cloze import cloze_context, reference_counts
 from spdf_lib.exams.fields import FieldRules, assign_fields, coverage, load_rules
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import DATA_FILE, DATASET, DataReport, Question, load_questions
+from spdf_lib.exams.price import ExamPlan, plan_requests
 from spdf_lib.exams.prompts import SYSTEM, generation_prompt, loglik_prompt
 from spdf_lib.exams.report import (
     baseline_table,
@@ -41,7 +42,7 @@ from spdf_lib.exams.report import (
     whole_certifications,
 )
 from spdf_lib.exams.resume import Resumable, requests_record
-from spdf_lib.exams.scoring import n_answers, score
+from spdf_lib.exams.scoring import n_answers, score_all
 from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir, read_table, write_json
 
 
@@ -185,15 +186,10 @@ def _tables(p: ExamParams, records: list[dict], chosen: list[Question], question
     return out
 
 
-def score_all(p: ExamParams, lm, chosen: list[Question], fields: dict[str, str], fmt: str, progress: bool
-              ) -> dict[str, list[dict]]:
-    """Records by formulation: one, or (`best`, as OLMES) both mcf and cf."""
-    formulation = p.resolved_formulation
-    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
-              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
-              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
-    forms = ("mcf", "cf") if formulation == "best" else (formulation,)
-    return {f: score(lm, chosen, formulation=f, **kw) for f in forms}
+def plan_exam(p: ExamParams, latency: float = 1.0) -> ExamPlan:
+    """The plan (`spdf_lib.exams.price`) of the questions `p` selects; nothing is sent."""
+    questions, _, _, fields = prepare(p)
+    return plan_requests(p, select(questions, p, fields), fields, latency)
 
 
 def prepare(p: ExamParams) -> tuple[list[Question], DataReport, FieldRules, dict[str, str]]:
@@ -237,9 +233,7 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
                  selection=describe_selection(p, chosen), whole_certifications=len(whole),
                  split_certifications=len({q.certification for q in chosen} - whole), selection_note=note)
     if p.backend != "local":  # a served model: what it will cost, before the first request
-        from spdf_lib.exams.price import plan_exam
-
-        plan = plan_exam(p, chosen=chosen, fields=fields)
+        plan = plan_requests(p, chosen, fields)
         print("\n".join(plan.lines(p, 1.0)), file=sys.stderr, flush=True)
         run.describe(plan={"requests": plan.requests, "prompt_tokens": plan.prompt_tokens,
                            "completion_tokens": plan.completion_tokens, "tokens": plan.counted})

@@ -282,3 +282,13 @@ def score_options(
             "rotation_choices": [], "circular_correct": None,
         })
     return records
+
+
+def score_all(p, lm, chosen: list[Question], fields: dict[str, str], fmt: str, progress: bool) -> dict[str, list[dict]]:
+    """Records by formulation of the exam `p` (`ExamParams`): one, or (`best`, as OLMES) both mcf and cf."""
+    formulation = p.resolved_formulation
+    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
+              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
+              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
+    forms = ("mcf", "cf") if formulation == "best" else (formulation,)
+    return {f: score(lm, chosen, formulation=f, **kw) for f in forms}
