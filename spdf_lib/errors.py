@@ -13,6 +13,8 @@ import errno
 import sys
 from collections.abc import Callable
 
+from spdf_lib.scrub import scrub
+
 EXIT_USER, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
@@ -72,7 +74,7 @@ def report_errors(prog: str, func: Callable[[], int]) -> int:
     try:
         return func()
     except DivergedError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {scrub(e)}", file=sys.stderr)
         return EXIT_DIVERGED
     except KeyboardInterrupt as e:
         step = getattr(e, "step", None)
@@ -83,8 +85,8 @@ def report_errors(prog: str, func: Callable[[], int]) -> int:
         if not is_user_os_error(e) and not isinstance(e, FileNotFoundError):
             raise
         line = str(e) if isinstance(e, FileNotFoundError) and not e.errno else os_error_line(e)
-        print(f"{prog}: error: {line}", file=sys.stderr)
+        print(f"{prog}: error: {scrub(line)}", file=sys.stderr)
         return EXIT_USER
     except USER_ERRORS as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {scrub(e)}", file=sys.stderr)
         return getattr(e, "exit_code", EXIT_USER)

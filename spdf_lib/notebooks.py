@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir, now, refuse_a_live_run
+from spdf_lib.scrub import scrub
 
 # ipykernel warns at every start that its TCP transport is unencrypted (it listens on 127.0.0.1 only).
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
@@ -161,7 +162,7 @@ def notebook_error(e: Exception, executed: Path, stream: TextIO) -> BaseExceptio
     interrupted kernel is a KeyboardInterrupt; anything else (a bug) also gets its traceback on `stream`."""
     from spdf_lib.errors import EXIT_DIVERGED, EXIT_USER, USER_ERROR_NAMES
 
-    ename, evalue = getattr(e, "ename", type(e).__name__), str(getattr(e, "evalue", e)).strip()
+    ename, evalue = getattr(e, "ename", type(e).__name__), scrub(getattr(e, "evalue", e)).strip()
     if ename == "KeyboardInterrupt" or ename == "Interrupted":
         return KeyboardInterrupt()
     where = f"(full traceback: {executed})"
@@ -169,7 +170,7 @@ def notebook_error(e: Exception, executed: Path, stream: TextIO) -> BaseExceptio
         return NotebookError(f"{evalue} {where}", EXIT_DIVERGED)
     if ename in USER_ERROR_NAMES or ename.endswith("Error") and ename.startswith(("Params", "Data", "RunDir")):
         return NotebookError(f"{evalue} {where}", EXIT_USER)
-    stream.write(_ANSI.sub("", "\n".join(getattr(e, "traceback", []) or [])) + "\n")
+    stream.write(scrub(_ANSI.sub("", "\n".join(getattr(e, "traceback", []) or []))) + "\n")
     return NotebookError(f"{ename}: {evalue} {where}", 1)
 
 
@@ -200,7 +201,7 @@ def settle(run_dir: Path, status: str, reason: str) -> int | None:
     if manifest.get("status") == "running":
         # no step reported yet (e.g. stopped before its first log): no "after step None"
         after = f" after step {step}" if step is not None else ""
-        manifest.update(status=status, reason=reason + after, last_step=step, end=now())
+        manifest.update(status=status, reason=scrub(reason + after), last_step=step, end=now())
         with contextlib.suppress(OSError):
             write_json(path, strict(manifest))
     return step

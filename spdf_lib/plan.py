@@ -124,7 +124,19 @@ def plan_costs(sweep: str | Path, gpus: int, gpu: str, mfu: float | None = None)
               f"of token shards",
               "GPU-hours count the dense FLOPs a GPU executes (masked weights are dense matrices there); fine-tuning "
               "and exam points are not counted (small next to pre-training)."]
-    return costs, lines
+    return costs, lines + _served_exam_lines(plan.points)
+
+
+def _served_exam_lines(points) -> list[str]:
+    """The requests, tokens, time and cost of the sweep's exams of served models (`spdf_lib.exams.price`)."""
+    served = [p for p in points if p.experiment == "exams" and p.params.get("backend", "local") != "local"]
+    if not served:
+        return []
+    from spdf_lib.exams.params import ExamParams
+    from spdf_lib.exams.run import plan_exam
+
+    return [f"exam {p.id}: {line.removeprefix('plan: ')}" for p in served
+            for line in plan_exam(ExamParams(**p.params)).lines(ExamParams(**p.params), 1.0)]
 
 
 # --- on this machine (CPU) ----------------------------------------------------------------------------------------

@@ -255,7 +255,9 @@ class Run:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         self._stop.set()
         _OPEN.discard(self)
-        self.manifest.update(end=now(), status=status, reason=reason)
+        from spdf_lib.scrub import scrub  # a reason quotes errors, which may quote a key
+
+        self.manifest.update(end=now(), status=status, reason=None if reason is None else scrub(reason))
         self._write_manifest()
 
 

@@ -28,7 +28,9 @@ from spdf_lib.damage import damaged_file
 from spdf_lib.errors import RunDirError
 
 # Parameters that do not change what a run computes: where its records go and whether a bar is drawn.
-NOT_HASHED = ("run_dir", "progress", "diagnostics")
+# how a run is carried out, not what it computes (an exam's request pacing and prices among them)
+NOT_HASHED = ("run_dir", "progress", "diagnostics", "concurrency", "rpm", "tpm", "retries", "timeout", "price_in",
+              "price_out", "plan_tokenizer")
 # Parameters added to the kit after runs were made, with the default that those runs trained with: a manifest
 # without one matches a configuration that has it at this value (an upgrade does not orphan old run folders).
 LATER_DEFAULTS: dict[str, Any] = {"matrix_lr_scale": 1.0}

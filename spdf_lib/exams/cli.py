@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _cmd_exam(args: argparse.Namespace) -> int:
@@ -15,7 +16,8 @@ def _cmd_exam(args: argparse.Namespace) -> int:
                             f"selection)")
     overrides = dict(P.parse_override(x) for x in args.param)
     for key in ("model", "backend", "mode", "limit", "dtype", "sample", "seed", "threads", "prompt_format",
-                "formulation", "norm"):
+                "formulation", "norm", "timeout", "retries", "concurrency", "rpm", "tpm", "price_in", "price_out",
+                "plan_tokenizer"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.questions is not None:
@@ -36,10 +38,17 @@ def _cmd_exam(args: argparse.Namespace) -> int:
             print(path)
         return 0
 
+    if args.plan:
+        from spdf_lib.exams.run import plan_exam
+
+        print("\n".join(plan_exam(p, args.latency).lines(p, args.latency)))
+        return 0
     from spdf_lib.exams.run import run_exam
     from spdf_lib.exams.summary import summary_text
 
     run_dir = args.run_dir or p.run_dir or str(new_run_dir("exams"))
+    print(f"run folder: {run_dir} (replies are kept as they arrive: re-run with --run-dir {run_dir} to resume)",
+          file=sys.stderr, flush=True)
     run_exam(p, run_dir)
     print(summary_text(run_dir))
     return 0
@@ -49,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `exam` subcommand to the `spdf` parser."""
     e = subparsers.add_parser("exam", help="certification exams (vocational-skills paper): pass share by field")
     e.add_argument("--model", help="smollm2, a save_pretrained folder, or the served model's name (--backend api)")
-    e.add_argument("--backend", choices=["local", "api"], help="api: $OPENAI_BASE_URL / $OPENAI_API_KEY")
+    e.add_argument("--backend", choices=["local", "api", "completions"],
+                   help="api: chat (generation); completions: log-likelihood (echo+logprobs); both at "
+                        "$OPENAI_BASE_URL with $OPENAI_API_KEY")
     e.add_argument("--mode", choices=["loglik", "generate"])
     e.add_argument("--formulation", choices=["auto", "mcf", "cf", "hybrid", "best"],
                    help="mcf: letters; cf: cloze (option text after 'Question: ... Answer:'); hybrid: options shown, "
@@ -76,6 +87,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="local model's dtype (default auto: bfloat16 where the CPU/GPU computes it natively)")
     e.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     e.add_argument("--no-circular", action="store_true", help="skip the rotated re-asks (CircularEval)")
+    e.add_argument("--timeout", type=float, help="served models: seconds per request (default 60)")
+    e.add_argument("--retries", type=int, help="served models: tries after a 429, 5xx or timeout (default 3)")
+    e.add_argument("--concurrency", type=int, help="served models: requests at once (default 4)")
+    e.add_argument("--rpm", type=float, help="served models: at most this many requests a minute")
+    e.add_argument("--tpm", type=float, help="served models: at most this many tokens a minute")
+    e.add_argument("--plan", action="store_true",
+                   help="print the requests, tokens, wall time and cost the exam would take, and exit")
+    e.add_argument("--price-in", dest="price_in", type=float, help="plan: $ per million prompt tokens")
+    e.add_argument("--price-out", dest="price_out", type=float, help="plan: $ per million completion tokens")
+    e.add_argument("--plan-tokenizer", dest="plan_tokenizer",
+                   help="plan: count a served model's tokens with this tokenizer (smollm2 or a folder)")
+    e.add_argument("--latency", type=float, default=1.0, help="plan: seconds a reply takes (default 1)")
     e.add_argument("--params", help="YAML parameter file (default: params/exams/smoke.yaml)")
     e.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="override one parameter")
     e.add_argument("--run-dir", help="output folder (default: runs/exams/<timestamp>)")

@@ -28,7 +28,7 @@ class ExamParams(Params):
     """
 
     model: str = "smollm2"  # `smollm2`, a save_pretrained folder, or (backend api) the served model's name
-    backend: Literal["local", "api"] = "local"
+    backend: Literal["local", "api", "completions"] = "local"  # completions: served, scored by log-likelihood
     mode: Literal["loglik", "generate"] = "loglik"
     formulation: Literal["auto", "mcf", "cf", "hybrid", "best"] = "auto"  # auto: cf (local loglik), else mcf
     norm: Literal["none", "char", "token", "pmi"] = "char"  # cf/hybrid: option log-likelihood normalisation
@@ -40,6 +40,16 @@ class ExamParams(Params):
     batch_tokens: int = Field(2048, ge=64)  # padded tokens per log-likelihood batch
     max_new_tokens: int = Field(16, ge=1, le=512)  # generation mode
     prompt_format: Literal["auto", "chat", "plain"] = "auto"  # generation mode; auto: chat if there is a template
+    # served models (backend api): requests at once, per-minute budgets (0: none), tries after a 429/5xx/timeout
+    concurrency: int = Field(4, ge=1, le=256)
+    rpm: float = Field(0, ge=0)
+    tpm: float = Field(0, ge=0)
+    retries: int = Field(3, ge=0, le=20)
+    timeout: float = Field(60.0, gt=0)  # seconds per request
+    # the plan (`spdf exam --plan`): a tokenizer to count a served model's tokens, prices per million tokens
+    plan_tokenizer: str = ""  # smollm2 or a folder; empty: tokens of a served model are estimated
+    price_in: float = Field(0, ge=0)
+    price_out: float = Field(0, ge=0)
 
     certifications: list[str] = []
     fields: list[str] = []
@@ -64,6 +74,8 @@ class ExamParams(Params):
                              f"(generation answers in letters: formulation mcf)")
         if self.backend == "api" and self.mode != "generate":
             raise ValueError("backend api can only generate: set mode=generate")
+        if self.backend == "completions" and self.mode != "loglik":
+            raise ValueError("backend completions scores log-likelihoods: set mode=loglik (backend api generates)")
         if self.backend == "api" and self.prompt_format == "plain":
             raise ValueError("backend api sends chat messages: set prompt_format=chat (or auto)")
         if self.questions_file:
@@ -82,4 +94,4 @@ class ExamParams(Params):
         """`auto` made concrete: `cf` for local log-likelihood scoring, `mcf` otherwise."""
         if self.formulation != "auto":
             return self.formulation
-        return "cf" if self.backend == "local" and self.mode == "loglik" else "mcf"
+        return "cf" if self.backend in ("local", "completions") and self.mode == "loglik" else "mcf"

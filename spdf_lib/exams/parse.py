@@ -20,7 +20,9 @@ A stray number that the scrape left at the end of the last option ("B. FALSE. 1"
 
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import html
 import re
 from collections import Counter
@@ -387,7 +389,16 @@ def data_path() -> Path:
 def load_questions(path: str | Path | None = None) -> tuple[list[Question], DataReport]:
     """Every row of the data as a `Question` (none dropped), and the data report.
 
-    `path` defaults to the registry's verified copy (`$SPDF_DATA_MIRROR` or the download cache)."""
-    rows = read_rows(path if path is not None else data_path())
-    questions = [parse_row(i, *row) for i, row in enumerate(rows)]
-    return questions, data_report(questions)
+    `path` defaults to the registry's verified copy (`$SPDF_DATA_MIRROR` or the download cache). A file
+    parsed before in this process (same path, size and time) is not parsed again: a plan and its exam, or the
+    notebook's cells, share it (the questions are frozen; the list and report are copies)."""
+    path = Path(path if path is not None else data_path()).resolve()
+    stat = path.stat()
+    questions, report = _parsed(str(path), stat.st_size, stat.st_mtime_ns)
+    return list(questions), copy.deepcopy(report)
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed(path: str, size: int, mtime_ns: int) -> tuple[tuple[Question, ...], DataReport]:
+    questions = [parse_row(i, *row) for i, row in enumerate(read_rows(path))]
+    return tuple(questions), data_report(questions)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from spdf_lib.exams.cloze import cloze_context, reference_counts
 from spdf_lib.exams.fields import FieldRules, assign_fields, coverage, load_rules
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import DATA_FILE, DATASET, DataReport, Question, load_questions
+from spdf_lib.exams.price import ExamPlan, plan_requests
 from spdf_lib.exams.prompts import SYSTEM, generation_prompt, loglik_prompt
 from spdf_lib.exams.report import (
     baseline_table,
@@ -39,7 +41,8 @@ from spdf_lib.exams.report import (
     split_note,
     whole_certifications,
 )
-from spdf_lib.exams.scoring import n_answers, score
+from spdf_lib.exams.resume import Resumable, requests_record
+from spdf_lib.exams.scoring import n_answers, score_all
 from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir, read_table, write_json
 
 
@@ -134,8 +137,13 @@ def load_model(p: ExamParams):
     from spdf_lib.exams.api import ApiLM
     from spdf_lib.exams.backends import LocalLM
 
-    if p.backend == "api":
-        return ApiLM(p.model)
+    if p.backend in ("api", "completions"):
+        from spdf_lib.exams.completions import CompletionsLM
+        from spdf_lib.exams.pool import RequestPolicy
+
+        policy = RequestPolicy(concurrency=p.concurrency, rpm=p.rpm or None, tpm=p.tpm or None, retries=p.retries,
+                               timeout=p.timeout)
+        return (ApiLM if p.backend == "api" else CompletionsLM)(p.model, policy=policy)
     return LocalLM.load(p.model, dtype=p.dtype, threads=p.threads or None)
 
 
@@ -178,6 +186,12 @@ def _tables(p: ExamParams, records: list[dict], chosen: list[Question], question
     return out
 
 
+def plan_exam(p: ExamParams, latency: float = 1.0) -> ExamPlan:
+    """The plan (`spdf_lib.exams.price`) of the questions `p` selects; nothing is sent."""
+    questions, _, _, fields = prepare(p)
+    return plan_requests(p, select(questions, p, fields), fields, latency)
+
+
 def prepare(p: ExamParams) -> tuple[list[Question], DataReport, FieldRules, dict[str, str]]:
     """Load and parse the data, assign fields (fails on a bad rules file before any model is loaded)."""
     questions, report = load_questions(p.data_file or None)
@@ -204,7 +218,7 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
         from spdf_lib.data.registry import checksums, fetch
 
         run.add_data(checksums(fetch(DATASET, [DATA_FILE]), DATASET))
-    lm = lm if lm is not None else load_model(p)
+    lm = Resumable(lm if lm is not None else load_model(p), run_dir)  # replies kept as they arrive, reused
     formulation = p.resolved_formulation
     fmt = resolve_prompt_format(p, lm) if p.mode == "generate" else "loglik"
     first = chosen[0]
@@ -218,15 +232,15 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
                  prompt_example={"qid": first.qid, "prompt": example},
                  selection=describe_selection(p, chosen), whole_certifications=len(whole),
                  split_certifications=len({q.certification for q in chosen} - whole), selection_note=note)
-    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
-              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
-              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
+    if p.backend != "local":  # a served model: what it will cost, before the first request
+        plan = plan_requests(p, chosen, fields)
+        print("\n".join(plan.lines(p, 1.0)), file=sys.stderr, flush=True)
+        run.describe(plan={"requests": plan.requests, "prompt_tokens": plan.prompt_tokens,
+                           "completion_tokens": plan.completion_tokens, "tokens": plan.counted})
     t0 = time.perf_counter()
-    if formulation == "best":  # OLMES: score both, headline the one the model can use, show both
-        by_form = {f: score(lm, chosen, formulation=f, **kw) for f in ("mcf", "cf")}
-    else:
-        by_form = {formulation: score(lm, chosen, formulation=formulation, **kw)}
+    by_form = score_all(p, lm, chosen, fields, fmt, progress)
     seconds = time.perf_counter() - t0
+    run.describe(**requests_record(lm))
 
     results: dict[str, Any] = {}
     for i, (form, records) in enumerate(by_form.items()):

@@ -75,16 +75,20 @@ class _Bar:
     """A plain tqdm bar over questions (questions/s, ETA) fed by finished jobs; a question's rotations each
     count 1/n of it."""
 
-    def __init__(self, jobs: list, n_questions: int, desc: str, enabled: bool):
+    def __init__(self, jobs: list, n_questions: int, desc: str, enabled: bool, stats=None):
         per_q: dict[str, int] = {}
         for j in jobs:
             per_q[j.q.qid] = per_q.get(j.q.qid, 0) + 1
         self.weight = [1.0 / per_q[j.q.qid] for j in jobs]
         self.bar = tqdm(total=n_questions, desc=desc, unit="q", leave=True, disable=not enabled,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} "
-                                   "[{elapsed}<{remaining}, {rate_fmt}]")
+                                   "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        self.stats = stats  # a served model's request counts: the bar shows its retries
+
 
     def __call__(self, done: Sequence[int]) -> None:
+        if self.stats is not None and (retries := sum(self.stats.retries.values())):
+            self.bar.set_postfix_str(f"retries {retries}", refresh=False)
         self.bar.update(sum(self.weight[i] for i in done))
 
     def close(self) -> None:
@@ -138,7 +142,8 @@ def score(
     pride = pride and mode == "loglik"
     estimation = P.estimation_sample(questions, pride_share, seed) if pride else set()
     jobs = _jobs(questions, circular, answer_count, estimation)
-    bar = _Bar(jobs, len(questions), f"scoring {lm.name} ({mode})", progress)
+    bar = _Bar(jobs, len(questions), f"scoring {lm.name} ({mode})", progress,
+               getattr(lm, "stats", None))
     try:
         if mode == "loglik":
             texts = [loglik_prompt(j.q, j.order) for j in jobs]
@@ -253,7 +258,7 @@ def score_options(
     if norm == "pmi":
         requests += [(UNCONDITIONAL, continuations(q)) for q in questions]
     bar = _Bar([Asked(q, (), 0) for q, *_ in plan] * (2 if norm == "pmi" else 1), len(questions),
-               f"scoring {lm.name} ({formulation}, {norm})", progress)
+               f"scoring {lm.name} ({formulation}, {norm})", progress, getattr(lm, "stats", None))
     try:
         lls = lm.option_logliks(requests, progress=bar)
     finally:
@@ -277,3 +282,13 @@ def score_options(
             "rotation_choices": [], "circular_correct": None,
         })
     return records
+
+
+def score_all(p, lm, chosen: list[Question], fields: dict[str, str], fmt: str, progress: bool) -> dict[str, list[dict]]:
+    """Records by formulation of the exam `p` (`ExamParams`): one, or (`best`, as OLMES) both mcf and cf."""
+    formulation = p.resolved_formulation
+    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
+              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
+              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
+    forms = ("mcf", "cf") if formulation == "best" else (formulation,)
+    return {f: score(lm, chosen, formulation=f, **kw) for f in forms}

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from spdf_lib.records import atomic_write_text, read_json
+from spdf_lib.scrub import scrub
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -35,6 +36,7 @@ def run_point(point_dir: str | Path) -> int:
     except Exception as e:  # the point fails, with its reason on record; the sweep goes on
         line = f"{type(e).__name__}: {e}".splitlines()[0]
         detail = traceback.format_exc()
+    line, detail = scrub(line), scrub(detail)  # error texts may quote a key
     settle(point_dir, "failed", line)
     atomic_write_text(point_dir / "error.txt", f"{line}\n\n{detail}\n")
     print(line, file=sys.stderr)
