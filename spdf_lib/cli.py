@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     from spdf_lib.exams.cli import register as register_exam
     from spdf_lib.experiments import EXPERIMENTS
     from spdf_lib.flops import CONVENTIONS
+    from spdf_lib.model_sizes import ModelSize
     from spdf_lib.plan import PEAK_BF16
-    from spdf_lib.spdf.params import ModelSize
 
     p = Parser(prog="spdf", description=__doc__.splitlines()[0], epilog=EXAMPLES,
                formatter_class=argparse.RawDescriptionHelpFormatter)

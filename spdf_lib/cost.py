@@ -63,10 +63,11 @@ class Arch:
     @classmethod
     def of(cls, p: dict[str, Any]) -> Arch:
         """The architecture of pre-training parameters `p` (a `PretrainParams` dump)."""
-        from spdf_lib.modeling_gpt import NAMED_CONFIGS
+        from spdf_lib.model_sizes import NAMED_SIZES
+        from spdf_lib.pretrain_params import GPT2_VOCAB
 
-        named = NAMED_CONFIGS[p["model_size"]]
-        vocab = 50257 + 2 if p.get("tokenizer") == "gpt2" else p["vocab_size"]
+        named = NAMED_SIZES[p["model_size"]]
+        vocab = GPT2_VOCAB if p.get("tokenizer") == "gpt2" else p["vocab_size"]
         return cls(n_layer=p.get("n_layer") or named["n_layer"], n_embd=p.get("n_embd") or named["n_embd"],
                    n_head=p.get("n_head") or named["n_head"], vocab_size=vocab, n_positions=p["seq_len"],
                    activation=p.get("activation", "gelu"), mdha=bool(p.get("mdha")), mdha_kernel=p.get("mdha_kernel", 3))

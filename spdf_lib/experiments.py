@@ -3,7 +3,7 @@ and presets. The CLI (`spdf run`, `spdf sweep`, `spdf reproduce`), the sweeps an
 
 | experiment      | paper       | notebook                     | runner                                        |
 | --------------- | ----------- | ---------------------------- | --------------------------------------------- |
-| `spdf_pretrain` | SPDF        | `notebooks/spdf_pretrain`    | `spdf_lib.spdf.pretrain.run_pretrain`         |
+| `spdf_pretrain` | SPDF        | `notebooks/spdf_pretrain`    | `spdf_lib.pretrain.run_pretrain`              |
 | `spdf_finetune` | SPDF        | `notebooks/spdf_finetune`    | `spdf_lib.spdf.finetune.run_finetune`         |
 | `flops`         | SPDF        | `notebooks/flops`            | `spdf_lib.spdf.flops_tables.run_flops`        |
 | `primer`        | Primer      | `notebooks/primer`           | `spdf_lib.primer.run.run_primer`              |
@@ -93,7 +93,7 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment("spdf_pretrain", "SPDF", "spdf_lib.spdf.params:PretrainParams", "spdf_lib.spdf.pretrain:run_pretrain",
+    Experiment("spdf_pretrain", "SPDF", "spdf_lib.pretrain_params:PretrainParams", "spdf_lib.pretrain:run_pretrain",
                "sparse (or dense) pre-training of a GPT"),
     Experiment("spdf_finetune", "SPDF", "spdf_lib.spdf.params:FinetuneParams", "spdf_lib.spdf.finetune:run_finetune",
                "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring",

@@ -49,11 +49,11 @@ def _pretrain_cost(params: dict[str, Any]) -> tuple[float, float, float]:
     run's sparsity and context."""
     from spdf_lib import flops
     from spdf_lib.modeling_gpt import gpt_config
-    from spdf_lib.spdf.params import PretrainParams
-    from spdf_lib.spdf.pretrain import trained_tokens
+    from spdf_lib.pretrain import trained_tokens
+    from spdf_lib.pretrain_params import PretrainParams
 
     p = PretrainParams(**{k: v for k, v in params.items() if k in PretrainParams.model_fields})
-    vocab = 50257 + 2 if p.tokenizer == "gpt2" else p.vocab_size  # GPT-2's, with <|pad|> and <|sep|> added
+    vocab = p.model_vocab
     overrides = {k: v for k in ("n_layer", "n_embd", "n_head") if (v := getattr(p, k)) is not None}
     config = gpt_config(p.model_size, vocab_size=vocab, n_positions=p.seq_len, mdha=p.mdha,
                         mdha_kernel=p.mdha_kernel, **overrides)

@@ -44,7 +44,7 @@ def mirror() -> Path:
 @pytest.fixture(scope="session")
 def shakespeare_tokens():
     """(tokenizer, train ids, val ids) of the offline Shakespeare corpus at a small vocabulary."""
-    from spdf_lib.spdf.pretrain import tokenized_corpus
+    from spdf_lib.pretrain import tokenized_corpus
 
     tok, train, val, _ = tokenized_corpus("shakespeare", 512, seed=0, max_chars=300_000)
     return tok, train, val

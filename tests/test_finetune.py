@@ -81,7 +81,7 @@ def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
     """Yesterday's paper preset: GPT-2 Small's 2.505e9 tokens on WikiText-2 (here the mirror's split)."""
     from spdf_lib.experiments import load
     from spdf_lib.params import preset_path
-    from spdf_lib.spdf.pretrain import run_pretrain
+    from spdf_lib.pretrain import run_pretrain
 
     p = load("spdf_pretrain", preset_path("spdf_pretrain", "paper"),
              {"corpus": "wikitext-2-mirror", "tokenizer": "", "vocab_size": 50257})

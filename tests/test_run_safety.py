@@ -120,7 +120,7 @@ def test_run_folders_that_cannot_be_one_are_one_line(tmp_path, capsys):
 
 
 def test_an_injected_nan_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
-    from spdf_lib.spdf import pretrain
+    from spdf_lib import pretrain
 
     build = pretrain.build_model
 
@@ -318,7 +318,7 @@ def test_exam_sample_zero_is_an_error(capsys):
 def test_a_damaged_tokenized_cache_is_rebuilt_and_dead_temp_folders_go(tmp_path, monkeypatch, capsys):
     import torch
 
-    from spdf_lib.spdf.pretrain import tokenized_corpus
+    from spdf_lib.pretrain import tokenized_corpus
 
     monkeypatch.setenv("SPDF_CACHE", str(tmp_path))
     _, train_ids, val_ids, _ = tokenized_corpus("shakespeare", 300, seed=0, max_chars=20_000)

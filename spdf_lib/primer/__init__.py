@@ -1,7 +1,7 @@
 """Primer — Searching for Efficient Transformers for Language Modeling (So et al., NeurIPS 2021).
 
 - `params`: the parameter schema of the `primer` ablation and its variants (torch-free).
-- `run`: every variant at every size and seed, each point a `spdf_lib.spdf.pretrain` run.
+- `run`: every variant at every size and seed, each point a `spdf_lib.pretrain` run (the core's pre-training).
 - `analysis`: the paper's speedup factor (§4) and the power-law fits (§4.2, Fig. 1).
 - `plots`, `report_section`: Primer's figures and its part of the report.
 

@@ -1,6 +1,7 @@
-"""SPDF's sparse pre-training (Thangarasa et al. 2023, §3): one GPT, dense or with static unstructured sparsity
-on the six SPDF matrices, trained by the kit's one training loop. The Primer ablation runs its points through
-`run_pretrain` too (the architecture options `activation` and `mdha`).
+"""Generic GPT pre-training, shared by both papers: one GPT, dense or with SPDF's static unstructured sparsity
+on the six SPDF matrices (Thangarasa et al. 2023, §3), trained by the kit's one training loop. The experiment
+`spdf_pretrain` runs it; the Primer ablation runs its points through it (the architecture options `activation`
+and `mdha`, So et al. 2021).
 
 `run_pretrain(params, run_dir)` writes the run records, checkpoints (resumable) and `<run_dir>/model`, a
 `save_pretrained` folder with the tokenizer that `spdf_finetune` and `from_pretrained` load.
@@ -20,8 +21,8 @@ from typing import Any
 import torch
 
 from spdf_lib.params import ParamsError
+from spdf_lib.pretrain_params import PretrainParams
 from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir
-from spdf_lib.spdf.params import PretrainParams
 from spdf_lib.train import is_main_process
 
 
@@ -148,7 +149,7 @@ def shard_corpus(p: PretrainParams):
 
 def trained_tokens(p: PretrainParams) -> int:
     """The tokens a run trains on: whole steps of `batch_size` sequences of `seq_len` covering `p.tokens`."""
-    return max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))) * p.batch_size * p.seq_len
+    return p.steps * p.batch_size * p.seq_len
 
 
 def tokens_to_prepare(p: PretrainParams, shard_tokens: int) -> int:
@@ -215,7 +216,7 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
         corpus_tokens = len(train_ids)
     epochs = check_epochs(trained_tokens(p), corpus_tokens, p.corpus, p.max_epochs)  # before any training
     model = build_model(p, tok)
-    steps = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len)))
+    steps = p.steps
     cfg = TrainConfig(
         max_steps=steps, batch_size=p.batch_size, micro_batch_size=p.micro_batch_size, lr=p.lr,
         matrix_lr_scale=p.matrix_lr_scale, diagnostics=p.diagnostics,
