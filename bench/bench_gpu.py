@@ -24,8 +24,8 @@ import torch
 from bench.common import Result, hf_gpt2_like
 from spdf_lib import flops
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
-from spdf_lib.plan import peak_flops
 from spdf_lib.sparsity import sparsify
+from spdf_lib.sweep_cost import peak_flops
 from spdf_lib.train import TrainConfig, make_optimizer, sdpa_context
 
 

@@ -13,7 +13,7 @@ import torch
 from bench.common import Result, interleaved_median
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 from spdf_lib.precision import describe, resolve
-from spdf_lib.train import TrainConfig, _token_loss, autocast_factory, make_optimizer
+from spdf_lib.train import TrainConfig, autocast_factory, make_optimizer, token_loss
 
 B, T, V = 16, 256, 4096
 
@@ -26,7 +26,7 @@ def _step(precision: str):
     batch, autocast = {"input_ids": ids, "targets": ids}, autocast_factory("cpu", precision)
 
     def step() -> None:
-        loss, _ = _token_loss(model, batch, autocast)
+        loss, _ = token_loss(model, batch, autocast)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -4,7 +4,7 @@ budget and against `spdf plan`'s price for it on this machine, and the whole com
 
 - per stage: the summed wall time of its points (worker-seconds: what the stage costs one of the two workers),
   against the stage's budget in `BUDGET_S` (target ≤ 1.0);
-- per stage and in total: the plan (`spdf_lib.plan.machine_plan`, calibrated here before the run) against the
+- per stage and in total: the plan (`spdf_lib.sweep_cost.machine_plan`, calibrated here before the run) against the
   measured worker-seconds (target: within ±25%);
 - the total: the wall clock of `spdf reproduce --preset tiny --workers 2` (report included) against 3,600 s
   (target ≤ 1.0), with the machine's load average before and after beside it: on shared cores the timing is
@@ -66,8 +66,8 @@ def stage_seconds(sweep_dir: Path) -> dict[str, tuple[float, int]]:
 def planned_stage_seconds(root: Path) -> tuple[dict[str, float], float]:
     """({stage: planned worker-seconds}, planned wall seconds) of the tiny sweep at `WORKERS` on this machine."""
     from spdf_lib.params import PARAMS_DIR
-    from spdf_lib.plan import machine_plan
     from spdf_lib.sweep import plan_sweep
+    from spdf_lib.sweep_cost import machine_plan
 
     priced, wall, _ = machine_plan(plan_sweep(PARAMS_DIR / "sweeps" / "tiny.yaml", root=root), WORKERS)
     out: dict[str, float] = defaultdict(float)

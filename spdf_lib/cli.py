@@ -63,7 +63,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from spdf_lib.params import parse_override
-    from spdf_lib.plan import default_workers, machine_plan, plan_costs
+    from spdf_lib.sweep_cost import default_workers, machine_plan, plan_costs
 
     if args.gpus is not None or args.gpu is not None:
         print("\n".join(plan_costs(args.sweep, args.gpus or 8, args.gpu or "h100", args.mfu)[1]))
@@ -103,7 +103,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
     from spdf_lib.params import parse_override
-    from spdf_lib.plan import default_workers
+    from spdf_lib.sweep_cost import default_workers
 
     torchrun = dict(parse_override(item) for item in args.torchrun)
     overrides = dict(parse_override(item) for item in args.param)
@@ -156,9 +156,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
     from spdf_lib.notebooks import run_notebook
     from spdf_lib.params import PARAMS_DIR, parse_override
-    from spdf_lib.plan import default_workers, machine_plan
     from spdf_lib.records import figures_dir
     from spdf_lib.report import export_html
+    from spdf_lib.sweep_cost import default_workers, machine_plan
 
     overrides = dict(parse_override(item) for item in args.param)
     plan = sweep.plan_sweep(PARAMS_DIR / "sweeps" / f"{args.preset}.yaml", root=args.root,
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     from spdf_lib.experiments import EXPERIMENTS
     from spdf_lib.flops import CONVENTIONS
     from spdf_lib.model_sizes import ModelSize
-    from spdf_lib.plan import PEAK_BF16
+    from spdf_lib.sweep_cost import PEAK_BF16
 
     p = Parser(prog="spdf", description=__doc__.splitlines()[0], epilog=EXAMPLES,
                formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -62,22 +62,33 @@ class Experiment:
     description: str
     has_notebook: bool = True  # notebooks/<name>.ipynb; without one, sweeps run it as a plain process
     check_ref: str | None = None  # "module:function" called as function(params) before a kernel starts
+    # its cost on this machine: "module:function" called as function(pricer, point, start) -> PointPlan
+    # (`spdf_lib.unit_costs.Pricer`); None: its start-up only
+    price_ref: str | None = None
+    # its cost on GPUs: "module:function" called as function(point) -> PointCost (`spdf_lib.sweep_cost`);
+    # None: not counted (small next to pre-training)
+    gpu_cost_ref: str | None = None
 
     def check(self, params: P.Params) -> None:
         """The experiment's checks of its inputs (files it reads), before a kernel or any compute starts."""
         if self.check_ref:
-            module, fn = self.check_ref.split(":")
-            getattr(importlib.import_module(module), fn)(params)
+            _resolve(self.check_ref)(params)
 
     def schema(self) -> type[P.Params]:
-        module, cls = self.schema_ref.split(":")
-        return getattr(importlib.import_module(module), cls)
+        return _resolve(self.schema_ref)
+
+    def price_function(self):
+        """`price(pricer, point, start) -> PointPlan` of this experiment, or None (start-up only)."""
+        return _resolve(self.price_ref) if self.price_ref else None
+
+    def gpu_cost_function(self):
+        """`gpu_cost(point) -> PointCost` of this experiment, or None (not counted)."""
+        return _resolve(self.gpu_cost_ref) if self.gpu_cost_ref else None
 
     def runner(self):
         if self.runner_ref is None:
             raise P.ParamsError(f"experiment {self.name!r} runs only as its notebook; use `spdf run {self.name}`")
-        module, fn = self.runner_ref.split(":")
-        return getattr(importlib.import_module(module), fn)
+        return _resolve(self.runner_ref)
 
     @property
     def notebook(self) -> Path:
@@ -92,22 +103,32 @@ class Experiment:
         return sorted(p.stem for p in (P.PARAMS_DIR / self.name).glob("*.yaml"))
 
 
+def _resolve(ref: str) -> Any:
+    """The object a "module:name" reference names (the module imported now)."""
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("spdf_pretrain", "SPDF", "spdf_lib.pretrain_params:PretrainParams", "spdf_lib.pretrain:run_pretrain",
-               "sparse (or dense) pre-training of a GPT"),
+               "sparse (or dense) pre-training of a GPT",
+               price_ref="spdf_lib.unit_costs:price_pretrain", gpu_cost_ref="spdf_lib.sweep_cost:pretrain_gpu_cost"),
     Experiment("spdf_finetune", "SPDF", "spdf_lib.spdf.params:FinetuneParams", "spdf_lib.spdf.finetune:run_finetune",
                "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring",
-               check_ref="spdf_lib.spdf.finetune:check_inputs"),
+               check_ref="spdf_lib.spdf.finetune:check_inputs", price_ref="spdf_lib.spdf.cost:price"),
     Experiment("flops", "SPDF", "spdf_lib.spdf.params:FlopsParams", "spdf_lib.spdf.flops_tables:run_flops",
                "pre-training FLOP tables at the paper's budgets and against sparsity"),
     Experiment("primer", "Primer", "spdf_lib.primer.params:PrimerParams", "spdf_lib.primer.run:run_primer",
-               "the Primer-EZ ablation: speedups and power laws over sizes"),
+               "the Primer-EZ ablation: speedups and power laws over sizes",
+               price_ref="spdf_lib.primer.cost:price", gpu_cost_ref="spdf_lib.primer.cost:gpu_cost"),
     Experiment("exams", "Vocational skills", "spdf_lib.exams.params:ExamParams", "spdf_lib.exams.run:run_exam",
-               "certification exams: pass shares by field beside letter baselines"),
+               "certification exams: pass shares by field beside letter baselines",
+               price_ref="spdf_lib.exams.cost:price"),
     Experiment("report", "all", "spdf_lib.experiments:ReportParams", None,
                "every figure of the study from the results table, beside the papers' numbers"),
     Experiment("data_prepare", "data", "spdf_lib.data.prepare:PrepareParams", "spdf_lib.data.prepare:run_prepare",
-               "token shards of a streamed corpus (the paper presets' first stage)", has_notebook=False),
+               "token shards of a streamed corpus (the paper presets' first stage)", has_notebook=False,
+               gpu_cost_ref="spdf_lib.sweep_cost:prepare_gpu_cost"),
     Experiment("curation_fetch", "data", "spdf_lib.data.curation:CurationFetchParams",
                "spdf_lib.data.curation:run_curation_fetch",
                "the Curation Corpus article bodies, fetched from the web (the curation fine-tuning's first stage)",

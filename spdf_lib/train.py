@@ -256,7 +256,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, int]:
+def token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the targets (already shifted: position t predicts `targets[:, t]`),
     and their count."""
     with autocast():
@@ -268,7 +268,7 @@ def _token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.
 
 def token_losses(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, (B,) each: summed next-token cross-entropy over its targets, and their count (the per-input
-    numbers a bootstrap resamples). The training step keeps `_token_loss`'s one flat sum."""
+    numbers a bootstrap resamples). The training step keeps `token_loss`'s one flat sum."""
     with autocast():
         logits = model(input_ids=batch["input_ids"]).logits
     targets = batch["targets"]
@@ -288,7 +288,7 @@ def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precisi
     total = torch.zeros(2, dtype=torch.float64)
     for i in range(0, len(ex), micro_batch_size):
         batch = {k: v.to(device) for k, v in data.collate(ex[i : i + micro_batch_size]).items()}
-        loss, n = _token_loss(model, batch, autocast)
+        loss, n = token_loss(model, batch, autocast)
         total += torch.tensor([loss.item(), n], dtype=torch.float64)
     total = _all_reduce(total, d)
     model.train(was_training)
@@ -375,7 +375,7 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
             batch = {k: v.to(device) for k, v in batch.items()}
             sync = i == len(batches) - 1 or not d.enabled  # all-reduce gradients once, after the last micro-batch
             with contextlib.nullcontext() if sync else ddp.no_sync(), sdpa_context(cfg.sdpa_backend):
-                loss, _ = _token_loss(ddp, batch, autocast)
+                loss, _ = token_loss(ddp, batch, autocast)
                 # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
                 (loss * (d.world / n_global)).backward()
             loss_sum += loss.item()

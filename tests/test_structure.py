@@ -10,7 +10,7 @@ LIB = Path(__file__).resolve().parent.parent / "spdf_lib"
 PAPERS = ("spdf_lib.spdf", "spdf_lib.primer", "spdf_lib.exams")
 MAX_LINES = 500
 # The entry point and the report: they put the papers together, so they may import them.
-TOP = ("spdf_lib.cli", "spdf_lib.report", "spdf_lib.plan", "spdf_lib.cost")  # plan, cost: until item 2
+TOP = ("spdf_lib.cli", "spdf_lib.report")
 
 
 def _modules() -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """`spdf plan`: what a sweep will cost before anyone spends it.
 
 On this machine (`machine_plan`, the default): each point's wall time from its work and unit costs measured here
-(`spdf_lib.cost`), per stage and in total at the chosen workers, against the sweep file's `budget_minutes`.
+(`spdf_lib.unit_costs`), per stage and in total at the chosen workers, against the sweep file's `budget_minutes`.
 
 On GPUs (`plan_costs`, `--gpus N --gpu NAME`): each point's training FLOPs (the kit's counter), tokens, disk for
 its token shards, and GPU-hours at a model-FLOPs utilisation (MFU) on a given GPU.
@@ -44,7 +44,7 @@ class PointCost:
     shard_bytes: float | None
 
 
-def _pretrain_cost(params: dict[str, Any]) -> tuple[float, float, float]:
+def pretrain_flops(params: dict[str, Any]) -> tuple[float, float, float]:
     """(training FLOPs, the same run's dense FLOPs, tokens) of one pre-training run: the kit's counter at the
     run's sparsity and context."""
     from spdf_lib import flops
@@ -53,39 +53,43 @@ def _pretrain_cost(params: dict[str, Any]) -> tuple[float, float, float]:
     from spdf_lib.pretrain_params import PretrainParams
 
     p = PretrainParams(**{k: v for k, v in params.items() if k in PretrainParams.model_fields})
-    vocab = p.model_vocab
     overrides = {k: v for k in ("n_layer", "n_embd", "n_head") if (v := getattr(p, k)) is not None}
-    config = gpt_config(p.model_size, vocab_size=vocab, n_positions=p.seq_len, mdha=p.mdha,
+    config = gpt_config(p.model_size, vocab_size=p.model_vocab, n_positions=p.seq_len, mdha=p.mdha,
                         mdha_kernel=p.mdha_kernel, **overrides)
     tokens = trained_tokens(p)
     return (flops.count(config, tokens, p.sparsity, p.seq_len)["total"],
             flops.count(config, tokens, 0.0, p.seq_len)["total"], tokens)
 
 
+def pretrain_gpu_cost(point) -> PointCost:
+    """The GPU cost of one pre-training point (`spdf_pretrain`)."""
+    params = point.params
+    f, dense, t = pretrain_flops(params)
+    return PointCost(point.id, point.stage, f"{params['model_size']} s={params['sparsity']:g}", f, dense, t, None)
+
+
+def prepare_gpu_cost(point) -> PointCost:
+    """The disk of one token-shard preparation (`data_prepare`)."""
+    from spdf_lib.data.shards import planned_shard_bytes
+
+    params = point.params
+    tokens = params.get("tokens")
+    vocab = 50257  # uint16 tokens (GPT-2's vocabulary; any vocabulary under 65,536 takes the same)
+    val = min(10_000_000, int(0.01 * tokens)) if tokens else 0
+    return PointCost(point.id, point.stage, f"{params['corpus']} shards", None, None, tokens,
+                     planned_shard_bytes(int(tokens), vocab, val) if tokens else None)
+
+
 def point_cost(point) -> PointCost:
-    """The cost of one planned sweep point (`spdf_lib.sweep.Point`)."""
-    params, e = point.params, point.experiment
-    if e == "spdf_pretrain":
-        f, dense, t = _pretrain_cost(params)
-        return PointCost(point.id, point.stage, f"{params['model_size']} s={params['sparsity']:g}", f, dense, t, None)
-    if e == "primer":
-        from spdf_lib.primer.params import PrimerParams
-        from spdf_lib.primer.run import point_params
+    """The cost of one planned sweep point (`spdf_lib.sweep.Point`): the experiment table names each
+    experiment's `gpu_cost(point)` (`Experiment.gpu_cost_ref`); fine-tuning and exams are small next to
+    pre-training and have none."""
+    from spdf_lib.experiments import get
 
-        p = PrimerParams(**params)
-        costs = [_pretrain_cost(point_params(p, size, v, seed).model_dump())
-                 for size in p.sizes for v in p.variants for seed in p.seeds]
-        return PointCost(point.id, point.stage, f"{len(costs)} runs ({', '.join(p.sizes)})",
-                         *(sum(c[i] for c in costs) for i in range(3)), None)
-    if e == "data_prepare":
-        from spdf_lib.data.shards import planned_shard_bytes
-
-        tokens = params.get("tokens")
-        vocab = 50257  # uint16 tokens (GPT-2's vocabulary; any vocabulary under 65,536 takes the same)
-        val = min(10_000_000, int(0.01 * tokens)) if tokens else 0
-        return PointCost(point.id, point.stage, f"{params['corpus']} shards", None, None, tokens,
-                         planned_shard_bytes(int(tokens), vocab, val) if tokens else None)
-    return PointCost(point.id, point.stage, e, None, None, None, None)  # fine-tuning, exams: small next to pre-training
+    cost = get(point.experiment).gpu_cost_function()
+    if cost is None:
+        return PointCost(point.id, point.stage, point.experiment, None, None, None, None)
+    return cost(point)
 
 
 def plan_costs(sweep: str | Path, gpus: int, gpu: str, mfu: float | None = None) -> tuple[list[PointCost], list[str]]:
@@ -149,12 +153,12 @@ def _duration(seconds: float) -> str:
 
 def machine_plan(plan, workers: int, todo_only: bool = False):
     """(point plans, simulated wall seconds, the printed lines) of a planned sweep (`spdf_lib.sweep.Plan`) run on
-    this machine with `workers` at a time (`spdf_lib.cost`); `todo_only`: leave out points already done."""
+    this machine with `workers` at a time (`spdf_lib.unit_costs`); `todo_only`: leave out points already done."""
     import time
 
-    from spdf_lib.cost import Calibration, Pricer, simulate
     from spdf_lib.precision import describe
     from spdf_lib.sweep import point_status
+    from spdf_lib.unit_costs import Calibration, Pricer, simulate
 
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
