@@ -92,12 +92,12 @@ def _lmeval_scorer(folder: str, dtype: str, batch_size: int):
 
 def _our_scorer(dtype: str):
     from spdf_lib.exams.backends import LocalLM
-    from spdf_lib.exams.scoring import score
+    from spdf_lib.exams.scoring import ScoreOptions, score
 
     lm = LocalLM.load("smollm2", dtype=dtype)
 
     def predict(qs) -> list[int]:
-        records = score(lm, qs, formulation="cf", norm="char", progress=False)
+        records = score(lm, qs, ScoreOptions(formulation="cf", norm="char", progress=False))
         assert all(r["scored_as"] == "cf" for r in records)
         return ["ABCDEFGHIJ".index(r["choice"]) for r in records]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 LIB = Path(__file__).resolve().parent.parent / "spdf_lib"
 PAPERS = ("spdf_lib.spdf", "spdf_lib.primer", "spdf_lib.exams")
 MAX_LINES = 500
+MAX_FUNCTION_LINES = 80  # one screen
 # The entry point and the report: they put the papers together, so they may import them.
 TOP = ("spdf_lib.cli", "spdf_lib.report")
 
@@ -112,3 +113,26 @@ def test_no_paper_imports_another():
 def test_the_cross_paper_check_finds_an_edge():
     graph = {"spdf_lib.primer.run": {"spdf_lib.spdf.pretrain", "spdf_lib.train"}, "spdf_lib.spdf.x": {"spdf_lib.spdf.y"}}
     assert cross_paper_imports(graph) == {"spdf_lib.primer.run": ["spdf_lib.spdf.pretrain"]}
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Function (or method) name -> its lines, decorators and docstring included, for those over `limit`."""
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if (n := node.end_lineno - first + 1) > limit:
+                out[f"{node.name}:{node.lineno}"] = n
+    return out
+
+
+def test_no_function_over_one_screen():
+    long = {f"{name}.{fn}": n for name, path in _modules().items()
+            for fn, n in long_functions(path.read_text(encoding="utf-8")).items()}
+    assert long == {}
+
+
+def test_the_length_check_counts_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(80))
+    assert long_functions(f"def f():\n{body}\n") == {"f:1": 81}
+    assert long_functions(f"def f():\n{body}\n", limit=81) == {}

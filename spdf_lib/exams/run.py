@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -39,7 +40,7 @@ from spdf_lib.exams.report import (
     split_note,
     whole_certifications,
 )
-from spdf_lib.exams.scoring import n_answers, score
+from spdf_lib.exams.scoring import ScoreOptions, n_answers, score
 from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir, read_table, write_json
 
 
@@ -218,14 +219,12 @@ def run_exam(p: ExamParams, run_dir: str | Path | None = None, lm=None, progress
                  prompt_example={"qid": first.qid, "prompt": example},
                  selection=describe_selection(p, chosen), whole_certifications=len(whole),
                  split_certifications=len({q.certification for q in chosen} - whole), selection_note=note)
-    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
-              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
-              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
+    opts = ScoreOptions(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
+                        max_new_tokens=p.max_new_tokens, prompt_format=fmt if p.mode == "generate" else "chat",
+                        progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
     t0 = time.perf_counter()
-    if formulation == "best":  # OLMES: score both, headline the one the model can use, show both
-        by_form = {f: score(lm, chosen, formulation=f, **kw) for f in ("mcf", "cf")}
-    else:
-        by_form = {formulation: score(lm, chosen, formulation=formulation, **kw)}
+    forms = ("mcf", "cf") if formulation == "best" else (formulation,)  # best (OLMES): score both, show both
+    by_form = {f: score(lm, chosen, dataclasses.replace(opts, formulation=f), fields) for f in forms}
     seconds = time.perf_counter() - t0
 
     results: dict[str, Any] = {}
