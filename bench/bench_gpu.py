@@ -71,9 +71,9 @@ def end_to_end(cuda: bool) -> Result:
     from pathlib import Path
 
     from spdf_lib.data.prepare import prepare_shards
+    from spdf_lib.jsonio import read_jsonl
     from spdf_lib.pretrain import run_pretrain, tokenized_corpus, tokens_to_prepare
     from spdf_lib.pretrain_params import PretrainParams
-    from spdf_lib.records import read_jsonl
 
     root = Path(tempfile.mkdtemp(prefix="spdf-gpu-check-"))
     tok = tokenized_corpus("shakespeare", 8192 if cuda else 512, 0, 2_000_000 if cuda else 300_000)[0]

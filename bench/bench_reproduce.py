@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.common import Result
-from spdf_lib.records import read_json
+from spdf_lib.jsonio import read_json
 
 ON_REQUEST = True  # not part of a plain `python -m bench`
 HOUR_S = 3600.0

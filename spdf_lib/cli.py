@@ -136,7 +136,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_results(args: argparse.Namespace) -> int:
     from spdf_lib import results
-    from spdf_lib.records import runs_dir
+    from spdf_lib.locations import runs_dir
 
     root = Path(args.root) if args.root else runs_dir()
     if not root.is_dir():
@@ -154,9 +154,9 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
+    from spdf_lib.locations import figures_dir
     from spdf_lib.notebooks import run_notebook
     from spdf_lib.params import PARAMS_DIR, parse_override
-    from spdf_lib.records import figures_dir
     from spdf_lib.report import export_html
     from spdf_lib.sweep_cost import default_workers, machine_plan
 

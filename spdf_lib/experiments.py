@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import Field
 
 from spdf_lib import params as P
-from spdf_lib.records import REPO_ROOT, new_run_dir
+from spdf_lib.locations import REPO_ROOT, new_run_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -177,17 +177,12 @@ def run(name: str, params: P.Params, run_dir: str | Path) -> Any:
 
     However the run ends, its manifest says how: an exception leaving the runner ends every run it opened as
     `interrupted` (Ctrl-C; SIGTERM is turned into the same), `diverged` or `failed`, with the reason and the
-    last step, before the exception goes on."""
-    from spdf_lib.records import end_open_runs
+    last step, before the exception goes on (`spdf_lib.run_status.ends_runs_on_error`, the runs' one error
+    handler, which every runner also carries for the notebooks that call it directly)."""
+    from spdf_lib.run_status import ends_runs_on_error
 
     with _sigterm_as_interrupt():
-        try:
-            return get(name).runner()(params, run_dir)
-        except BaseException as e:
-            step = end_open_runs(e)
-            if isinstance(e, KeyboardInterrupt) and step is not None:
-                e.step = step  # type: ignore[attr-defined]  # "interrupted at step N"
-            raise
+        return ends_runs_on_error(get(name).runner())(params, run_dir)
 
 
 @contextlib.contextmanager

@@ -101,10 +101,10 @@ def shape_from_config(config, sparsity: float = 0.0) -> Shape:
         raise TypeError(f"expected a GPTConfig or a model size name, got {type(config).__name__}")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-    from spdf_lib.sparsity import _keep_count
+    from spdf_lib.sparsity import keep_count
 
     dense = _dense_numel(config.n_embd, config.n_inner)
-    per_layer = {k: _keep_count(n, 1.0 - sparsity) for k, n in dense.items()}
+    per_layer = {k: keep_count(n, 1.0 - sparsity) for k, n in dense.items()}
     return Shape(config.n_layer, config.n_embd, config.n_inner, config.vocab_size, config.n_positions, config.n_head,
                  config.mdha_kernel if config.mdha else 0, tuple(dict(per_layer) for _ in range(config.n_layer)))
 

@@ -20,9 +20,12 @@ from typing import Any
 
 import torch
 
+from spdf_lib.atomic import atomic_write_text
+from spdf_lib.locations import new_run_dir
 from spdf_lib.params import ParamsError
 from spdf_lib.pretrain_params import PretrainParams
-from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir
+from spdf_lib.records import Run
+from spdf_lib.run_status import ends_runs_on_error
 from spdf_lib.train import is_main_process
 
 

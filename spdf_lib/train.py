@@ -45,12 +45,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from spdf_lib import flops as flop_counter
+from spdf_lib.atomic import atomic_write_text
 from spdf_lib.checkpoints import load_best, load_latest, save_checkpoint
 from spdf_lib.data.streams import IGNORE
 from spdf_lib.early_stopping import load_weights, update_early_stopping
 from spdf_lib.errors import DivergedError
+from spdf_lib.jsonio import read_jsonl
 from spdf_lib.precision import PRECISIONS, resolve
-from spdf_lib.records import atomic_write_text, read_jsonl
 
 SDPA_BACKENDS = ("auto", "flash", "efficient", "math")
 

@@ -96,7 +96,7 @@ def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
 def test_best_of_several_checkpoints_is_the_lowest_validation_loss(tmp_path):
     """`best:a,b` (a per-sparsity learning-rate sweep): the folder whose pre-training run ended lowest, with the
     table it was chosen from; a folder without a finished run is an error."""
-    from spdf_lib.records import write_json
+    from spdf_lib.jsonio import write_json
     from spdf_lib.spdf.finetune import candidates, choose_checkpoint
 
     for name, lr, loss in (("a", 0.003, 4.8), ("b", 0.006, 4.7)):

@@ -9,9 +9,9 @@ import functools
 import pandas as pd
 import pytest
 
-from spdf_lib import records
+from spdf_lib import provenance, records
 from spdf_lib.records import Run
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 from spdf_lib.results import load_results
 from spdf_lib.spdf.checks import BLEU_STATS
 from spdf_lib.spdf.report_section import section
@@ -28,7 +28,7 @@ VERDICT = "- **webnlg**, dense fine-tuning from 75% sparse vs dense pre-training
 @pytest.fixture(autouse=True)
 def _packages_read_once(monkeypatch):
     """Each manifest lists the installed packages, a ~1 s scan: read them once for the study's 16 runs."""
-    monkeypatch.setattr(records, "package_versions", functools.cache(records.package_versions))
+    monkeypatch.setattr(records, "package_versions", functools.cache(provenance.package_versions))
 
 
 def _write_study(root, pretrain=PRETRAIN, finetune=FINETUNE, other_tasks=None) -> pd.DataFrame:

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from spdf_lib.cli import main
-from spdf_lib.records import Run, write_json
+from spdf_lib.jsonio import write_json
+from spdf_lib.records import Run
 from spdf_lib.results import load_results, varying_columns, write_results
 
 

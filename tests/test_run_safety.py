@@ -18,7 +18,9 @@ import pytest
 from spdf_lib import cli
 from spdf_lib.errors import DivergedError, RunDirError
 from spdf_lib.experiments import load, run
-from spdf_lib.records import Run, effective_status, read_json, write_json
+from spdf_lib.jsonio import read_json, write_json
+from spdf_lib.records import Run
+from spdf_lib.run_status import effective_status
 from spdf_lib.rundir import claim
 
 REPO = Path(__file__).resolve().parent.parent

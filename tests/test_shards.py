@@ -33,8 +33,8 @@ from spdf_lib.data.registry import DataError
 from spdf_lib.data.shard_stream import ShardStream
 from spdf_lib.data.shards import ShardSet, shard_set_info
 from spdf_lib.data.tokenizer_spec import resolve_tokenizer
+from spdf_lib.jsonio import read_jsonl
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
-from spdf_lib.records import read_jsonl
 from spdf_lib.train import TrainConfig, evaluate, train
 
 HERE = Path(__file__).resolve().parent

@@ -15,8 +15,9 @@ import nbformat
 import pytest
 
 from spdf_lib import sweep as S
+from spdf_lib.jsonio import read_json
+from spdf_lib.locations import REPO_ROOT
 from spdf_lib.params import ParamsError
-from spdf_lib.records import REPO_ROOT, read_json
 from spdf_lib.results import load_results
 from spdf_lib.sweep.scheduler import _cores
 

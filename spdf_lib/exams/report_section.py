@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from spdf_lib.exams import plots
-from spdf_lib.exams.report import letter_tvd
+from spdf_lib.exams.tables import letter_tvd
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, column
+from spdf_lib.report_document import Report, column
 
 PAPER_GPT3_PASS_SHARE = 0.39  # GPT-3 passed 39% of 1,149 certifications
 PAPER_TURBO_OSCP = 1.0  # "Turbo GPT-3.5" scored 100% on the OSCP set

@@ -8,7 +8,7 @@ import pandas as pd
 
 from spdf_lib.primer import analysis, plots
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 from spdf_lib.stats import bootstrap_ratio, ratio_verdict
 
 PAPER_EZ_SPEEDUP_35M = (1.75, 2.34)  # Primer-EZ at ~35M on LM1B, depending on codebase/hardware

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from spdf_lib.jsonio import read_json
+from spdf_lib.locations import new_run_dir
 from spdf_lib.params import Params
 from spdf_lib.plots import metrics_frame
 from spdf_lib.precision import resolve
@@ -17,7 +19,8 @@ from spdf_lib.pretrain import run_pretrain
 from spdf_lib.pretrain_params import PretrainBase, PretrainParams, steps_for
 from spdf_lib.primer import analysis
 from spdf_lib.primer.params import VARIANTS, PrimerParams
-from spdf_lib.records import Run, ends_runs_on_error, new_run_dir, read_json
+from spdf_lib.records import Run
+from spdf_lib.run_status import ends_runs_on_error
 
 TABLES = ("runs", "speedups", "summary", "powerlaw")  # what a Primer run writes (records.read_table names)
 

@@ -33,9 +33,12 @@ import torch
 from spdf_lib.checkpoints import verify_model_folder
 from spdf_lib.errors import CorruptFileError
 from spdf_lib.experiments import load
+from spdf_lib.jsonio import read_json, read_jsonl, write_json
+from spdf_lib.locations import new_run_dir
 from spdf_lib.params import ParamsError, preset_path
 from spdf_lib.pretrain import run_pretrain, save_model
-from spdf_lib.records import Run, ends_runs_on_error, new_run_dir, read_json, read_jsonl, write_json
+from spdf_lib.records import Run
+from spdf_lib.run_status import ends_runs_on_error
 from spdf_lib.rundir import claim
 from spdf_lib.spdf.params import FinetuneParams
 from spdf_lib.train import is_main_process

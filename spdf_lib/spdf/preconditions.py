@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 from spdf_lib.spdf.verdicts import BLEU, difference, learned, seed_noise, select, task_conditions
 from spdf_lib.stats import Margins, SeedNoise, verdict
 

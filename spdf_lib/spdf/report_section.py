@@ -20,7 +20,7 @@ import pandas as pd
 
 from spdf_lib import flops
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, column, ok_runs
+from spdf_lib.report_document import Report, column, ok_runs
 from spdf_lib.spdf import plots
 from spdf_lib.spdf.preconditions import Precondition, check_all, warning
 from spdf_lib.spdf.report_tables import (

@@ -10,7 +10,7 @@ import pandas as pd
 
 from spdf_lib.plots import metrics_frame
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, column, ok_runs
+from spdf_lib.report_document import Report, column, ok_runs
 from spdf_lib.spdf.delex import added_slots
 from spdf_lib.spdf.verdicts import check_measure
 
@@ -45,7 +45,7 @@ def finetune_frame(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def optional_column(df: pd.DataFrame, name: str, default) -> pd.Series:
-    """The column `name` (`reporting.column`), or `default` in every row where the results table lacks it."""
+    """The column `name` (`report_document.column`), or `default` in every row where the results table lacks it."""
     try:
         return column(df, name)
     except KeyError:

@@ -44,7 +44,15 @@ every point its process output in `log.txt`. Ctrl-C (or SIGTERM) interrupts the 
 them as interrupted; done points stay done.
 """
 
-from spdf_lib.sweep.plan import Plan, Point, format_plan, is_complete, plan_sweep, point_status, torchrun_args
+from spdf_lib.sweep.points import (
+           Plan,
+           Point,
+           format_plan,
+           is_complete,
+           plan_sweep,
+           point_status,
+           torchrun_args,
+)
 from spdf_lib.sweep.scheduler import run_sweep
 from spdf_lib.sweep.spec import SweepError, read_sweep
 
