@@ -1,9 +1,26 @@
 """spdf-kit: a reproducible study kit for SPDF (sparse pre-training, dense fine-tuning), Primer, and the
 professional-certification exam study of LLM vocational skills.
 
-Modules: `modeling_gpt` (the GPT family, Primer options), `sparsity` (static masks, densify), `flops`
-(sparse-aware FLOP counter), `train` (the one training loop), `tokenizer`, `data` (registry, corpora, tasks),
-`params` (typed parameters), `records` (run records), `experiments` (what each notebook runs), `cli` (`spdf`).
+Each paper's code is one package on a shared core; the core imports no paper package and no paper package imports
+another (`tests/test_structure.py`). Packages: `spdf` (SPDF, Thangarasa et al. 2023), `primer` (Primer, So et al.
+2021), `exams` (the certification exams, Noever & Ciolino 2023), `data` (registry, corpora, tasks, token shards),
+`sweep` (sweep files, points, scheduler).
+
+The core's modules:
+
+- model: `modeling_gpt` (the GPT family with Primer's options, a HF `PreTrainedModel`), `model_sizes` (its named
+  sizes, torch-free), `sparsity` (static masks, densify), `flops` (sparse-aware FLOP counter), `tokenizer`;
+- training: `train` (the one training loop), `early_stopping`, `checkpoints`, `precision` (bf16 or fp32),
+  `decoding` (batched `generate`), `pretrain` and `pretrain_params` (generic pre-training, shared by SPDF and Primer);
+- experiments: `params` (typed parameters, presets), `experiments` (the experiment table), `notebooks` (the one
+  notebook executor), `cli` (`spdf`), `errors` (one-line user errors);
+- records: `records` (`Run`, a run's files), `run_status` (status, heartbeat, the runs' one error handler),
+  `rundir` (one configuration per folder), `jsonio` (strict JSON), `atomic` (atomic writes), `provenance` (git,
+  packages, device), `locations` (repository, runs and figures folders), `results` (the one results table);
+- cost: `unit_costs` (unit costs measured on this CPU, each experiment's price), `sweep_cost` (`spdf plan`: this
+  machine's wall time, or GPU-hours);
+- report: `report` (the study's report from the results table), `report_document` (its blocks, tables and figures),
+  `plots` (shared figures), `stats` (intervals and verdicts).
 """
 
 import os

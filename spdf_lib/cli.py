@@ -288,7 +288,9 @@ def _add_plan(sub) -> None:
     pl.add_argument("sweep", help="sweep file, e.g. params/sweeps/tiny.yaml")
     _add_point_options(pl)
     pl.add_argument("--gpus", type=int, default=None, help="plan for this many GPUs instead (default with --gpu: 8)")
-    pl.add_argument("--gpu", default=None, choices=list(PEAK_BF16), help="plan for this GPU type (default with --gpus: h100)")
+    pl.add_argument(
+        "--gpu", default=None, choices=list(PEAK_BF16), help="plan for this GPU type (default with --gpus: h100)"
+    )
     pl.add_argument("--mfu", type=float, default=None,
                     help="model FLOPs utilisation (default: the measured one for that GPU, else an assumption)")
     pl.set_defaults(func=_cmd_plan)

@@ -22,7 +22,7 @@ activation recomputation) the layers' forward runs once more: + 1 × the per-lay
 
 Conventions (`CONVENTIONS`; each reproduces a published formula, checked in tests/test_flops.py):
 
-- `spdf` (default; SPDF paper, reconstructed in ../shared/docs/papers.md): all terms above, attention without
+- `spdf` (default; the SPDF paper, Thangarasa et al. 2023): all terms above, attention without
   causal halving, logits dense, embedding lookup free, no recomputation.
 - `kaplan` (Kaplan et al. 2020, §2.1): C = 6·N per token, N = the non-embedding matmul weights; attention and
   logits dropped.

@@ -133,8 +133,10 @@ def shard_corpus(p: PretrainParams):
     spec = resolve_tokenizer(p.tokenizer)
     folder = Path(p.shards) if p.shards else default_out(p.corpus, spec)
     shard_tokens = ShardSet.load(folder).shard_tokens if (folder / INDEX).is_file() else DEFAULT_SHARD_TOKENS
-    prepare = f"spdf data prepare {p.corpus} --tokenizer {p.tokenizer} --tokens {tokens_to_prepare(p, shard_tokens)}" + (
-        f" --out {folder}" if p.shards else "")
+    prepare = (
+        f"spdf data prepare {p.corpus} --tokenizer {p.tokenizer} --tokens {tokens_to_prepare(p, shard_tokens)}"
+        + (f" --out {folder}" if p.shards else "")
+    )
     if not (folder / INDEX).is_file():
         raise ParamsError(f"no token shards of {p.corpus!r} in {folder}; prepare them first: {prepare}")
     s = ShardSet.load(folder)
@@ -143,9 +145,11 @@ def shard_corpus(p: PretrainParams):
                           f"({s.tokenizer_hash}); this run asks for {p.corpus!r} with {p.tokenizer!r} ({spec.hash})")
     stream = ShardStream(s, p.seq_len, seed=p.seed, eval_windows=p.eval_windows)
     if not s.exhausted and stream.tokens_per_epoch < trained_tokens(p):
-        raise ParamsError(f"{folder} holds {s.train_tokens:,} training tokens of {p.corpus!r} ({stream.tokens_per_epoch:,}"
-                          f" in windows of {p.seq_len}), fewer than this run's {trained_tokens(p):,}, and the corpus "
-                          f"has more: prepare more first: {prepare}")
+        raise ParamsError(
+            f"{folder} holds {s.train_tokens:,} training tokens of {p.corpus!r} ({stream.tokens_per_epoch:,}"
+            f" in windows of {p.seq_len}), fewer than this run's {trained_tokens(p):,}, and the corpus "
+            f"has more: prepare more first: {prepare}"
+        )
     checksums = {**s.sources, **{f"{folder.name}/{sh.file}": f"sha256:{sh.sha256}" for sh in s.shards}}
     return stream, tokenizer_from_json(spec.json), stream.tokens_per_epoch, checksums
 

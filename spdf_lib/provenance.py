@@ -44,7 +44,11 @@ def package_versions() -> dict[str, Any]:
 def device_info() -> dict[str, Any]:
     """Platform, CPUs and, when the run uses torch, its threads, GPUs and the precision facts of the device
     (CPU model, torch capability, bf16 flags, the probe's figures: `spdf_lib.precision.describe`)."""
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
     torch = sys.modules.get("torch")  # only if the run uses it: importing torch here would cost seconds
     if torch is not None:
         from spdf_lib.precision import describe

@@ -55,7 +55,9 @@ def target_params(model: nn.Module, patterns: Sequence[str] = DEFAULT_TARGETS) -
     return chosen
 
 
-def layer_densities(shapes: dict[str, tuple[int, ...]], sparsity: float, distribution: str = "uniform") -> dict[str, float]:
+def layer_densities(
+    shapes: dict[str, tuple[int, ...]], sparsity: float, distribution: str = "uniform"
+) -> dict[str, float]:
     """Density (1 − sparsity) per matrix.
 
     `uniform`: every matrix at 1 − s. `erk` (Erdős–Rényi-Kernel, Evci et al. 2020, RigL §3): density

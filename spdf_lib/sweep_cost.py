@@ -188,7 +188,9 @@ def machine_plan(plan, workers: int, todo_only: bool = False):
     for pp in priced:
         by_stage.setdefault(pp.stage, []).append(pp)
     kinds = ("start", "train", "eval", "decode", "score")
-    lines.append(f"{'STAGE':<21} {'POINTS':>6} {'WORKER-S':>9} {'EACH':>11}   " + " ".join(f"{k.upper():>7}" for k in kinds))
+    lines.append(
+        f"{'STAGE':<21} {'POINTS':>6} {'WORKER-S':>9} {'EACH':>11}   " + " ".join(f"{k.upper():>7}" for k in kinds)
+    )
     for stage, pps in by_stage.items():
         s = [pp.seconds for pp in pps if pp.seconds is not None]
         each = f"{min(s):.0f}-{max(s):.0f} s" if s and len(s) > 1 and max(s) > 1.05 * min(s) else (

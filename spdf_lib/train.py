@@ -21,8 +21,8 @@ an improvement of more than `min_delta`, and ends with the best weights loaded. 
 count of evaluations without improvement are part of the checkpointed state, so an interrupted run resumes the
 same decisions.
 
-Why one file of ~500 lines (the checkpoint files apart): the step, its checkpoints, distribution and early stopping
-share one `state` dict and one loop; split apart, the resume guarantee would span modules that each hold part of that state.
+Why one file of ~500 lines (the checkpoint files and early stopping apart): the step, its checkpoints and distribution
+share one `state` dict and one loop; split apart, the resume guarantee would span modules that each hold part of it.
 """
 
 from __future__ import annotations
@@ -402,8 +402,8 @@ def _optimisation_step(s: _Session, data: TrainData, cfg: TrainConfig) -> dict[s
     batches = [data.collate(mine[i : i + s.micro]) for i in range(0, s.local_n, s.micro)]
     n_tokens = torch.tensor([sum(int((b["targets"] != IGNORE).sum()) for b in batches)], dtype=torch.float64)
     n_global = float(_all_reduce(n_tokens, d).item())
-    step_flops = sum(b["input_ids"].shape[0] * flop_counter.training_flops_per_sequence(s.shape, b["input_ids"].shape[1])
-                     for b in batches)
+    step_flops = sum(n * flop_counter.training_flops_per_sequence(s.shape, t)
+                     for n, t in (b["input_ids"].shape for b in batches))
     loss_sum = 0.0
     for i, batch in enumerate(batches):
         batch = {k: v.to(s.device) for k, v in batch.items()}
@@ -454,11 +454,13 @@ def _after_step(s: _Session, data: TrainData, cfg: TrainConfig, result: dict[str
         if validate is not None:
             row.update(_shared(validate(s.model) if d.main else None, d))
         if cfg.patience:
-            s.best_weights = update_early_stopping(row, state, cfg, s.model, s.best_weights, s.out_dir if d.main else None)
+            s.best_weights = update_early_stopping(row, state, cfg, s.model, s.best_weights,
+                                                   s.out_dir if d.main else None)
             done = done or state["stopped"]
     if s.run is not None and d.main and (state["step"] % cfg.log_every == 0 or done or "eval_loss" in row):
         s.run.log(row)
-    if s.out_dir is not None and d.main and cfg.checkpoint_every and (state["step"] % cfg.checkpoint_every == 0 or done):
+    checkpoint = cfg.checkpoint_every and (state["step"] % cfg.checkpoint_every == 0 or done)
+    if s.out_dir is not None and d.main and checkpoint:
         save_checkpoint(s.out_dir, s.model, s.opt, state, cfg.keep_checkpoints)
     if d.enabled:
         dist.barrier()
@@ -475,7 +477,8 @@ def update_ratios(opt: torch.optim.Optimizer, before: list[list[torch.Tensor]]) 
     weights (the tiny study's diagnosis, README)."""
     out = {}
     for i, (g, old) in enumerate(zip(opt.param_groups, before, strict=True)):
-        delta = math.sqrt(sum(float((p.detach() - w).float().pow(2).sum()) for p, w in zip(g["params"], old, strict=True)))
+        delta = math.sqrt(sum(float((p.detach() - w).float().pow(2).sum())
+                              for p, w in zip(g["params"], old, strict=True)))
         norm = math.sqrt(sum(float(w.float().pow(2).sum()) for w in old))
         out[f"update_ratio.{g.get('name', f'group{i}')}"] = delta / norm if norm else math.nan
     return out

@@ -66,9 +66,16 @@ class Arch:
 
         named = NAMED_SIZES[p["model_size"]]
         vocab = GPT2_VOCAB if p.get("tokenizer") == "gpt2" else p["vocab_size"]
-        return cls(n_layer=p.get("n_layer") or named["n_layer"], n_embd=p.get("n_embd") or named["n_embd"],
-                   n_head=p.get("n_head") or named["n_head"], vocab_size=vocab, n_positions=p["seq_len"],
-                   activation=p.get("activation", "gelu"), mdha=bool(p.get("mdha")), mdha_kernel=p.get("mdha_kernel", 3))
+        return cls(
+            n_layer=p.get("n_layer") or named["n_layer"],
+            n_embd=p.get("n_embd") or named["n_embd"],
+            n_head=p.get("n_head") or named["n_head"],
+            vocab_size=vocab,
+            n_positions=p["seq_len"],
+            activation=p.get("activation", "gelu"),
+            mdha=bool(p.get("mdha")),
+            mdha_kernel=p.get("mdha_kernel", 3),
+        )
 
     def model(self):
         from spdf_lib.modeling_gpt import GPTConfig, GPTForCausalLM

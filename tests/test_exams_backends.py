@@ -523,7 +523,9 @@ def test_the_exported_lmeval_task_loads_in_lmeval_and_gives_the_kits_predictions
     assert args.func(args) == 0
 
     lm = LocalLM.load(str(llama_dir), dtype="float32")
-    kit = {norm: score(lm, chosen, ScoreOptions(formulation="cf", norm=norm, progress=False)) for norm in ("none", "char")}
+    kit = {
+        norm: score(lm, chosen, ScoreOptions(formulation="cf", norm=norm, progress=False)) for norm in ("none", "char")
+    }
     kit["mcf"] = score(lm, chosen, ScoreOptions(formulation="mcf", progress=False))
     hf = HFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4, device="cpu")
     out = simple_evaluate(model=hf, tasks=["spdf_certify_cf", "spdf_certify_mcf"], log_samples=True,

@@ -88,7 +88,9 @@ def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
     with pytest.raises(ParamsError) as e:
         run_pretrain(p, tmp_path / "run")
     assert "\n" not in str(e.value)
-    assert str(e.value).startswith("tokens=2.505e+09 is ") and "passes over corpus 'wikitext-2-mirror' (" in str(e.value)
+    assert str(e.value).startswith("tokens=2.505e+09 is ") and "passes over corpus 'wikitext-2-mirror' (" in str(
+        e.value
+    )
     assert "more than max_epochs=1; pre-train on a larger corpus" in str(e.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
 

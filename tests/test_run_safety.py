@@ -220,7 +220,9 @@ def test_a_stopped_run_reads_interrupted_and_the_rerun_resumes_to_ok(tmp_path, s
     final = read_json(tmp_path / "manifest.json")
     assert final["status"] == "ok" and final["start"] == manifest["start"] and len(final["resumed"]) == 1
     steps = [json.loads(r)["step"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == final["last_step"] == read_json(tmp_path / "results.json")["steps"]
+    assert (
+        steps == sorted(set(steps)) and steps[-1] == final["last_step"] == read_json(tmp_path / "results.json")["steps"]
+    )
 
 
 # --- 4. one line from anywhere ------------------------------------------------------------------------------------
@@ -386,7 +388,9 @@ def test_a_dead_kernel_leaves_no_log_noise_after_the_one_line(caplog):
         err = DeadKernelError("Kernel died")
         logging.getLogger("asyncio").error("Task exception was never retrieved\nfuture: <Task>",
                                            exc_info=(type(err), err, None))
-        logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=(ValueError, ValueError(), None))
+        logging.getLogger("asyncio").error(
+            "Task exception was never retrieved", exc_info=(ValueError, ValueError(), None)
+        )
     assert [r.getMessage() for r in caplog.records] == ["Task exception was never retrieved"]
 
 

@@ -111,7 +111,10 @@ def test_no_paper_imports_another():
 
 
 def test_the_cross_paper_check_finds_an_edge():
-    graph = {"spdf_lib.primer.run": {"spdf_lib.spdf.pretrain", "spdf_lib.train"}, "spdf_lib.spdf.x": {"spdf_lib.spdf.y"}}
+    graph = {
+        "spdf_lib.primer.run": {"spdf_lib.spdf.pretrain", "spdf_lib.train"},
+        "spdf_lib.spdf.x": {"spdf_lib.spdf.y"},
+    }
     assert cross_paper_imports(graph) == {"spdf_lib.primer.run": ["spdf_lib.spdf.pretrain"]}
 
 
@@ -136,3 +139,24 @@ def test_the_length_check_counts_a_long_function():
     body = "\n".join(f"    x{i} = {i}" for i in range(80))
     assert long_functions(f"def f():\n{body}\n") == {"f:1": 81}
     assert long_functions(f"def f():\n{body}\n", limit=81) == {}
+
+
+def undocumented_modules(package: Path) -> list[str]:
+    """The modules (and, for the kit's root, packages) of `package` that its `__init__` docstring does not name
+    as `name`."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+    names = [p.stem for p in package.glob("*.py") if p.stem != "__init__"]
+    names += [p.name for p in package.iterdir() if (p / "__init__.py").is_file()]
+    return sorted(n for n in names if f"`{n}`" not in doc)
+
+
+def test_package_docstrings_list_their_modules():
+    packages = [LIB, *(p.parent for p in LIB.glob("*/__init__.py"))]
+    assert {p.name: missing for p in packages if (missing := undocumented_modules(p))} == {}
+
+
+def test_the_docstring_check_finds_a_missing_module(tmp_path):
+    (tmp_path / "__init__.py").write_text('"""Modules: `a`."""\n')
+    (tmp_path / "a.py").write_text("")
+    (tmp_path / "b.py").write_text("")
+    assert undocumented_modules(tmp_path) == ["b"]

@@ -65,8 +65,13 @@ def test_empty_fine_tuning_set_is_an_error():
 
 def _run_worker(out: Path, steps: int, every: int, precision: str = "auto", dropout: float = 0.1) -> subprocess.Popen:
     # dropout > 0 makes the resumed run depend on the restored RNG state too
-    return subprocess.Popen([sys.executable, str(WORKER), str(out), str(steps), str(every), precision, str(dropout)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(out), str(steps), str(every), precision, str(dropout)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_resume_after_a_kill_gives_bitwise_the_same_weights(tmp_path, shakespeare_tokens):

@@ -1,6 +1,6 @@
 """From per-question records to the paper's numbers: certification scores, passes, pass shares by field.
 
-The headline (papers.md §3) is the share of certifications passed, overall and by field. Every table puts the
+The headline (Noever & Ciolino 2023) is the share of certifications passed, overall and by field. Every table puts the
 baselines of `spdf_lib.exams.baselines` beside the model, computed on exactly the same questions.
 
 Pass shares are computed over *whole* certifications only: a certification counts when every one of its
@@ -70,7 +70,9 @@ def certification_table(
         "correct": g[correct].apply(lambda s: int(s.fillna(False).astype(bool).sum())),
     }).reset_index()
     out["score"] = out["correct"] / out["questions"]
-    out["passed"] = [passes(int(c), int(n), threshold, rule) for c, n in zip(out["correct"], out["questions"], strict=True)]
+    out["passed"] = [
+        passes(int(c), int(n), threshold, rule) for c, n in zip(out["correct"], out["questions"], strict=True)
+    ]
     return out
 
 
@@ -165,7 +167,11 @@ def headline_table(
     cert_field = certs.set_index("certification")["field"] if len(certs) else pd.Series(dtype=str)
     model = _shares(certs.set_index("certification")["passed"], cert_field) if len(certs) else {}
     has_circular = bool(records) and records[0].get("circular_correct") is not None
-    circ = _passed_shares(w_records, "circular_correct", threshold, rule, cert_field) if has_circular and len(certs) else {}
+    circ = (
+        _passed_shares(w_records, "circular_correct", threshold, rule, cert_field)
+        if has_circular and len(certs)
+        else {}
+    )
     rand = pd.Series(random_pass_probabilities(w_scored, threshold, rule, answer_count), dtype=float)
     rand_share = _shares(rand, cert_field.reindex(rand.index)) if len(rand) else {}
     has_pride = bool(records) and records[0].get("pride_correct") is not None

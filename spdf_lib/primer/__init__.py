@@ -3,6 +3,7 @@
 - `params`: the parameter schema of the `primer` ablation and its variants (torch-free).
 - `run`: every variant at every size and seed, each point a `spdf_lib.pretrain` run (the core's pre-training).
 - `analysis`: the paper's speedup factor (§4) and the power-law fits (§4.2, Fig. 1).
+- `cost`: a Primer point's price on this machine and on GPUs (the experiment table's `price_ref`, `gpu_cost_ref`).
 - `plots`, `report_section`: Primer's figures and its part of the report.
 
 The layers themselves, squared ReLU and multi-dconv-head attention, are options of `spdf_lib.modeling_gpt`

@@ -39,10 +39,13 @@ def section(results: pd.DataFrame, rep: Report) -> None:
         if ez is not None:
             where = "within" if lo <= ez <= hi else ("below" if ez < lo else "above")
             n = tables["runs"]["n_params"]
-            text = (f"- Power laws over {summary['size'].nunique()} sizes (shared exponent k = "
-                    f"{powerlaw['k'].iloc[0]:.3f}): Primer-EZ's implied constant compute saving is **{ez:.2f}x** (a fit, without an interval), "
-                    f"{where} the paper's {lo}x–{hi}x at 35M parameters (the kit's models here: {n.min() / 1e6:.2f}M–"
-                    f"{n.max() / 1e6:.2f}M parameters, {tables['runs']['tokens'].max():.3g} tokens at most).")
+            text = (
+                f"- Power laws over {summary['size'].nunique()} sizes (shared exponent k = "
+                f"{powerlaw['k'].iloc[0]:.3f}): Primer-EZ's implied constant compute saving is **{ez:.2f}x** "
+                f"(a fit, without an interval), "
+                f"{where} the paper's {lo}x–{hi}x at 35M parameters (the kit's models here: {n.min() / 1e6:.2f}M–"
+                f"{n.max() / 1e6:.2f}M parameters, {tables['runs']['tokens'].max():.3g} tokens at most)."
+            )
         rep.figure(plots.power_law(summary, powerlaw), "primer_power_law", text)
     rep.say("")
 

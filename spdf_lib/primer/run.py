@@ -1,5 +1,5 @@
-"""The Primer ablation run (So et al. 2021, §4): every variant at every size and seed, each point one
-core pre-training run (`spdf_lib.pretrain`, the same runner, records and checkpoints as SPDF's pre-training) with the variant's
+"""The Primer ablation run (So et al. 2021, §4): every variant at every size and seed, each point one run of the
+core's pre-training (`spdf_lib.pretrain`: the same runner, records and checkpoints as SPDF's) with the variant's
 architecture options; then speedups and power laws (`spdf_lib.primer.analysis`).
 """
 

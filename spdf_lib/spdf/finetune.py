@@ -386,11 +386,20 @@ def evaluate_and_record(p: FinetuneParams, f: Fitted, run_dir: Path) -> dict[str
                                                 **corpus_checks(second_table)}.items()}
     curve = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_loss" in r]
     run.write_table("validation", pd.DataFrame(curve).rename(columns={"eval_loss": "val_loss"}))
-    write_json(run_dir / "metrics.json", {"scores": scored.scores, "missing": scored.missing,
-                                          "signatures": scored.signatures, "checks": checks,
-                                          "second_decoding": {k: v for k, v in extra.items() if k.startswith("second_")},
-                                          "decoding": config_dict(decode_cfg), "train_split": data.train_split,
-                                          "eval_split": data.eval_split, "e2e_delex": delex})
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "scores": scored.scores,
+            "missing": scored.missing,
+            "signatures": scored.signatures,
+            "checks": checks,
+            "second_decoding": {k: v for k, v in extra.items() if k.startswith("second_")},
+            "decoding": config_dict(decode_cfg),
+            "train_split": data.train_split,
+            "eval_split": data.eval_split,
+            "e2e_delex": delex,
+        },
+    )
     if p.save_model:
         f.model.to("cpu")
         save_model(f.model, f.tok, run_dir / "model")
@@ -413,16 +422,26 @@ def _training_record(p: FinetuneParams, f: Fitted, losses: np.ndarray) -> dict[s
     pre_params = read_json(f.checkpoint.parent / "manifest.json")["params"] if pre_results else {}
     return {
         "pretrain_sparsity": 0.0 if p.mode == "scratch" else float(f.config.get("sparsity", 0.0)),
-        "arch": architecture_name(f.config), "delexicalised": ",".join(f.delex),
-        "pretrain_lr": pre_params.get("lr", float("nan")), "pretrain_eval_loss": pre_results.get("eval_loss", float("nan")),
-        "finetune_flops": last["flops"], "pretrain_flops": pre_results.get("train_flops", 0.0),
+        "arch": architecture_name(f.config),
+        "delexicalised": ",".join(f.delex),
+        "pretrain_lr": pre_params.get("lr", float("nan")),
+        "pretrain_eval_loss": pre_results.get("eval_loss", float("nan")),
+        "finetune_flops": last["flops"],
+        "pretrain_flops": pre_results.get("train_flops", 0.0),
         "total_flops": pre_results.get("train_flops", 0.0) + last["flops"],
-        "finetune_steps": last["step"], "best_step": best["step"], "stopped_early": bool(last.get("stopped_early")),
-        "epochs_trained": last["step"] / f.steps_per_epoch, "best_epoch": best["step"] / f.steps_per_epoch,
+        "finetune_steps": last["step"],
+        "best_step": best["step"],
+        "stopped_early": bool(last.get("stopped_early")),
+        "epochs_trained": last["step"] / f.steps_per_epoch,
+        "best_epoch": best["step"] / f.steps_per_epoch,
         "finetune_eval_loss": float(losses[:, 0].sum() / max(1, losses[:, 1].sum())),
-        "val_loss": best.get("eval_loss", float("nan")), "val_bleu": best.get("val_bleu", float("nan")),
+        "val_loss": best.get("eval_loss", float("nan")),
+        "val_bleu": best.get("val_bleu", float("nan")),
         "val_check": best.get("val_check", float("nan")),
-        "n_train_inputs": len(f.train_examples), "n_train_pairs": f.n_pairs, "n_val_inputs": len(f.val),
-        "n_eval": len(f.data.eval), "finetune_seconds": last["elapsed_s"],
+        "n_train_inputs": len(f.train_examples),
+        "n_train_pairs": f.n_pairs,
+        "n_val_inputs": len(f.val),
+        "n_eval": len(f.data.eval),
+        "finetune_seconds": last["elapsed_s"],
         "process_cpu_s": time.process_time(),  # CPU seconds of this process so far: the run's cost on idle cores
     }

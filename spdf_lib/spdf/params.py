@@ -32,7 +32,9 @@ class FinetuneParams(Params):
     """
 
     checkpoint: str = ""
-    mode: Literal["dense", "sparse", "scratch"] = "dense"  # dense = SPDF; sparse = masks kept; scratch = no pre-training
+    mode: Literal["dense", "sparse", "scratch"] = (
+        "dense"  # dense = SPDF; sparse = masks kept; scratch = no pre-training
+    )
     task: Literal["e2e", "webnlg", "dart", "curation"] = "webnlg"
     setup: Literal["offline", "paper"] = "offline"  # which splits (see spdf_lib.data.tasks); offline = mirror files
     articles: str = ""  # curation: the folder of a Curation Corpus fetch; empty: `spdf data fetch`'s default

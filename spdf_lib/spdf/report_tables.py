@@ -70,9 +70,13 @@ def results_table(ft: pd.DataFrame) -> str:
     for (task, s, mode), g in ft.groupby(["task", "sparsity", "mode"], sort=True):
         check = check_measure(task, bool(g["delexicalised"].iloc[0])).name
         name = mean_sd_text(g["name_realisation"]) if task == "e2e" and "name_realisation" in g else "—"
-        rows.append(f"| {task} | {'—' if mode == 'scratch' else f'{s:g}'} | {mode} | {len(g)} | {mean_sd_text(g['bleu'])} | "
-                    f"{mean_sd_text(g[check]) if check in g else '—'} | {name} | {mean_sd_text(g.get('len_ratio', pd.Series()), 2)} | "
-                    f"{mean_sd_text(g.get('finetune_eval_loss', pd.Series()), 3)} | {mean_sd_text(g.get('best_epoch', pd.Series()), 1)} |")
+        rows.append(
+            f"| {task} | {'—' if mode == 'scratch' else f'{s:g}'} | {mode} | {len(g)} | {mean_sd_text(g['bleu'])} | "
+            f"{mean_sd_text(g[check]) if check in g else '—'} | {name} | "
+            f"{mean_sd_text(g.get('len_ratio', pd.Series()), 2)} | "
+            f"{mean_sd_text(g.get('finetune_eval_loss', pd.Series()), 3)} | "
+            f"{mean_sd_text(g.get('best_epoch', pd.Series()), 1)} |"
+        )
     return "\n".join(rows)
 
 

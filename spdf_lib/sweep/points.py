@@ -62,7 +62,15 @@ class Point:
         """The command that runs this point (in the repository root)."""
         if self.launcher == "papermill":
             return [sys.executable, "-m", "spdf_lib.sweep.worker", str(self.dir)]
-        run = ["-m", self.module, self.experiment, "--params", str(self.dir / "params.yaml"), "--run-dir", str(self.dir)]
+        run = [
+            "-m",
+            self.module,
+            self.experiment,
+            "--params",
+            str(self.dir / "params.yaml"),
+            "--run-dir",
+            str(self.dir),
+        ]
         if self.launcher == "process":
             return [sys.executable, *run]
         return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(self.torchrun), *run]
