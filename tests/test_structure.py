@@ -160,3 +160,12 @@ def test_the_docstring_check_finds_a_missing_module(tmp_path):
     (tmp_path / "a.py").write_text("")
     (tmp_path / "b.py").write_text("")
     assert undocumented_modules(tmp_path) == ["b"]
+
+
+def test_the_readme_code_map_names_every_module():
+    """The README's code map ("Where the code is") names every module and package of the kit as `name`."""
+    readme = (LIB.parent / "README.md").read_text(encoding="utf-8")
+    code_map = readme.split("## Where the code is", 1)[1].split("\n## ", 1)[0]
+    names = {p.stem for p in LIB.rglob("*.py") if p.stem != "__init__"}
+    names |= {p.parent.name for p in LIB.glob("*/__init__.py")}
+    assert sorted(n for n in names if not any(f"`{form}`" in code_map for form in (n, f"{n}/", f"spdf_lib/{n}/"))) == []
