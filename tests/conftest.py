@@ -31,18 +31,6 @@ settings.register_profile("explore", derandomize=False, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
-# The files that take longest (`pytest --durations=30` under AVX2 emulation, 2 cores): run first, so that with
-# `--dist loadfile` no long file starts last and leaves one core idle at the end (`make test`'s wall time).
-LONG_FILES = ("test_reproduce.py", "exams.ipynb", "test_exams_smollm2.py", "test_run_safety.py", "test_sweep.py",
-              "test_curation.py", "spdf_finetune.ipynb", "primer.ipynb", "report.ipynb")
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Long files first (in `LONG_FILES` order), the rest as collected; every worker sorts alike."""
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
-
-
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     path = Path(os.environ.get("SPDF_DATA_MIRROR", ""))
