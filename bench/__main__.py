@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from bench.common import Result
-from spdf_lib.records import now, runs_dir, write_json
+from spdf_lib.jsonio import write_json
+from spdf_lib.locations import runs_dir
+from spdf_lib.provenance import now
 
 
 def discover() -> list[str]:

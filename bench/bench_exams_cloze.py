@@ -92,12 +92,12 @@ def _lmeval_scorer(folder: str, dtype: str, batch_size: int):
 
 def _our_scorer(dtype: str):
     from spdf_lib.exams.backends import LocalLM
-    from spdf_lib.exams.scoring import score
+    from spdf_lib.exams.scoring import ScoreOptions, score
 
     lm = LocalLM.load("smollm2", dtype=dtype)
 
     def predict(qs) -> list[int]:
-        records = score(lm, qs, formulation="cf", norm="char", progress=False)
+        records = score(lm, qs, ScoreOptions(formulation="cf", norm="char", progress=False))
         assert all(r["scored_as"] == "cf" for r in records)
         return ["ABCDEFGHIJ".index(r["choice"]) for r in records]
 
@@ -143,8 +143,9 @@ def run() -> list[Result]:
         Result("exam cf scorer vs lm-eval (same dtype, batch)", f"lm-eval bs{LMEVAL_BATCH} {our_dtype}",
                n / t["lmeval_same"], f"spdf packed {our_dtype}", n / t["ours"], "q/s",
                higher_is_better=True, target=2.0, note=note),
-        Result("exam cf predictions equal to lm-eval's", "lm-eval", float(n), "spdf", float(same("ours", "lmeval_same")),
-               "questions", higher_is_better=True, target=1.0, note=f"both {our_dtype}"),
+        Result("exam cf predictions equal to lm-eval's", "lm-eval", float(n), "spdf",
+               float(same("ours", "lmeval_same")), "questions", higher_is_better=True, target=1.0,
+               note=f"both {our_dtype}"),
         Result("exam cf scorer vs lm-eval (same, float32)", f"lm-eval bs{LMEVAL_BATCH} float32", n / t["lmeval32"],
                "spdf packed float32", n / t["ours32"], "q/s", higher_is_better=True, target=2.0, note=note),
         Result("exam cf predictions equal to lm-eval's (fp32)", "lm-eval", float(n), "spdf",

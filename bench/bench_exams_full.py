@@ -53,16 +53,16 @@ def run() -> list[Result]:
     from spdf_lib.exams.backends import LocalLM
     from spdf_lib.exams.parse import load_questions
     from spdf_lib.exams.prompts import loglik_prompt, rotation, to_original
-    from spdf_lib.exams.scoring import score
+    from spdf_lib.exams.scoring import ScoreOptions, score
 
     use_mirror()
     questions, _ = load_questions()
     qs = sorted(random.Random(SEED).sample([q for q in questions if q.scored], N_QUESTIONS), key=lambda q: q.qid)
     lm = LocalLM.load("smollm2", dtype="auto")
-    score(lm, qs[:4], circular=True, progress=False)  # warm-up
+    score(lm, qs[:4], ScoreOptions(circular=True, progress=False))  # warm-up
 
     t0 = time.perf_counter()
-    records = score(lm, qs, circular=True, progress=False)
+    records = score(lm, qs, ScoreOptions(circular=True, progress=False))
     t_batched = time.perf_counter() - t0
 
     prompts, n_options, ks, orders = [], [], [], []

@@ -43,7 +43,7 @@ N_GENERATE, MAX_NEW_TOKENS = 40, 16
 def use_mirror() -> None:
     """Read the data from the offline mirror beside the checkout (as the tests do) unless one is set."""
     from spdf_lib.data.registry import MIRROR_ENV
-    from spdf_lib.records import REPO_ROOT
+    from spdf_lib.locations import REPO_ROOT
 
     mirror = REPO_ROOT.parent / "shared" / "data"
     if not os.environ.get(MIRROR_ENV) and mirror.is_dir():

@@ -24,8 +24,8 @@ import torch
 from bench.common import Result, hf_gpt2_like, train_step_fn
 from spdf_lib import flops
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
-from spdf_lib.plan import peak_flops
 from spdf_lib.sparsity import sparsify
+from spdf_lib.sweep_cost import peak_flops
 
 
 def _timed_steps(model, batch: torch.Tensor, steps: int, warmup: int, compile: bool, device: str,
@@ -60,9 +60,9 @@ def end_to_end(cuda: bool) -> Result:
     from pathlib import Path
 
     from spdf_lib.data.prepare import prepare_shards
-    from spdf_lib.records import read_jsonl
-    from spdf_lib.spdf.params import PretrainParams
-    from spdf_lib.spdf.pretrain import run_pretrain, tokenized_corpus, tokens_to_prepare
+    from spdf_lib.jsonio import read_jsonl
+    from spdf_lib.pretrain import run_pretrain, tokenized_corpus, tokens_to_prepare
+    from spdf_lib.pretrain_params import PretrainParams
 
     root = Path(tempfile.mkdtemp(prefix="spdf-gpu-check-"))
     tok = tokenized_corpus("shakespeare", 8192 if cuda else 512, 0, 2_000_000 if cuda else 300_000)[0]

@@ -4,7 +4,7 @@ budget and against `spdf plan`'s price for it on this machine, and the whole com
 
 - per stage: the summed wall time of its points (worker-seconds: what the stage costs one of the two workers),
   against the stage's budget in `BUDGET_S` (target ≤ 1.0);
-- per stage and in total: the plan (`spdf_lib.plan.machine_plan`, calibrated here before the run) against the
+- per stage and in total: the plan (`spdf_lib.sweep_cost.machine_plan`, calibrated here before the run) against the
   measured worker-seconds (target: within ±25%), each noting whether the plan's unit costs were measured on
   quiet or busy cores (`spdf_lib.machine_load`);
 - the total: the wall clock of `spdf reproduce --preset tiny --workers 2` (report included) against 3,600 s
@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.common import Result
-from spdf_lib.records import read_json
+from spdf_lib.jsonio import read_json
 
 ON_REQUEST = True  # not part of a plain `python -m bench`
 HOUR_S = 3600.0
@@ -70,8 +70,8 @@ def planned_stage_seconds(root: Path) -> tuple[dict[str, float], float, str]:
     """({stage: planned worker-seconds}, planned wall seconds, how busy the cores were while the plan's unit costs
     were measured) of the tiny sweep at `WORKERS` on this machine."""
     from spdf_lib.params import PARAMS_DIR
-    from spdf_lib.plan import machine_plan
     from spdf_lib.sweep import plan_sweep
+    from spdf_lib.sweep_cost import machine_plan
 
     priced, wall, lines = machine_plan(plan_sweep(PARAMS_DIR / "sweeps" / "tiny.yaml", root=root), WORKERS)
     out: dict[str, float] = defaultdict(float)

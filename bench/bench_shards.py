@@ -26,12 +26,13 @@ from spdf_lib.data.prepare import prepare_shards
 from spdf_lib.data.registry import DataError, DataFile, Dataset
 from spdf_lib.data.tokenizer_spec import resolve_tokenizer
 
-MIRROR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 REPEAT = 4
 
 
 def _documents() -> list[str]:
-    mirror = Path(os.environ.get("SPDF_DATA_MIRROR") or MIRROR)
+    if not os.environ.get("SPDF_DATA_MIRROR"):
+        raise SystemExit("bench_shards reads wikitext-2 from the data mirror: set SPDF_DATA_MIRROR")
+    mirror = Path(os.environ["SPDF_DATA_MIRROR"])
     wiki = "".join((mirror / "wikitext-2" / n).read_text(encoding="utf-8") for n in ("valid.txt", "test.txt"))
     docs = [d for d in re.split(r"\n(?= = [^=])", wiki) if d.strip()]
     docs += [d for d in (mirror / "tinyshakespeare" / "input.txt").read_text().split("\n\n") if d.strip()]
@@ -80,10 +81,19 @@ def run() -> list[Result]:
             shutil.rmtree(out)
         mb = sum(len(d.encode()) for d in docs) / 1e6
         load = os.getloadavg()[0]
-        return [Result(f"shard preparation ({label}, {mb:.0f} MB text)", "1 worker", rates[1], "2 workers",
-                       rates[2], "tok/s", True,
-                       note=f"per process {rates[1]:,.0f} / {rates[2] / 2:,.0f} tok/s; per CPU-second (workers + "
-                            f"reader) {cpu[1]:,.0f} / {cpu[2]:,.0f}; load average {load:.1f} on {os.cpu_count()} cores")]
+        return [
+            Result(
+                f"shard preparation ({label}, {mb:.0f} MB text)",
+                "1 worker",
+                rates[1],
+                "2 workers",
+                rates[2],
+                "tok/s",
+                True,
+                note=f"per process {rates[1]:,.0f} / {rates[2] / 2:,.0f} tok/s; per CPU-second (workers + "
+                f"reader) {cpu[1]:,.0f} / {cpu[2]:,.0f}; load average {load:.1f} on {os.cpu_count()} cores",
+            )
+        ]
     finally:
         os.environ.clear()
         os.environ.update(saved)

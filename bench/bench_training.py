@@ -86,7 +86,8 @@ def run() -> list[Result]:
 def _nano_pair(t: dict, where: str, target: float | None) -> list[Result]:
     gflop, peak = t["step_gflop"], t["matmul_peak_gflops"]
     share = ", ".join(f"{k} {gflop / t[k] / peak:.0%}" for k in ("eager", "fast"))
-    note = f"nano 2x64 4x256, {t['capability']}, {t['precision']}, 1 thread; of the {peak:.0f} GFLOP/s matmul peak: {share}"
+    note = (f"nano 2x64 4x256, {t['capability']}, {t['precision']}, 1 thread; of the {peak:.0f} GFLOP/s matmul peak: "
+            f"{share}")
     return [Result(f"nano step, fast vs eager ({where})", "eager", t["eager"], "fast", t["fast"], "s/step",
                    higher_is_better=False, target=target, note=note),
             Result(f"nano noise floor ({where})", "eager", t["eager"], "eager copy", t["eager copy"], "s/step",

@@ -41,7 +41,8 @@ class Result:
         if self.within is not None:
             tgt = f"1 ± {self.within:g}  {'ok' if self.meets_target() else 'MISSED'}"
         elif self.target is not None:
-            tgt = f"{'>=' if self.higher_is_better else '<='} {self.target:g}  {'ok' if self.meets_target() else 'MISSED'}"
+            verdict = "ok" if self.meets_target() else "MISSED"
+            tgt = f"{'>=' if self.higher_is_better else '<='} {self.target:g}  {verdict}"
         b = f"{self.baseline:.4g} {self.unit} ({self.baseline_label})"
         c = f"{self.candidate:.4g} {self.unit} ({self.candidate_label})"
         return f"{self.name:<44} {b:>22} {c:>22} {self.ratio:7.3f}  {tgt}" + (f"  {self.note}" if self.note else "")

@@ -103,7 +103,8 @@ def adapter_for(model_or_config, required: bool = True) -> Adapter | None:
     adapter = BY_MODEL_TYPE.get(kind)
     if adapter is None and required:
         raise ValueError(f"no SPDF adapter for architecture {kind!r} (supported: {', '.join(sorted(BY_MODEL_TYPE))}); "
-                         f"pass targets=[regex, ...] naming the weights to sparsify, e.g. targets=[r'\\.mlp\\..*\\.weight$']")
+                         "pass targets=[regex, ...] naming the weights to sparsify, "
+                         f"e.g. targets=[r'\\.mlp\\..*\\.weight$']")
     return adapter
 
 

@@ -2,9 +2,9 @@
 passed over.
 
 A training checkpoint `<out_dir>/checkpoints/step-NNNNNNNN/` holds `model.safetensors`, `optimizer.pt`,
-`rng.safetensors` and `state.json` (written last: it marks the folder complete). Resume reads the newest one that is intact and
-says which newer ones it passed over and why; a damaged checkpoint is never half-applied (every file is read and
-checked before the model or optimizer is touched).
+`rng.safetensors` and `state.json` (written last: it marks the folder complete). Resume reads the newest one that is
+intact and says which newer ones it passed over and why; a damaged checkpoint is never half-applied (every file is
+read and checked before the model or optimizer is touched).
 
 `verify_safetensors(path)` checks a safetensors file without loading it: its header parses and the file is
 exactly as long as the header says; a truncated file is named as such instead of safetensors'

@@ -63,7 +63,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from spdf_lib.params import parse_override
-    from spdf_lib.plan import default_workers, machine_plan, plan_costs
+    from spdf_lib.sweep_cost import default_workers, machine_plan, plan_costs
 
     if args.gpus is not None or args.gpu is not None:
         print("\n".join(plan_costs(args.sweep, args.gpus or 8, args.gpu or "h100", args.mfu)[1]))
@@ -110,7 +110,7 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
     from spdf_lib.params import parse_override
-    from spdf_lib.plan import default_workers
+    from spdf_lib.sweep_cost import default_workers
 
     torchrun = dict(parse_override(item) for item in args.torchrun)
     overrides = dict(parse_override(item) for item in args.param)
@@ -143,7 +143,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_results(args: argparse.Namespace) -> int:
     from spdf_lib import results
-    from spdf_lib.records import runs_dir
+    from spdf_lib.locations import runs_dir
 
     root = Path(args.root) if args.root else runs_dir()
     if not root.is_dir():
@@ -161,11 +161,11 @@ def _cmd_results(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from spdf_lib import results, sweep
+    from spdf_lib.locations import figures_dir
     from spdf_lib.notebooks import run_notebook
     from spdf_lib.params import PARAMS_DIR, parse_override
-    from spdf_lib.plan import default_workers, machine_plan
-    from spdf_lib.records import figures_dir
     from spdf_lib.report import export_html
+    from spdf_lib.sweep_cost import default_workers, machine_plan
 
     overrides = dict(parse_override(item) for item in args.param)
     plan = sweep.plan_sweep(PARAMS_DIR / "sweeps" / f"{args.preset}.yaml", root=args.root,
@@ -210,17 +210,10 @@ def _add_point_options(parser: argparse.ArgumentParser) -> None:
                         help="set a parameter in every point that has it, e.g. -p precision=fp32; repeatable")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_data(sub) -> None:
+    """`spdf data list|fetch|prepare`: the data registry."""
+    from spdf_lib.data.curation import add_fetch_arguments
     from spdf_lib.data.prepare import add_prepare_arguments
-    from spdf_lib.exams.cli import register as register_exam
-    from spdf_lib.experiments import EXPERIMENTS
-    from spdf_lib.flops import CONVENTIONS
-    from spdf_lib.plan import PEAK_BF16
-    from spdf_lib.spdf.params import ModelSize
-
-    p = Parser(prog="spdf", description=__doc__.splitlines()[0], epilog=EXAMPLES,
-               formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="the data registry").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="datasets, license, how many files are available offline").set_defaults(
@@ -229,12 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", help="a dataset of `spdf data list`")
     f.add_argument("files", nargs="*", help="only these files (paths relative to the dataset)")
     f.set_defaults(func=_cmd_data_fetch)
-    from spdf_lib.data.curation import add_fetch_arguments
-
     add_fetch_arguments(f)
     pr = data.add_parser("prepare", help="tokenize a streamed corpus into token shards (parallel, resumable)")
     add_prepare_arguments(pr)
     pr.set_defaults(func=_cmd_data_prepare)
+
+
+def _add_run(sub) -> None:
+    """`spdf run`: one experiment's notebook through papermill."""
+    from spdf_lib.experiments import EXPERIMENTS
 
     r = sub.add_parser("run", help="run one experiment's notebook through papermill into runs/")
     r.add_argument("notebook", help=f"an experiment ({', '.join(EXPERIMENTS)}) or a path to a notebook")
@@ -246,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse a --run-dir of another configuration: its contents are moved aside, never deleted")
     r.set_defaults(func=_cmd_run)
 
+
+def _add_sweep(sub) -> None:
+    """`spdf sweep`: a sweep file's points."""
     s = sub.add_parser("sweep", help="run a sweep file's points (papermill or torchrun), resumable")
     s.add_argument("sweep", help="sweep file, e.g. params/sweeps/smoke.yaml")
     _add_point_options(s)
@@ -256,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchrun option for every torchrun stage, e.g. node_rank=1 or nnodes=2; repeatable")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (one line per point remains)")
     s.set_defaults(func=_cmd_sweep)
+
+
+def _add_results(sub) -> None:
+    """`spdf results`: the table of run records."""
+    from spdf_lib.experiments import EXPERIMENTS
 
     rs = sub.add_parser("results", help="print the table of all run records (parameters and metrics)")
     rs.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
@@ -268,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--out may replace a file the kit did not write: it is moved aside, never deleted")
     rs.set_defaults(func=_cmd_results)
 
+
+def _add_flops(sub) -> None:
+    """`spdf flops`: training FLOPs of one model."""
+    from spdf_lib.flops import CONVENTIONS
+    from spdf_lib.model_sizes import ModelSize
+
     fl = sub.add_parser("flops", help="training FLOPs of a model size at a sparsity and token budget")
     fl.add_argument("--model", choices=get_args(ModelSize), help="a named model size")
     fl.add_argument("--config", help="a Hugging Face config.json (GPT-2, Llama-family, GPT-NeoX) instead of --model")
@@ -279,19 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which published FLOP formula (default: SPDF's; see spdf_lib.flops)")
     fl.set_defaults(func=_cmd_flops)
 
-    register_exam(sub)  # spdf exam
+
+def _add_plan(sub) -> None:
+    """`spdf plan`: what a sweep will cost."""
+    from spdf_lib.sweep_cost import PEAK_BF16
 
     pl = sub.add_parser("plan", help="what a sweep will cost: wall time on this machine, or GPU-hours on GPUs")
     pl.add_argument("sweep", help="sweep file, e.g. params/sweeps/tiny.yaml")
     _add_point_options(pl)
     pl.add_argument("--gpus", type=int, default=None, help="plan for this many GPUs instead (default with --gpu: 8)")
-    pl.add_argument("--gpu", default=None, choices=list(PEAK_BF16), help="plan for this GPU type (default with --gpus: h100)")
+    pl.add_argument(
+        "--gpu", default=None, choices=list(PEAK_BF16), help="plan for this GPU type (default with --gpus: h100)"
+    )
     pl.add_argument("--mfu", type=float, default=None,
                     help="model FLOPs utilisation (default: the measured one for that GPU, else an assumption)")
     pl.add_argument("--recalibrate", action="store_true",
                     help="measure this machine's unit costs again (on quiet cores) instead of using the cached ones")
     pl.set_defaults(func=_cmd_plan)
 
+
+def _add_reproduce(sub) -> None:
+    """`spdf reproduce`: a preset's whole sweep, then the report."""
     rp = sub.add_parser("reproduce", help="run a preset's whole sweep, then the report (resumes when re-run)")
     rp.add_argument("--preset", default="tiny", choices=["smoke", "tiny", "paper"],
                     help="params/sweeps/<preset>.yaml (default: tiny, the CPU study)")
@@ -300,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--root", help="runs folder (default: runs/ or $SPDF_RUNS_DIR)")
     rp.add_argument("--figures", help="figures folder (default: figures/ or $SPDF_FIGURES_DIR)")
     rp.set_defaults(func=_cmd_reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `spdf` parser: one builder per subcommand, in the order `spdf --help` lists them."""
+    from spdf_lib.exams.cli import register as _add_exam  # spdf exam
+
+    p = Parser(prog="spdf", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_data, _add_run, _add_sweep, _add_results, _add_flops, _add_exam, _add_plan, _add_reproduce):
+        add(sub)
     return p
 
 

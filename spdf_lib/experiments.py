@@ -3,7 +3,7 @@ and presets. The CLI (`spdf run`, `spdf sweep`, `spdf reproduce`), the sweeps an
 
 | experiment      | paper       | notebook                     | runner                                        |
 | --------------- | ----------- | ---------------------------- | --------------------------------------------- |
-| `spdf_pretrain` | SPDF        | `notebooks/spdf_pretrain`    | `spdf_lib.spdf.pretrain.run_pretrain`         |
+| `spdf_pretrain` | SPDF        | `notebooks/spdf_pretrain`    | `spdf_lib.pretrain.run_pretrain`              |
 | `spdf_finetune` | SPDF        | `notebooks/spdf_finetune`    | `spdf_lib.spdf.finetune.run_finetune`         |
 | `flops`         | SPDF        | `notebooks/flops`            | `spdf_lib.spdf.flops_tables.run_flops`        |
 | `spdf_hf`       | SPDF        | `notebooks/spdf_hf`          | `spdf_lib.spdf.hf_run.run_spdf_hf`            |
@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import Field
 
 from spdf_lib import params as P
-from spdf_lib.records import REPO_ROOT, new_run_dir
+from spdf_lib.locations import REPO_ROOT, new_run_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -63,22 +63,40 @@ class Experiment:
     description: str
     has_notebook: bool = True  # notebooks/<name>.ipynb; without one, sweeps run it as a plain process
     check_ref: str | None = None  # "module:function" called as function(params) before a kernel starts
+    # its cost on this machine: "module:function" called as function(pricer, point, start) -> PointPlan
+    # (`spdf_lib.unit_costs.Pricer`); None: its start-up only
+    price_ref: str | None = None
+    # its cost on GPUs: "module:function" called as function(point) -> PointCost (`spdf_lib.sweep_cost`);
+    # None: not counted (small next to pre-training)
+    gpu_cost_ref: str | None = None
+    # more lines of a GPU plan: "module:function" called as function(point) -> list[str] (a served exam's
+    # requests, tokens and money); None: none
+    plan_lines_ref: str | None = None
 
     def check(self, params: P.Params) -> None:
         """The experiment's checks of its inputs (files it reads), before a kernel or any compute starts."""
         if self.check_ref:
-            module, fn = self.check_ref.split(":")
-            getattr(importlib.import_module(module), fn)(params)
+            _resolve(self.check_ref)(params)
 
     def schema(self) -> type[P.Params]:
-        module, cls = self.schema_ref.split(":")
-        return getattr(importlib.import_module(module), cls)
+        return _resolve(self.schema_ref)
+
+    def price_function(self):
+        """`price(pricer, point, start) -> PointPlan` of this experiment, or None (start-up only)."""
+        return _resolve(self.price_ref) if self.price_ref else None
+
+    def gpu_cost_function(self):
+        """`gpu_cost(point) -> PointCost` of this experiment, or None (not counted)."""
+        return _resolve(self.gpu_cost_ref) if self.gpu_cost_ref else None
+
+    def plan_lines_function(self):
+        """`plan_lines(point) -> list[str]` of this experiment, or None (no more lines)."""
+        return _resolve(self.plan_lines_ref) if self.plan_lines_ref else None
 
     def runner(self):
         if self.runner_ref is None:
             raise P.ParamsError(f"experiment {self.name!r} runs only as its notebook; use `spdf run {self.name}`")
-        module, fn = self.runner_ref.split(":")
-        return getattr(importlib.import_module(module), fn)
+        return _resolve(self.runner_ref)
 
     @property
     def notebook(self) -> Path:
@@ -93,24 +111,34 @@ class Experiment:
         return sorted(p.stem for p in (P.PARAMS_DIR / self.name).glob("*.yaml"))
 
 
+def _resolve(ref: str) -> Any:
+    """The object a "module:name" reference names (the module imported now)."""
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    Experiment("spdf_pretrain", "SPDF", "spdf_lib.spdf.params:PretrainParams", "spdf_lib.spdf.pretrain:run_pretrain",
-               "sparse (or dense) pre-training of a GPT", check_ref="spdf_lib.memory:check_gpt_training"),
+    Experiment("spdf_pretrain", "SPDF", "spdf_lib.pretrain_params:PretrainParams", "spdf_lib.pretrain:run_pretrain",
+               "sparse (or dense) pre-training of a GPT", check_ref="spdf_lib.memory:check_gpt_training",
+               price_ref="spdf_lib.unit_costs:price_pretrain", gpu_cost_ref="spdf_lib.sweep_cost:pretrain_gpu_cost"),
     Experiment("spdf_finetune", "SPDF", "spdf_lib.spdf.params:FinetuneParams", "spdf_lib.spdf.finetune:run_finetune",
                "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring",
-               check_ref="spdf_lib.spdf.finetune:check_inputs"),
+               check_ref="spdf_lib.spdf.finetune:check_inputs", price_ref="spdf_lib.spdf.cost:price"),
     Experiment("flops", "SPDF", "spdf_lib.spdf.params:FlopsParams", "spdf_lib.spdf.flops_tables:run_flops",
                "pre-training FLOP tables at the paper's budgets and against sparsity"),
     Experiment("spdf_hf", "SPDF", "spdf_lib.spdf.hf_params:HFParams", "spdf_lib.spdf.hf_run:run_spdf_hf",
                "SPDF on a Hugging Face model (SmolLM2's architecture, scaled down) with HF Trainer"),
     Experiment("primer", "Primer", "spdf_lib.primer.params:PrimerParams", "spdf_lib.primer.run:run_primer",
-               "the Primer-EZ ablation: speedups and power laws over sizes"),
+               "the Primer-EZ ablation: speedups and power laws over sizes",
+               price_ref="spdf_lib.primer.cost:price", gpu_cost_ref="spdf_lib.primer.cost:gpu_cost"),
     Experiment("exams", "Vocational skills", "spdf_lib.exams.params:ExamParams", "spdf_lib.exams.run:run_exam",
-               "certification exams: pass shares by field beside letter baselines"),
+               "certification exams: pass shares by field beside letter baselines",
+               price_ref="spdf_lib.exams.cost:price", plan_lines_ref="spdf_lib.exams.cost:served_plan_lines"),
     Experiment("report", "all", "spdf_lib.experiments:ReportParams", None,
                "every figure of the study from the results table, beside the papers' numbers"),
     Experiment("data_prepare", "data", "spdf_lib.data.prepare:PrepareParams", "spdf_lib.data.prepare:run_prepare",
-               "token shards of a streamed corpus (the paper presets' first stage)", has_notebook=False),
+               "token shards of a streamed corpus (the paper presets' first stage)", has_notebook=False,
+               gpu_cost_ref="spdf_lib.sweep_cost:prepare_gpu_cost"),
     Experiment("curation_fetch", "data", "spdf_lib.data.curation:CurationFetchParams",
                "spdf_lib.data.curation:run_curation_fetch",
                "the Curation Corpus article bodies, fetched from the web (the curation fine-tuning's first stage)",
@@ -159,17 +187,12 @@ def run(name: str, params: P.Params, run_dir: str | Path) -> Any:
 
     However the run ends, its manifest says how: an exception leaving the runner ends every run it opened as
     `interrupted` (Ctrl-C; SIGTERM is turned into the same), `diverged` or `failed`, with the reason and the
-    last step, before the exception goes on."""
-    from spdf_lib.records import end_open_runs
+    last step, before the exception goes on (`spdf_lib.run_status.ends_runs_on_error`, the runs' one error
+    handler, which every runner also carries for the notebooks that call it directly)."""
+    from spdf_lib.run_status import ends_runs_on_error
 
     with _sigterm_as_interrupt():
-        try:
-            return get(name).runner()(params, run_dir)
-        except BaseException as e:
-            step = end_open_runs(e)
-            if isinstance(e, KeyboardInterrupt) and step is not None:
-                e.step = step  # type: ignore[attr-defined]  # "interrupted at step N"
-            raise
+        return ends_runs_on_error(get(name).runner())(params, run_dir)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ activation recomputation) the layers' forward runs once more: + 1 × the per-lay
 
 Conventions (`CONVENTIONS`; each reproduces a published formula, checked in tests/test_flops.py):
 
-- `spdf` (default; SPDF paper, reconstructed in ../shared/docs/papers.md): all terms above, attention without
+- `spdf` (default; the SPDF paper, Thangarasa et al. 2023): all terms above, attention without
   causal halving, logits dense, embedding lookup free, no recomputation.
 - `kaplan` (Kaplan et al. 2020, §2.1): C = 6·N per token, N = the non-embedding matmul weights; attention and
   logits dropped.
@@ -108,10 +108,10 @@ def shape_from_config(config, sparsity: float = 0.0) -> Shape:
         raise TypeError(f"expected a GPTConfig or a model size name, got {type(config).__name__}")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-    from spdf_lib.sparsity import _keep_count
+    from spdf_lib.sparsity import keep_count
 
     dense = _dense_numel(config.n_embd, config.n_inner)
-    per_layer = {k: _keep_count(n, 1.0 - sparsity) for k, n in dense.items()}
+    per_layer = {k: keep_count(n, 1.0 - sparsity) for k, n in dense.items()}
     return Shape(config.n_layer, config.n_embd, config.n_inner, config.vocab_size, config.n_positions, config.n_head,
                  config.mdha_kernel if config.mdha else 0, tuple(dict(per_layer) for _ in range(config.n_layer)))
 
@@ -190,7 +190,8 @@ def count(
     """Total training FLOPs for a token budget, by term (forward × multiplier), plus `total`.
 
     `model_or_config`: a model (the kit's or a Hugging Face one; non-zeros from its masks), a `GPTConfig`, a
-    Hugging Face config, or a size name (`gpt3-xl`, …) with a nominal `sparsity`. `seq_len` defaults to the context length.
+    Hugging Face config, or a size name (`gpt3-xl`, …) with a nominal `sparsity`. `seq_len` defaults to the context
+    length.
     """
     if isinstance(convention, str) and convention not in CONVENTIONS:
         raise ValueError(f"unknown FLOP convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
@@ -287,10 +288,10 @@ def _hf_shape(config, per_layer: list[dict[str, int]]) -> Shape:
 
 def shape_from_hf_config(config, sparsity: float = 0.0) -> Shape:
     """FLOP shape of an HF config with every SPDF matrix (each fused slice) at a nominal `sparsity`."""
-    from spdf_lib.sparsity import _keep_count, check_sparsity
+    from spdf_lib.sparsity import check_sparsity, keep_count
 
     check_sparsity(sparsity)
-    layer = {k: _keep_count(n, 1.0 - sparsity) for k, n in dense_numel(config).items()}
+    layer = {k: keep_count(n, 1.0 - sparsity) for k, n in dense_numel(config).items()}
     return _hf_shape(config, [dict(layer) for _ in range(dims(config)["n_layer"])])
 
 

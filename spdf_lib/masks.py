@@ -218,7 +218,8 @@ def read_masks(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no masks at {path}: save a sparse model with save_pretrained first")
     tensors = load_file(str(path))
     if path.name != SIDECAR:
-        tensors = {k.removesuffix("_mask"): v for k, v in tensors.items() if k.endswith("_mask") and v.dtype == torch.bool}
+        tensors = {k.removesuffix("_mask"): v for k, v in tensors.items()
+                   if k.endswith("_mask") and v.dtype == torch.bool}
     if not tensors:
         raise ValueError(f"{path} holds no sparsity masks")
     return tensors

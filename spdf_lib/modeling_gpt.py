@@ -321,9 +321,9 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         problems = [f"{_key(k)} has another shape in the checkpoint" for k in sorted(info["mismatched_keys"], key=str)]
         problems += [f"{k} is missing from the checkpoint" for k in sorted(info["missing_keys"])]
         if problems:
-            raise ValueError(f"{pretrained_model_name_or_path}: {problems[0]}"
-                             f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; the weights do not fit "
-                             f"the checkpoint's config.json")
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(f"{pretrained_model_name_or_path}: {problems[0]}{more}; the weights do not fit the "
+                             f"checkpoint's config.json")
         return (model, info) if want_info else model
 
     # --- static sparsity masks (the values are chosen by spdf_lib.sparsity) -------------------------------
@@ -335,7 +335,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
         module = self.get_submodule(module_name)
         weight = getattr(module, param_name)
         if mask.shape != weight.shape or mask.dtype != torch.bool:
-            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}/{mask.dtype}, weight {tuple(weight.shape)}")
+            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}/{mask.dtype}, "
+                             f"weight {tuple(weight.shape)}")
         buf = f"{param_name}_mask"
         if buf in module._buffers:
             module._buffers[buf].copy_(mask)
@@ -356,7 +357,8 @@ class GPTForCausalLM(GPTPreTrainedModel, GenerationMixin):
             if hooked is None or hooked[0] != id(weight):
                 if hooked is not None:
                     hooked[1].remove()
-                self._mask_hooks[name] = (id(weight), weight.register_hook(_zero_masked_grad(module, f"{param_name}_mask")))
+                hook = weight.register_hook(_zero_masked_grad(module, f"{param_name}_mask"))
+                self._mask_hooks[name] = (id(weight), hook)
 
     def detach_mask(self, name: str) -> None:
         """Drop the mask of weight `name`: its pruned (zero) entries are free to learn again."""
@@ -478,7 +480,8 @@ NAMED_CONFIGS: dict[str, dict] = {
 def architecture_name(config: dict) -> str:
     """`gpt`, `relu2`, `mdha` or `primer-ez` for a model config (as a dict, e.g. a saved config.json)."""
     relu2, mdha = config.get("activation") == "relu2", bool(config.get("mdha"))
-    return {(False, False): "gpt", (True, False): "relu2", (False, True): "mdha", (True, True): "primer-ez"}[relu2, mdha]
+    names = {(False, False): "gpt", (True, False): "relu2", (False, True): "mdha", (True, True): "primer-ez"}
+    return names[relu2, mdha]
 
 
 def gpt_config(name: str, **overrides) -> GPTConfig:

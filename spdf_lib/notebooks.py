@@ -25,7 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from spdf_lib.records import REPO_ROOT, atomic_write_text, new_run_dir, now, refuse_a_live_run
+from spdf_lib.atomic import atomic_write_text
+from spdf_lib.locations import REPO_ROOT, new_run_dir
+from spdf_lib.provenance import now
+from spdf_lib.run_status import refuse_a_live_run
 from spdf_lib.scrub import scrub
 
 # ipykernel warns at every start that its TCP transport is unencrypted (it listens on 127.0.0.1 only).
@@ -177,7 +180,7 @@ def notebook_error(e: Exception, executed: Path, stream: TextIO) -> BaseExceptio
 def last_step(run_dir: Path, manifest: dict[str, Any]) -> int | None:
     """The last step a run reported: in its manifest, heartbeat or metrics, whichever is latest (a killed run
     never wrote its manifest's `last_step`)."""
-    from spdf_lib.records import read_json, read_jsonl
+    from spdf_lib.jsonio import read_json, read_jsonl
 
     steps = [manifest.get("last_step")]
     with contextlib.suppress(OSError, ValueError):
@@ -190,7 +193,7 @@ def last_step(run_dir: Path, manifest: dict[str, Any]) -> int | None:
 def settle(run_dir: Path, status: str, reason: str) -> int | None:
     """After a kernel is gone: a manifest it left as `running` gets `status` (it could not write it itself:
     killed, or Ctrl-C reached only this process). Returns the last step the run reported."""
-    from spdf_lib.records import read_json, strict, write_json
+    from spdf_lib.jsonio import read_json, strict, write_json
 
     path = run_dir / "manifest.json"
     try:
@@ -249,7 +252,7 @@ def run_notebook(
         if found.moved_to:
             stream.write(f"{name}: moved the old contents of {run_dir} to {found.moved_to}\n")
         if found.state == "resume":
-            from spdf_lib.records import effective_status
+            from spdf_lib.run_status import effective_status
 
             # a killed run's manifest still says `running` with no last step: say what it is (its pid is gone)
             old = found.manifest or {}

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from spdf_lib.records import read_jsonl  # noqa: E402
+from spdf_lib.jsonio import read_jsonl  # noqa: E402
 
 sns.set_theme(context="paper", style="whitegrid")
 

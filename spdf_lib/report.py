@@ -15,7 +15,7 @@ import pandas as pd
 
 from spdf_lib.exams import report_section as exams_section
 from spdf_lib.primer import report_section as primer_section
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 from spdf_lib.spdf import report_section as spdf_section
 from spdf_lib.spdf.report_curation import section as curation_section
 from spdf_lib.stats import Margins
@@ -55,7 +55,7 @@ def export_html(notebook: str | Path, out: str | Path) -> Path:
     """An executed notebook as one self-contained HTML file (figures embedded), written atomically."""
     from nbconvert import HTMLExporter
 
-    from spdf_lib.records import atomic_write_text
+    from spdf_lib.atomic import atomic_write_text
 
     body, _ = HTMLExporter(exclude_input=True).from_filename(str(notebook))
     atomic_write_text(out, body)

@@ -4,7 +4,7 @@ A run folder is any folder with a `manifest.json` (see `spdf_lib.records`) or, f
 before its notebook wrote a manifest, a `point.json` (see `spdf_lib.sweep`). Columns, in order:
 
 - `run` (the folder, relative to the root), `experiment`, `status` (a `running` run whose process is gone reads
-  as `interrupted`: `spdf_lib.records.effective_status`; a run whose records do not parse reads as `damaged`,
+  as `interrupted`: `spdf_lib.run_status.effective_status`; a run whose records do not parse reads as `damaged`,
   with a warning line naming the file: `spdf_lib.damage`), `sweep`, `stage`, `point`, `seconds`,
   `start`, `end`, `git_commit`, `git_dirty`, `error`, `resolved_precision` (the precision the run computed in:
   `bf16` or `fp32`, what `precision: auto` resolved to on its machine);
@@ -23,9 +23,12 @@ from typing import Any
 
 import pandas as pd
 
+from spdf_lib.atomic import atomic_write_bytes
 from spdf_lib.damage import DAMAGED, damage_line, damaged_file
+from spdf_lib.jsonio import read_json
+from spdf_lib.locations import runs_dir
 from spdf_lib.owned import make_room, write_owned
-from spdf_lib.records import atomic_write_bytes, effective_status, read_json, runs_dir
+from spdf_lib.run_status import effective_status
 
 META = ("run", "experiment", "status", "sweep", "stage", "point", "seconds", "start", "end", "git_commit",
         "git_dirty", "error", "resolved_precision")

@@ -99,7 +99,9 @@ def mask_units(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[str, i
     return units
 
 
-def layer_densities(shapes: dict[str, tuple[int, ...]], sparsity: float, distribution: str = "uniform") -> dict[str, float]:
+def layer_densities(
+    shapes: dict[str, tuple[int, ...]], sparsity: float, distribution: str = "uniform"
+) -> dict[str, float]:
     """Density (1 − sparsity) per matrix.
 
     `uniform`: every matrix at 1 − s. `erk` (Erdős–Rényi-Kernel, Evci et al. 2020, RigL §3): density
@@ -124,13 +126,15 @@ def layer_densities(shapes: dict[str, tuple[int, ...]], sparsity: float, distrib
         dense.update(over)
 
 
-def _keep_count(numel: int, density: float) -> int:
+def keep_count(numel: int, density: float) -> int:
+    """The elements a mask of `density` keeps of `numel`: round(density · numel), half up (the FLOP counter
+    counts the same)."""
     return min(numel, math.floor(density * numel + 0.5))
 
 
 def make_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
     """Boolean mask keeping the round(density · n) highest `scores` (ties broken by index)."""
-    k = _keep_count(scores.numel(), density)
+    k = keep_count(scores.numel(), density)
     mask = torch.zeros(scores.numel(), dtype=torch.bool)
     if k:
         mask[torch.topk(scores.flatten().float().cpu(), k, sorted=False).indices] = True

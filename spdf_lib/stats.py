@@ -174,9 +174,15 @@ def pooled_seed_noise(groups: Sequence[Sequence[float]]) -> SeedNoise | None:
     return SeedNoise(float(np.sqrt(ss / df)), df)
 
 
-def bootstrap_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], statistic: Callable[[np.ndarray], np.ndarray],
-                         n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                         seed_noise: SeedNoise | None = None) -> Interval:
+def bootstrap_difference(
+    a: Sequence[np.ndarray],
+    b: Sequence[np.ndarray],
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    seed_noise: SeedNoise | None = None,
+) -> Interval:
     """Interval of mean-over-seeds `statistic`(A) − (B), bootstrapping test inputs and seeds (module docstring).
 
     `a`, `b`: one array per seed run, `[n_examples, k]` per-example sufficient statistics, rows aligned on the same

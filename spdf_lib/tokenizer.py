@@ -28,7 +28,9 @@ def train_tokenizer(
     `max_chars` caps the training text: documents are taken in a `seed`-shuffled order until the budget is met.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE (needs >= {256 + len(SPECIAL_TOKENS)})")
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for a byte-level BPE (needs >= {256 + len(SPECIAL_TOKENS)})"
+        )
     docs = list(documents)
     if max_chars is not None:
         random.Random(seed).shuffle(docs)

@@ -1,7 +1,7 @@
 """The one training loop: pre-training on a packed token stream and fine-tuning on (prompt, target) pairs,
 in one process or data-parallel under `torchrun` (DDP: gloo on CPU, nccl on CUDA).
 
-What it does each optimizer step (the SPDF recipe, ../shared/docs/papers.md §1): draw the step's global batch
+What it does each optimizer step (the SPDF recipe, Thangarasa et al. 2023, §3): draw the step's global batch
 (a pure function of seed and step, so a resumed run sees exactly the batches it would have seen), give each rank
 its share, accumulate gradients over micro-batches, normalise the loss by the global number of target tokens
 (so 1 process and N processes compute the same gradient), clip to 1.0, AdamW (β 0.9/0.95, weight decay 0.1
@@ -21,8 +21,8 @@ an improvement of more than `min_delta`, and ends with the best weights loaded. 
 count of evaluations without improvement are part of the checkpointed state, so an interrupted run resumes the
 same decisions.
 
-Why one file of ~430 lines (the checkpoint files apart): the step, its checkpoints, distribution and early stopping share one `state` dict
-and one loop; split apart, the resume guarantee would span modules that each hold part of that state.
+Why one file of ~500 lines (the checkpoint files and early stopping apart): the step, its checkpoints and distribution
+share one `state` dict and one loop; split apart, the resume guarantee would span modules that each hold part of it.
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from spdf_lib import flops as flop_counter
-from spdf_lib.checkpoints import load_best, load_latest, save_best, save_checkpoint, unique_state_dict
+from spdf_lib.atomic import atomic_write_text
+from spdf_lib.checkpoints import load_best, load_latest, save_checkpoint
 from spdf_lib.data.streams import IGNORE
+from spdf_lib.early_stopping import load_weights, update_early_stopping
 from spdf_lib.errors import DivergedError
+from spdf_lib.jsonio import read_jsonl
 from spdf_lib.precision import PRECISIONS, resolve
-from spdf_lib.records import atomic_write_text, read_jsonl
-from spdf_lib.train_step import TrainStep, choose_fast
+from spdf_lib.train_step import TrainStep, choose_fast, group_weights, update_ratios
 
 SDPA_BACKENDS = ("auto", "flash", "efficient", "math")
 
@@ -173,29 +175,17 @@ def _fingerprint(model, cfg: TrainConfig) -> dict[str, Any]:
     mc = model.config.to_dict()
     keep = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation", "mdha",
             "mdha_kernel", "sparse_params")
-    speed = ("compile", "activation_checkpointing", "fused_adamw", "sdpa_backend", "fast_step")  # same math: resumable across
-    tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress", "diagnostics", "desc", "device",
-                                                                          "log_every",
-                                                                          "eval_every", "checkpoint_every",
-                                                                          "keep_checkpoints", *speed)}
+    # settings of speed, not of the math: a run resumes across a change of them
+    speed = ("compile", "activation_checkpointing", "fused_adamw", "sdpa_backend", "fast_step")
+    skip = ("progress", "diagnostics", "desc", "device", "log_every", "eval_every", "checkpoint_every",
+            "keep_checkpoints", *speed)
+    tc = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     if not cfg.patience:  # runs without early stopping keep the fingerprints they always had
         for k in ("patience", "stop_metric", "stop_mode", "min_delta", "min_steps"):
             tc.pop(k)
     if cfg.matrix_lr_scale == 1.0:  # ... and so do runs at a single learning rate
         tc.pop("matrix_lr_scale")
     return {"model": {k: mc.get(k) for k in keep}, "train": json.loads(json.dumps(tc))}
-
-
-def _improved(value: float, best: float | None, cfg: TrainConfig) -> bool:
-    if best is None:
-        return math.isfinite(value)
-    return value < best - cfg.min_delta if cfg.stop_mode == "min" else value > best + cfg.min_delta
-
-
-def _load_weights(model, weights: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise ValueError(f"saved weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -275,7 +265,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, int]:
+def token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over the targets (already shifted: position t predicts `targets[:, t]`),
     and their count."""
     with autocast():
@@ -287,7 +277,7 @@ def _token_loss(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.
 
 def token_losses(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, (B,) each: summed next-token cross-entropy over its targets, and their count (the per-input
-    numbers a bootstrap resamples). The training step keeps `_token_loss`'s one flat sum."""
+    numbers a bootstrap resamples). The training step keeps `token_loss`'s one flat sum."""
     with autocast():
         logits = model(input_ids=batch["input_ids"]).logits
     targets = batch["targets"]
@@ -307,7 +297,7 @@ def evaluate(model, data: TrainData, micro_batch_size: int, device: str, precisi
     total = torch.zeros(2, dtype=torch.float64)
     for i in range(0, len(ex), micro_batch_size):
         batch = {k: v.to(device) for k, v in data.collate(ex[i : i + micro_batch_size]).items()}
-        loss, n = _token_loss(model, batch, autocast)
+        loss, n = token_loss(model, batch, autocast)
         total += torch.tensor([loss.item(), n], dtype=torch.float64)
     total = _all_reduce(total, d)
     model.train(was_training)
@@ -323,6 +313,27 @@ def autocast_factory(device: str, precision: str):
     return lambda: torch.autocast(dev_type, enabled=False)
 
 
+@dataclass
+class _Session:
+    """What one call of `train` holds between steps: the set-up, the resumable `state`, the early-stopping copy."""
+
+    model: Any
+    stepper: TrainStep  # the one optimisation step (compiled and/or DDP-wrapped there)
+    opt: torch.optim.Optimizer
+    d: Dist
+    device: str
+    precision: str
+    autocast: Callable
+    micro: int  # sequences per forward pass on this rank
+    local_n: int  # sequences per step on this rank
+    shape: Any  # the FLOP counter's shape of the model
+    state: dict[str, Any]
+    best_weights: dict[str, torch.Tensor] | None
+    out_dir: Path | None
+    run: Any
+    bar: Any = None
+
+
 def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None = None, run=None,
           validate: Callable[[Any], dict[str, float]] | None = None) -> dict[str, Any]:
     """Train `model` in place for `cfg.max_steps` optimizer steps (fewer when early stopping ends it); returns
@@ -332,10 +343,33 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
     `out_dir` holds checkpoints (and is where a restarted run resumes from); `run` (a `records.Run`) receives
     the metrics rows; `validate(model)` adds numbers to each eval row (computed on rank 0, shared with the
     others). Under `torchrun`, every rank calls this with the same arguments; rank 0 writes.
+
+    Each step: `_optimisation_step` (one update of the weights), then `_after_step` (log, evaluate, stop,
+    checkpoint).
     """
+    s = _set_up(model, cfg, Path(out_dir) if out_dir is not None else None, run)
+    last: dict[str, Any] = {}
+    s.bar = tqdm(total=cfg.max_steps, initial=s.state["step"], desc=cfg.desc,
+                 disable=not (cfg.progress and s.d.main), dynamic_ncols=True)
+    while s.state["step"] < cfg.max_steps and not s.state.get("stopped"):
+        t0 = time.perf_counter()
+        done = _optimisation_step(s, data, cfg)
+        last = _after_step(s, data, cfg, done, t0, validate)
+    s.bar.close()
+    if not last:  # resumed from a checkpoint of the final step: nothing left to train
+        last = {k: s.state[k] for k in ("step", "tokens", "flops", "elapsed_s")}
+        last["eval_loss"] = evaluate(model, data, s.micro, s.device, s.precision, s.d)
+    if cfg.patience:
+        if s.best_weights is not None:  # end with the best weights (SPDF §4: the best validation checkpoint)
+            load_weights(model, s.best_weights)
+        last = {**last, "best": s.state["best"], "stopped_early": s.state["stopped"]}
+    return last
+
+
+def _set_up(model, cfg: TrainConfig, out_dir: Path | None, run) -> _Session:
+    """Devices and processes, optimizer, and the state: fresh, or resumed from the newest intact checkpoint."""
     device = resolve_device(cfg.device)
     d = init_distributed(device)
-    out_dir = Path(out_dir) if out_dir is not None else None
     local_n = cfg.batch_size // d.world
     if cfg.batch_size % d.world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the {d.world} processes")
@@ -367,95 +401,82 @@ def train(model, data: TrainData, cfg: TrainConfig, out_dir: str | Path | None =
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     precision = resolve(cfg.precision, device)  # `auto` becomes bf16 or fp32 once, before the first step
     autocast = autocast_factory(device, precision)
+    # the one optimisation step (`spdf_lib.train_step`): compiled and/or DDP-wrapped there, eager or fast
     stepper = TrainStep(model, opt, autocast, fast=choose_fast(cfg.fast_step, device, cfg.max_steps, cfg.compile),
                         grad_clip=cfg.grad_clip, distributed=d.enabled, device=device,
                         sdpa=lambda: sdpa_context(cfg.sdpa_backend), say=say)
     if run is not None and d.main:
         run.describe(precision=precision, precision_requested=cfg.precision, train_step=stepper.describe())
-
-    last: dict[str, Any] = {}
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.desc, disable=not (cfg.progress and d.main),
-               dynamic_ncols=True)
-    while state["step"] < cfg.max_steps and not state.get("stopped"):
-        step = state["step"]
-        t0 = time.perf_counter()
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
-        mine = data.examples(step, cfg.batch_size)[d.rank :: d.world]
-        batches = [data.collate(mine[i : i + micro]) for i in range(0, local_n, micro)]
-        n_tokens = torch.tensor([sum(int((b["targets"] != IGNORE).sum()) for b in batches)], dtype=torch.float64)
-        n_global = float(_all_reduce(n_tokens, d).item())
-        step_flops = sum(b["input_ids"].shape[0] * flop_counter.training_flops_per_sequence(shape, b["input_ids"].shape[1])
-                         for b in batches)
-        watched = _group_weights(opt) if cfg.diagnostics and (step + 1) % cfg.log_every == 0 else None
-        # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
-        done_step = stepper.step([{k: v.to(device) for k, v in b.items()} for b in batches], d.world / n_global,
-                                 stop_if_nonfinite=not d.enabled)
-        loss_sum, grad_norm = done_step.loss_sum, done_step.grad_norm
-        if not done_step.updated:  # a non-finite loss, before the update: the weights stay the last good ones
-            _diverged(bar, step + 1, loss_sum / n_global, lr)
-        totals = _all_reduce(torch.tensor([loss_sum, step_flops, sum(b["input_ids"].numel() for b in batches)],
-                                          dtype=torch.float64), d)
-        if not math.isfinite(float(totals[0])):  # under DDP: every rank sees the summed loss and stops alike
-            _diverged(bar, step + 1, float(totals[0]) / n_global, lr)
-        state["step"] = step + 1
-        state["flops"] += float(totals[1])
-        state["tokens"] += int(totals[2])
-        state["elapsed_s"] += time.perf_counter() - t0
-        if run is not None:
-            run.step = state["step"]
-        row = {"step": state["step"], "tokens": state["tokens"], "loss": float(totals[0]) / n_global, "lr": lr,
-               "flops": state["flops"], "elapsed_s": round(state["elapsed_s"], 4)}
-        if grad_norm is not None:
-            row["grad_norm"] = float(grad_norm)  # before clipping
-        if watched is not None:
-            row.update(update_ratios(opt, watched))
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}")
-        done = state["step"] == cfg.max_steps
-        if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or done:
-            row["eval_loss"] = evaluate(model, data, micro, device, precision, d)
-            if not math.isfinite(row["eval_loss"]):
-                raise DivergedError(f"training diverged at step {state['step']}: the eval loss is "
-                                    f"{row['eval_loss']}; lower lr, or check the data and precision", state["step"])
-            if validate is not None:
-                row.update(_shared(validate(model) if d.main else None, d))
-            if cfg.patience:
-                best_weights = _early_stopping(row, state, cfg, model, best_weights, out_dir if d.main else None)
-                done = done or state["stopped"]
-        if run is not None and d.main and (state["step"] % cfg.log_every == 0 or done or "eval_loss" in row):
-            run.log(row)
-        last = row
-        if out_dir is not None and d.main and cfg.checkpoint_every and (state["step"] % cfg.checkpoint_every == 0 or done):
-            save_checkpoint(out_dir, model, opt, state, cfg.keep_checkpoints)
-        if d.enabled:
-            dist.barrier()
-    bar.close()
-    if not last:  # resumed from a checkpoint of the final step: nothing left to train
-        last = {k: state[k] for k in ("step", "tokens", "flops", "elapsed_s")}
-        last["eval_loss"] = evaluate(model, data, micro, device, precision, d)
-    if cfg.patience:
-        if best_weights is not None:  # end with the best weights (SPDF §4: the best validation checkpoint)
-            _load_weights(model, best_weights)
-        last = {**last, "best": state["best"], "stopped_early": state["stopped"]}
-    return last
+    return _Session(model, stepper, opt, d, device, precision, autocast, micro, local_n, shape, state, best_weights,
+                    out_dir, run)
 
 
-def _group_weights(opt: torch.optim.Optimizer) -> list[list[torch.Tensor]]:
-    return [[p.detach().clone() for p in g["params"]] for g in opt.param_groups]
+def _optimisation_step(s: _Session, data: TrainData, cfg: TrainConfig) -> dict[str, Any]:
+    """One optimizer step: the step's global batch, this rank's micro-batches, then `TrainStep.step` (gradients
+    normalised by the global target tokens, clipping, AdamW). Returns the step's numbers (summed over ranks) for
+    `_after_step`."""
+    step, d, opt = s.state["step"], s.d, s.opt
+    lr = lr_at(step, cfg)
+    for g in opt.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+    mine = data.examples(step, cfg.batch_size)[d.rank :: d.world]
+    batches = [data.collate(mine[i : i + s.micro]) for i in range(0, s.local_n, s.micro)]
+    n_tokens = torch.tensor([sum(int((b["targets"] != IGNORE).sum()) for b in batches)], dtype=torch.float64)
+    n_global = float(_all_reduce(n_tokens, d).item())
+    step_flops = sum(n * flop_counter.training_flops_per_sequence(s.shape, t)
+                     for n, t in (b["input_ids"].shape for b in batches))
+    watched = group_weights(opt) if cfg.diagnostics and (step + 1) % cfg.log_every == 0 else None
+    # DDP averages gradients over ranks: scale so the result is the global mean over target tokens.
+    done = s.stepper.step([{k: v.to(s.device) for k, v in b.items()} for b in batches], d.world / n_global,
+                          stop_if_nonfinite=not d.enabled)
+    if not done.updated:  # a non-finite loss, before the update: the weights stay the last good ones
+        _diverged(s.bar, step + 1, done.loss_sum / n_global, lr)
+    totals = _all_reduce(torch.tensor([done.loss_sum, step_flops, sum(b["input_ids"].numel() for b in batches)],
+                                      dtype=torch.float64), d)
+    if not math.isfinite(float(totals[0])):  # under DDP: every rank sees the summed loss and stops alike
+        _diverged(s.bar, step + 1, float(totals[0]) / n_global, lr)
+    return {"lr": lr, "loss": float(totals[0]) / n_global, "flops": float(totals[1]), "tokens": int(totals[2]),
+            "grad_norm": done.grad_norm, "watched": watched}
 
 
-def update_ratios(opt: torch.optim.Optimizer, before: list[list[torch.Tensor]]) -> dict[str, float]:
-    """`update_ratio.<group>`: ||w_after - w_before|| / ||w_before|| over each parameter group, for the step just
-    taken. Around 1e-3 is the usual healthy order for AdamW; a group far above it takes steps too large for its
-    weights (the tiny study's diagnosis, README)."""
-    out = {}
-    for i, (g, old) in enumerate(zip(opt.param_groups, before, strict=True)):
-        delta = math.sqrt(sum(float((p.detach() - w).float().pow(2).sum()) for p, w in zip(g["params"], old, strict=True)))
-        norm = math.sqrt(sum(float(w.float().pow(2).sum()) for w in old))
-        out[f"update_ratio.{g.get('name', f'group{i}')}"] = delta / norm if norm else math.nan
-    return out
+def _after_step(s: _Session, data: TrainData, cfg: TrainConfig, result: dict[str, Any], t0: float,
+                validate: Callable[[Any], dict[str, float]] | None) -> dict[str, Any]:
+    """What follows a step: count it, log its row, evaluate (and stop early), checkpoint. Returns the row."""
+    state, d = s.state, s.d
+    state["step"] += 1
+    state["flops"] += result["flops"]
+    state["tokens"] += result["tokens"]
+    state["elapsed_s"] += time.perf_counter() - t0
+    if s.run is not None:
+        s.run.step = state["step"]
+    row = {"step": state["step"], "tokens": state["tokens"], "loss": result["loss"], "lr": result["lr"],
+           "flops": state["flops"], "elapsed_s": round(state["elapsed_s"], 4)}
+    if result["grad_norm"] is not None:
+        row["grad_norm"] = float(result["grad_norm"])  # before clipping
+    if result["watched"] is not None:
+        row.update(update_ratios(s.opt, result["watched"]))
+    s.bar.update(1)
+    s.bar.set_postfix(loss=f"{row['loss']:.3f}")
+    done = state["step"] == cfg.max_steps
+    if (cfg.eval_every and state["step"] % cfg.eval_every == 0) or done:
+        row["eval_loss"] = evaluate(s.model, data, s.micro, s.device, s.precision, d)
+        if not math.isfinite(row["eval_loss"]):
+            raise DivergedError(f"training diverged at step {state['step']}: the eval loss is "
+                                f"{row['eval_loss']}; lower lr, or check the data and precision", state["step"])
+        if validate is not None:
+            row.update(_shared(validate(s.model) if d.main else None, d))
+        if cfg.patience:
+            s.best_weights = update_early_stopping(row, state, cfg, s.model, s.best_weights,
+                                                   s.out_dir if d.main else None)
+            done = done or state["stopped"]
+    if s.run is not None and d.main and (state["step"] % cfg.log_every == 0 or done or "eval_loss" in row):
+        s.run.log(row)
+    checkpoint = cfg.checkpoint_every and (state["step"] % cfg.checkpoint_every == 0 or done)
+    if s.out_dir is not None and d.main and checkpoint:
+        save_checkpoint(s.out_dir, s.model, s.opt, state, cfg.keep_checkpoints)
+    if d.enabled:
+        dist.barrier()
+    return row
 
 
 def _diverged(bar, step: int, loss: float, lr: float) -> None:
@@ -471,21 +492,3 @@ def _shared(values: dict[str, float] | None, d: Dist) -> dict[str, float]:
     box = [values]
     dist.broadcast_object_list(box, src=0)
     return dict(box[0] or {})
-
-
-def _early_stopping(row: dict[str, Any], state: dict[str, Any], cfg: TrainConfig, model,
-                    best_weights: dict[str, torch.Tensor] | None, out_dir: Path | None) -> dict[str, torch.Tensor] | None:
-    """Update the early-stopping state with an eval row; returns the best weights (a CPU copy)."""
-    if cfg.stop_metric not in row:
-        raise ValueError(f"early stopping on {cfg.stop_metric!r}, but the eval row has only {sorted(row)}")
-    value = float(row[cfg.stop_metric])
-    if _improved(value, None if state["best"] is None else state["best"][cfg.stop_metric], cfg):
-        best_weights = {k: v.detach().to("cpu", copy=True) for k, v in unique_state_dict(model).items()}
-        if out_dir is not None:
-            save_best(out_dir, best_weights)
-        state["best"], state["bad_evals"] = dict(row), 0
-    else:
-        state["bad_evals"] += 1
-        state["stopped"] = state["bad_evals"] >= cfg.patience and row["step"] >= cfg.min_steps
-    return best_weights
-

@@ -1,5 +1,5 @@
 """One optimisation step: forward and loss over the step's micro-batches, backward, gradient clipping, AdamW,
-zero grad. `train.train`, the plan's calibration (`spdf_lib.cost`) and the benchmarks all run this one step.
+zero grad. `train.train`, the plan's calibration (`spdf_lib.unit_costs`) and the benchmarks all run this one step.
 
 Two paths compute the same step (the same math; fp32 losses agree to rounding, 1e-5 after 3 steps in
 `tests/test_train_step.py`):
@@ -79,7 +79,8 @@ def choose_fast(requested: bool | None, device: str, max_steps: int, compile_req
 def inductor_cache_dir() -> Path:
     """Where compiled kernels are kept: `$SPDF_CACHE/inductor/<torch>-<capability>`."""
     root = Path(os.environ.get("SPDF_CACHE") or Path.home() / ".cache" / "spdf-kit") / "inductor"
-    isa = "-".join(os.environ.get(k, "") for k in ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"))
+    isa = "-".join(os.environ.get(k, "")
+                   for k in ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"))
     return root / f"{torch.__version__}-{torch.backends.cpu.get_cpu_capability()}{'-' + isa if isa.strip('-') else ''}"
 
 
@@ -197,3 +198,21 @@ def _is_compile_error(e: Exception) -> bool:
     from torch._dynamo.exc import TorchRuntimeError
 
     return not isinstance(e, TorchRuntimeError) and type(e).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def group_weights(opt: torch.optim.Optimizer) -> list[list[torch.Tensor]]:
+    """A copy of every parameter group's weights, before a step (`update_ratios` compares after it)."""
+    return [[p.detach().clone() for p in g["params"]] for g in opt.param_groups]
+
+
+def update_ratios(opt: torch.optim.Optimizer, before: list[list[torch.Tensor]]) -> dict[str, float]:
+    """`update_ratio.<group>`: ||w_after - w_before|| / ||w_before|| over each parameter group, for the step just
+    taken. Around 1e-3 is the usual healthy order for AdamW; a group far above it takes steps too large for its
+    weights (the tiny study's diagnosis, docs/results.md)."""
+    out = {}
+    for i, (g, old) in enumerate(zip(opt.param_groups, before, strict=True)):
+        delta = math.sqrt(sum(float((p.detach() - w).float().pow(2).sum())
+                              for p, w in zip(g["params"], old, strict=True)))
+        norm = math.sqrt(sum(float(w.float().pow(2).sum()) for w in old))
+        out[f"update_ratio.{g.get('name', f'group{i}')}"] = delta / norm if norm else math.nan
+    return out

@@ -1,4 +1,5 @@
-"""Shared test set-up: offline data from the mirror beside the checkout, a private cache and runs folder."""
+"""Shared test set-up: offline data from the mirror that `SPDF_DATA_MIRROR` names (as the kit finds it; `.ci/run`
+sets it), a private cache and runs folder."""
 
 from __future__ import annotations
 
@@ -11,9 +12,6 @@ import pytest
 from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
-_MIRROR = REPO.parent / "shared" / "data"
-if "SPDF_DATA_MIRROR" not in os.environ and _MIRROR.is_dir():
-    os.environ["SPDF_DATA_MIRROR"] = str(_MIRROR)
 # A private cache and runs folder for the whole session (notebook kernels inherit them).
 _TMP = Path(tempfile.mkdtemp(prefix="spdf-tests-"))
 os.environ.setdefault("SPDF_CACHE", str(_TMP / "cache"))
@@ -35,8 +33,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 @pytest.fixture(scope="session")
 def mirror() -> Path:
-    path = Path(os.environ["SPDF_DATA_MIRROR"])
-    if not path.is_dir():
+    path = Path(os.environ.get("SPDF_DATA_MIRROR", ""))
+    if not os.environ.get("SPDF_DATA_MIRROR") or not path.is_dir():
         pytest.skip("these tests need the data mirror folder (SPDF_DATA_MIRROR)")
     return path
 
@@ -44,7 +42,7 @@ def mirror() -> Path:
 @pytest.fixture(scope="session")
 def shakespeare_tokens():
     """(tokenizer, train ids, val ids) of the offline Shakespeare corpus at a small vocabulary."""
-    from spdf_lib.spdf.pretrain import tokenized_corpus
+    from spdf_lib.pretrain import tokenized_corpus
 
     tok, train, val, _ = tokenized_corpus("shakespeare", 512, seed=0, max_chars=300_000)
     return tok, train, val

@@ -141,8 +141,18 @@ def register(name: str, root: Path, files: list[str], fmt: str, val: tuple[str, 
     for rel in files:
         p = root / name / rel
         sha = hashlib.sha256(p.read_bytes()).hexdigest() if pin else None
-        dfs.append(DataFile(name, f"{name}/{rel}", f"https://example.org/{name}/{rel}", p.stat().st_size if pin else None,
-                            sha, None, "https://example.org", "test"))
+        dfs.append(
+            DataFile(
+                name,
+                f"{name}/{rel}",
+                f"https://example.org/{name}/{rel}",
+                p.stat().st_size if pin else None,
+                sha,
+                None,
+                "https://example.org",
+                "test",
+            )
+        )
     ds = Dataset(name, "test", "https://example.org", tuple(sorted(dfs, key=lambda f: f.path)))
     registry.REGISTRY[name] = ds
     train = tuple(f for f in files if f not in (val or ()))

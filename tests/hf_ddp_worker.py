@@ -36,8 +36,8 @@ def main() -> None:
         opt.step()
         opt.zero_grad()
     masks = get_masks(model)
-    revived = sum(int((model.get_parameter(n)[~m] != 0).sum()) + int((opt.state[model.get_parameter(n)]["exp_avg"][~m] != 0).sum())
-                  for n, m in masks.items())
+    revived = sum(int((model.get_parameter(n)[~m] != 0).sum())
+                  + int((opt.state[model.get_parameter(n)]["exp_avg"][~m] != 0).sum()) for n, m in masks.items())
     torch.save({"masks": masks, "state": model.state_dict(), "revived": revived}, out / f"rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from spdf_lib.checkpoints import unique_state_dict
 from spdf_lib.data.shard_stream import ShardStream
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 from spdf_lib.records import Run
-from spdf_lib.train import TrainConfig, train, unique_state_dict
+from spdf_lib.train import TrainConfig, train
 
 
 def run(shards: Path, out: Path, max_steps: int) -> None:

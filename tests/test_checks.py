@@ -80,7 +80,8 @@ def test_human_references_realise_most_slots(mirror):
 
 
 def test_entity_coverage_reads_subjects_and_objects():
-    source = 'Aarhus Airport | cityServed | Aarhus, Denmark ; Aarhus Airport | runwayName | "10L/28R" ; [TABLECONTEXT] | [TITLE] | Foo'
+    source = ('Aarhus Airport | cityServed | Aarhus, Denmark ; Aarhus Airport | runwayName | "10L/28R" ; '
+              '[TABLECONTEXT] | [TITLE] | Foo')
     assert entities(source) == ["aarhus airport", "aarhus, denmark", "10l/28r", "foo"]
     assert covered("aarhus airport", "Aarhus_Airport serves the city")  # underscores as spaces
     assert not covered("aarhus", "Aarhusian food")  # whole words only

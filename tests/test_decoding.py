@@ -85,7 +85,9 @@ def test_greedy_equals_a_manual_argmax_loop(trained, sources):
 @pytest.mark.parametrize("settings", [dict(), BEAM], ids=["greedy", "beam3"])
 def test_batched_equals_one_at_a_time(trained, sources, settings):
     model, tok = trained
-    batched = generate(model, tok, sources, max_len=MAX_LEN, config=DecodeConfig(max_new_tokens=32, batch_size=4, **settings))
+    batched = generate(
+        model, tok, sources, max_len=MAX_LEN, config=DecodeConfig(max_new_tokens=32, batch_size=4, **settings)
+    )
     alone = [generate(model, tok, [s], DecodeConfig(max_new_tokens=32, batch_size=1, **settings))[0] for s in sources]
     assert batched == alone
     assert len(set(batched)) > 1 and all(batched), batched
@@ -109,8 +111,13 @@ def test_beam_settings_change_the_output(trained, sources):
     assert greedy != beam
     # no_repeat_ngram_size=3: no word trigram twice (token trigrams are what is enforced; words are coarser)
     eos = tok.convert_tokens_to_ids(EOS)
-    ids = generate_ids(model, [encode_prompt(tok, s, MAX_LEN) for s in sources], DecodeConfig(max_new_tokens=32, **BEAM),
-                       tok.pad_token_id, eos)
+    ids = generate_ids(
+        model,
+        [encode_prompt(tok, s, MAX_LEN) for s in sources],
+        DecodeConfig(max_new_tokens=32, **BEAM),
+        tok.pad_token_id,
+        eos,
+    )
     for seq in ids:
         grams = [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
         assert len(grams) == len(set(grams))

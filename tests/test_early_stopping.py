@@ -6,9 +6,11 @@ import pytest
 import torch
 from conftest import tiny_model
 
+from spdf_lib.checkpoints import unique_state_dict
 from spdf_lib.data.streams import PairData
-from spdf_lib.records import Run, read_jsonl
-from spdf_lib.train import TrainConfig, train, unique_state_dict
+from spdf_lib.jsonio import read_jsonl
+from spdf_lib.records import Run
+from spdf_lib.train import TrainConfig, train
 
 PAIRS = [([5, 6, i % 7 + 10], [20 + i % 5, 30, 0]) for i in range(24)]
 

@@ -23,7 +23,7 @@ from spdf_lib.exams.extract import REASONS
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import load_questions
 from spdf_lib.exams.prompts import SYSTEM, chat_messages, loglik_prompt, plain_prompt
-from spdf_lib.exams.scoring import score
+from spdf_lib.exams.scoring import ScoreOptions, score
 from spdf_lib.params import ParamsError, validate
 from spdf_lib.records import read_table
 
@@ -131,7 +131,7 @@ def test_batched_single_pass_scores_equal_one_forward_per_letter(which, request,
 
 def test_scoring_records_and_circular_eval(llama_dir, short_questions):
     lm = LocalLM.load(str(llama_dir), dtype="float32")
-    recs = score(lm, short_questions, mode="loglik", circular=True)
+    recs = score(lm, short_questions, ScoreOptions(mode="loglik", circular=True))
     assert len(recs) == len(short_questions)
     for r, q in zip(recs, short_questions, strict=True):
         assert r["qid"] == q.qid and r["options"] == list(q.options) and len(r["letter_logprobs"]) == len(q.options)
@@ -326,7 +326,7 @@ def test_bad_input_fails_early_with_one_line(tmp_path, monkeypatch):
 def test_an_unreachable_api_stops_the_bar_where_it_was(short_questions, capsys):
     closed = f"http://127.0.0.1:{_free_port()}/v1"
     with pytest.raises(RuntimeError, match="chat API at"):
-        score(ApiLM("m", base_url=closed, timeout=5), short_questions[:3], mode="generate", progress=True)
+        score(ApiLM("m", base_url=closed, timeout=5), short_questions[:3], ScoreOptions(mode="generate", progress=True))
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
     assert "0/3" in bar and "100%" not in bar, bar
 
@@ -436,7 +436,7 @@ def test_cloze_scores_equal_a_hand_computation(llama_dir, questions, norm):
 
     lm = LocalLM.load(str(llama_dir), dtype="float32")
     qs = [q for q in questions if q.scored and not q.stem.startswith(" ")][:5]
-    recs = score(lm, qs, formulation="cf", norm=norm, progress=False)
+    recs = score(lm, qs, ScoreOptions(formulation="cf", norm=norm, progress=False))
     for r, q in zip(recs, qs, strict=True):
         assert r["prompt"] == f"Question: {q.stem.strip()}\nAnswer:" or r["scored_as"] == "hybrid"
         for i, text in enumerate(q.options):
@@ -457,7 +457,7 @@ def test_cloze_scores_options_that_name_others_in_hybrid_and_k_best_for_multi_ke
     lm = LocalLM.load(str(llama_dir), dtype="float32")
     naming = [q for q in questions if q.scored and option_references(q)][:2]
     multi = [q for q in questions if q.scored and len(q.key) > 1 and not option_references(q)][:2]
-    recs = score(lm, naming + multi, formulation="cf", progress=False)
+    recs = score(lm, naming + multi, ScoreOptions(formulation="cf", progress=False))
     for r, q in zip(recs, naming + multi, strict=True):
         if q in naming:
             assert r["scored_as"] == "hybrid" and "names other options" in r["formulation_reason"]
@@ -523,8 +523,10 @@ def test_the_exported_lmeval_task_loads_in_lmeval_and_gives_the_kits_predictions
     assert args.func(args) == 0
 
     lm = LocalLM.load(str(llama_dir), dtype="float32")
-    kit = {norm: score(lm, chosen, formulation="cf", norm=norm, progress=False) for norm in ("none", "char")}
-    kit["mcf"] = score(lm, chosen, formulation="mcf", progress=False)
+    kit = {
+        norm: score(lm, chosen, ScoreOptions(formulation="cf", norm=norm, progress=False)) for norm in ("none", "char")
+    }
+    kit["mcf"] = score(lm, chosen, ScoreOptions(formulation="mcf", progress=False))
     hf = HFLM(pretrained=str(llama_dir), dtype="float32", batch_size=4, device="cpu")
     out = simple_evaluate(model=hf, tasks=["spdf_certify_cf", "spdf_certify_mcf"], log_samples=True,
                           task_manager=TaskManager(include_path=str(tmp_path / "task")))

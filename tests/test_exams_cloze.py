@@ -11,7 +11,7 @@ import pytest
 from spdf_lib.exams.cloze import cf_baseline_correct, normalise, option_references, reference_counts
 from spdf_lib.exams.intervals import accuracy_interval, pass_share_interval
 from spdf_lib.exams.parse import LETTERS, Question
-from spdf_lib.exams.scoring import score
+from spdf_lib.exams.scoring import ScoreOptions, score
 
 
 def _q(qid: str, stem: str, options: list[str], key: str = "A", cert: str = "C") -> Question:
@@ -100,8 +100,8 @@ def test_pride_removes_a_synthetic_letter_prior():
     biased = BiasedScorer(qs, bias=2.0)
     for s in (unbiased, biased):
         s.questions = qs
-    truth = score(unbiased, qs, circular=False, progress=False)
-    plain = score(biased, qs, circular=False, pride=True, pride_share=0.05, seed=0, progress=False)
+    truth = score(unbiased, qs, ScoreOptions(circular=False, progress=False))
+    plain = score(biased, qs, ScoreOptions(circular=False, pride=True, pride_share=0.05, seed=0, progress=False))
     acc = {name: sum(r[col] for r in recs) / len(recs)
            for name, recs, col in (("truth", truth, "correct"), ("biased", plain, "correct"),
                                    ("pride", plain, "pride_correct"))}

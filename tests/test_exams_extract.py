@@ -126,8 +126,8 @@ TWO_LETTERS = st.integers(2, 10).flatmap(lambda n: st.tuples(
 
 
 @settings(max_examples=200, deadline=None)
-@given(TWO_LETTERS, st.sampled_from(["The answer is {a} or {b}.", "either {a} or {b}", "{a}/{b}", "Answer: {a} (or {b})",
-                                    "It could be {a} or {b}.", "{a} or maybe {b}"]))
+@given(TWO_LETTERS, st.sampled_from(["The answer is {a} or {b}.", "either {a} or {b}", "{a}/{b}",
+                                    "Answer: {a} (or {b})", "It could be {a} or {b}.", "{a} or maybe {b}"]))
 def test_hedges_are_not_answers(case, template):
     n, (a, b) = case
     assert extract_answer(template.format(a=a, b=b), n).reason == "hedge"

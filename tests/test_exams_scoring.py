@@ -21,8 +21,8 @@ from spdf_lib.exams.baselines import (
 from spdf_lib.exams.fields import OTHER, assign_fields, coverage, load_rules
 from spdf_lib.exams.parse import LETTERS, parse_row
 from spdf_lib.exams.prompts import SYSTEM, chat_messages, loglik_prompt, plain_prompt, rotation, to_original
-from spdf_lib.exams.report import certification_table, headline_table, letter_distribution
 from spdf_lib.exams.scoring import top_letters
+from spdf_lib.exams.tables import certification_table, headline_table, letter_distribution
 
 # --- fields --------------------------------------------------------------------------------------------------
 

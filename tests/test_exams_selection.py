@@ -10,7 +10,8 @@ import pytest
 from spdf_lib.exams.baselines import KEYSIZE, STRICT, baseline_correct
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import parse_row
-from spdf_lib.exams.report import (
+from spdf_lib.exams.run import prepare, read_questions_file, select
+from spdf_lib.exams.tables import (
     baseline_table,
     format_table,
     headline_table,
@@ -21,7 +22,6 @@ from spdf_lib.exams.report import (
     unanswered_by_reason,
     whole_certifications,
 )
-from spdf_lib.exams.run import prepare, read_questions_file, select
 from spdf_lib.params import ParamsError, validate
 
 

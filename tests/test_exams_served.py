@@ -190,12 +190,13 @@ def test_the_plan_of_a_chat_exam_counts_its_requests_and_prices_them(tmp_path, m
     n = len(s.requests)
     assert lines[0].startswith(f"plan: {n:,} requests, ") and f"at most {n * 16:,} completion tokens" in lines[0]
     assert "estimated at 4 characters a token" in lines[0]
-    assert f"about {n / 10:.0f} s at concurrency 4, rpm 600, 0.1 s a reply" in lines[1]  # rpm binds: 10 a second and "per million" in lines[1]
+    assert f"about {n / 10:.0f} s at concurrency 4, rpm 600, 0.1 s a reply" in lines[1]  # rpm binds: 10 a second
+    assert "per million" in lines[1]
 
 
 def test_spdf_plan_prices_the_exam_stages_of_served_models(tmp_path):
     from spdf_lib.exams.run import plan_exam
-    from spdf_lib.plan import plan_costs
+    from spdf_lib.sweep_cost import plan_costs
 
     params = {"backend": "api", "model": "gpt-x", "mode": "generate", "circular": False, "limit": 12,
               "price_in": 1.0, "price_out": 4.0}

@@ -81,14 +81,16 @@ def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
     """Yesterday's paper preset: GPT-2 Small's 2.505e9 tokens on WikiText-2 (here the mirror's split)."""
     from spdf_lib.experiments import load
     from spdf_lib.params import preset_path
-    from spdf_lib.spdf.pretrain import run_pretrain
+    from spdf_lib.pretrain import run_pretrain
 
     p = load("spdf_pretrain", preset_path("spdf_pretrain", "paper"),
              {"corpus": "wikitext-2-mirror", "tokenizer": "", "vocab_size": 50257})
     with pytest.raises(ParamsError) as e:
         run_pretrain(p, tmp_path / "run")
     assert "\n" not in str(e.value)
-    assert str(e.value).startswith("tokens=2.505e+09 is ") and "passes over corpus 'wikitext-2-mirror' (" in str(e.value)
+    assert str(e.value).startswith("tokens=2.505e+09 is ") and "passes over corpus 'wikitext-2-mirror' (" in str(
+        e.value
+    )
     assert "more than max_epochs=1; pre-train on a larger corpus" in str(e.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -96,7 +98,7 @@ def test_the_epoch_guard_refuses_a_paper_budget_on_a_small_corpus(tmp_path):
 def test_best_of_several_checkpoints_is_the_lowest_validation_loss(tmp_path):
     """`best:a,b` (a per-sparsity learning-rate sweep): the folder whose pre-training run ended lowest, with the
     table it was chosen from; a folder without a finished run is an error."""
-    from spdf_lib.records import write_json
+    from spdf_lib.jsonio import write_json
     from spdf_lib.spdf.finetune import candidates, choose_checkpoint
 
     for name, lr, loss in (("a", 0.003, 4.8), ("b", 0.006, 4.7)):

@@ -17,7 +17,8 @@ from spdf_lib.sparsity import densify, get_masks, keep_zeros, load_masks, sparsi
 ROLES = {  # architecture -> {parameter suffix: matrices it holds}
     "gpt2": {"attn.c_attn.weight": "qkv", "attn.c_proj.weight": "o", "mlp.c_fc.weight": "fc_in",
              "mlp.c_proj.weight": "fc_out"},
-    "llama": {f"self_attn.{p}_proj.weight": p for p in "qkvo"} | {f"mlp.{p}_proj.weight": p for p in ("gate", "up", "down")},
+    "llama": {f"self_attn.{p}_proj.weight": p for p in "qkvo"}
+    | {f"mlp.{p}_proj.weight": p for p in ("gate", "up", "down")},
     "gpt_neox": {"attention.query_key_value.weight": "qkv", "attention.dense.weight": "o",
                  "mlp.dense_h_to_4h.weight": "fc_in", "mlp.dense_4h_to_h.weight": "fc_out"},
 }

@@ -98,15 +98,15 @@ def test_every_experiment_has_its_notebook_and_schema():
 def test_model_sizes_of_the_schemas_are_the_models():
     from typing import get_args
 
+    from spdf_lib.model_sizes import ModelSize
     from spdf_lib.modeling_gpt import NAMED_CONFIGS
-    from spdf_lib.spdf.params import ModelSize
 
     assert list(get_args(ModelSize)) == list(NAMED_CONFIGS)
 
 
 def test_a_typo_in_the_parameters_cell_is_the_cli_error():
     """The kernel-side check reads the names the parameters cells assigned (IPython's input history)."""
-    from spdf_lib.spdf.params import PretrainParams
+    from spdf_lib.pretrain_params import PretrainParams
 
     cell = "# Parameters (defaults = the `smoke` preset)\nseed = 0\nsparsty = 0.9\nsparsity = 0.5\n"
     injected = "# Parameters\nrun_dir = '/tmp/x'\n"

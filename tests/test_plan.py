@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from spdf_lib import flops
-from spdf_lib.cost import Calibration
 from spdf_lib.params import PARAMS_DIR
-from spdf_lib.plan import plan_costs
 from spdf_lib.sweep import plan_sweep
+from spdf_lib.sweep_cost import plan_costs
+from spdf_lib.unit_costs import Calibration
 
 PAPER = PARAMS_DIR / "sweeps" / "paper.yaml"
 
@@ -64,8 +64,8 @@ class UnitCosts(Calibration):
 
 
 def test_every_smoke_point_is_priced_and_the_work_is_counted(monkeypatch):
-    from spdf_lib import cost
-    from spdf_lib.plan import machine_plan
+    from spdf_lib import unit_costs as cost
+    from spdf_lib.sweep_cost import machine_plan
 
     monkeypatch.setattr(cost, "Calibration", UnitCosts)
     plan = plan_sweep(SMOKE)
@@ -83,8 +83,8 @@ def test_every_smoke_point_is_priced_and_the_work_is_counted(monkeypatch):
 
 
 def test_a_plan_over_the_sweep_files_budget_says_so(monkeypatch, tmp_path):
-    from spdf_lib import cost
-    from spdf_lib.plan import machine_plan
+    from spdf_lib import unit_costs as cost
+    from spdf_lib.sweep_cost import machine_plan
 
     monkeypatch.setattr(cost, "Calibration", UnitCosts)
     sweep = tmp_path / "s.yaml"
@@ -96,7 +96,7 @@ def test_a_plan_over_the_sweep_files_budget_says_so(monkeypatch, tmp_path):
 def test_the_schedule_simulation_waits_for_dependencies():
     from types import SimpleNamespace as NS
 
-    from spdf_lib.cost import simulate
+    from spdf_lib.unit_costs import simulate
 
     a, b, c, d = NS(id="a", needs=()), NS(id="b", needs=()), NS(id="c", needs=("a",)), NS(id="d", needs=("b",))
     seconds = {"a": 10.0, "b": 1.0, "c": 5.0, "d": 1.0}
@@ -137,9 +137,9 @@ def test_a_plan_calibrated_on_busy_cores_says_so_in_one_line(monkeypatch, tmp_pa
     """An injected busy calibration: the cached unit costs carry the conditions they were measured under."""
     import json
 
-    from spdf_lib.cost import Calibration
     from spdf_lib.machine_load import LoadMeter, busy_line
-    from spdf_lib.plan import default_workers, machine_plan
+    from spdf_lib.sweep_cost import default_workers, machine_plan
+    from spdf_lib.unit_costs import Calibration
 
     monkeypatch.setenv("SPDF_CACHE", str(tmp_path))
     quiet = {"others": 0.02, "steal": 0.0, "loadavg": 0.3, "cores": 2, "seconds": 4.0}
@@ -158,7 +158,8 @@ def test_a_plan_calibrated_on_busy_cores_says_so_in_one_line(monkeypatch, tmp_pa
         if warned:
             assert "61% of the 2 core(s)" in said[0] and "spdf plan --recalibrate" in said[0]
     cal.path.write_text(json.dumps({"_conditions": busy}))
-    assert Calibration(default_workers(), "auto", recalibrate=True).conditions is None  # --recalibrate forgets the busy session
+    # --recalibrate forgets the busy session
+    assert Calibration(default_workers(), "auto", recalibrate=True).conditions is None
     with LoadMeter() as load:  # and the meter itself reads this machine
         sum(i * i for i in range(200_000))
     assert load.conditions["cores"] >= 1 and 0.0 <= load.conditions["others"] <= 1.0

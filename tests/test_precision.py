@@ -93,8 +93,9 @@ def test_a_manifest_records_the_cpu_the_probe_and_the_resolved_precision(tmp_pat
     import torch
 
     from spdf_lib.data.streams import PackedStream
+    from spdf_lib.jsonio import read_json
     from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
-    from spdf_lib.records import Run, read_json
+    from spdf_lib.records import Run
     from spdf_lib.results import record_row
     from spdf_lib.train import TrainConfig, train
 

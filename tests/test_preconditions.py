@@ -9,9 +9,9 @@ import functools
 import pandas as pd
 import pytest
 
-from spdf_lib import records
+from spdf_lib import provenance, records
 from spdf_lib.records import Run
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 from spdf_lib.results import load_results
 from spdf_lib.spdf.checks import BLEU_STATS
 from spdf_lib.spdf.report_section import section
@@ -28,7 +28,7 @@ VERDICT = "- **webnlg**, dense fine-tuning from 75% sparse vs dense pre-training
 @pytest.fixture(autouse=True)
 def _packages_read_once(monkeypatch):
     """Each manifest lists the installed packages, a ~1 s scan: read them once for the study's 16 runs."""
-    monkeypatch.setattr(records, "package_versions", functools.cache(records.package_versions))
+    monkeypatch.setattr(records, "package_versions", functools.cache(provenance.package_versions))
 
 
 def _write_study(root, pretrain=PRETRAIN, finetune=FINETUNE, other_tasks=None) -> pd.DataFrame:
@@ -105,7 +105,10 @@ def test_a_chosen_rate_at_the_grid_edge_fails(tmp_path):
     pretrain = {0.0: PRETRAIN[0.0], 0.75: {2e-3: 4.95, 4e-3: 4.80}}  # two rates: the chosen one is an edge
     md = _summary(tmp_path, pretrain=pretrain)
     assert _preconditions(md)["every sparsity's chosen learning rate inside its grid"] == "failed"
-    assert "sparsity 0: 0.002 of [0.001, 0.002, 0.004], inside; sparsity 0.75: 0.004 of [0.002, 0.004], its upper edge" in md
+    assert (
+        "sparsity 0: 0.002 of [0.001, 0.002, 0.004], inside; sparsity 0.75: 0.004 of [0.002, 0.004], its upper edge"
+        in md
+    )
     warning = _failed_before_verdicts(md)
     assert "the best rate of 75% sparse pre-training may lie outside the grid" in warning
 
@@ -158,7 +161,9 @@ def test_a_task_s_failed_precondition_heads_only_that_task_s_verdicts(tmp_path):
     warnings = [i for i, line in enumerate(lines) if line.startswith("- **Precondition failed")]
     assert len(warnings) == 1 and "the e2e verdicts" in lines[warnings[0]]
     assert "on e2e, pre-training has no measured benefit" in lines[warnings[0]]
-    first = {task: next(i for i, line in enumerate(lines) if line.startswith(f"- **{task}**")) for task in ("e2e", "webnlg")}
+    first = {
+        task: next(i for i, line in enumerate(lines) if line.startswith(f"- **{task}**")) for task in ("e2e", "webnlg")
+    }
     assert first["e2e"] == warnings[0] + 1  # right under its warning
     assert not lines[first["webnlg"] - 1].startswith("- **Precondition failed")
     assert first["webnlg"] > first["e2e"]

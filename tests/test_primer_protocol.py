@@ -222,7 +222,7 @@ def test_weight_decay_does_not_shrink_the_taps():
 
 def test_the_report_reads_the_regime_from_run_records(tmp_path):
     from spdf_lib.primer import report_section
-    from spdf_lib.reporting import Report
+    from spdf_lib.report_document import Report
     from spdf_lib.results import load_results
 
     write_runs(tmp_path / "runs", grid_of())

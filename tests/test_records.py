@@ -8,7 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from spdf_lib.records import Run, atomic_write_text, read_json, read_jsonl
+from spdf_lib.atomic import atomic_write_text
+from spdf_lib.jsonio import read_json, read_jsonl
+from spdf_lib.records import Run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,12 @@ def test_registry_has_every_mirror_file_and_the_missing_ones(mirror):
     files = {f.path: f for ds in registry.REGISTRY.values() for f in ds.files}
     for row in manifest:
         f = files[row["path"]]
-        assert (f.sha256, f.size, f.url, f.license) == (row["sha256"], int(row["size_bytes"]), row["url"], row["license"])
+        assert (f.sha256, f.size, f.url, f.license) == (
+            row["sha256"],
+            int(row["size_bytes"]),
+            row["url"],
+            row["license"],
+        )
     for path in ("wikitext-2/train.txt", "e2e/trainset.csv", "dart/dart-v1.1.1-full-train.json",
                  "dart/dart-v1.1.1-full-train.xml", "dart/dart-v1.1.1-full-test.json"):
         assert files[path].git_blob and files[path].url.startswith("https://raw.githubusercontent.com/")
@@ -85,7 +90,12 @@ class _Server:
 def http_mirror(tmp_path, mirror, monkeypatch):
     """A copy of part of the mirror served over HTTP, with one corrupted file and one missing file."""
     root = tmp_path / "served"
-    for rel in ("e2e/devset.csv", "e2e/testset_w_refs.csv", "tinyshakespeare/input.txt", "certify/certification_exams.csv"):
+    for rel in (
+        "e2e/devset.csv",
+        "e2e/testset_w_refs.csv",
+        "tinyshakespeare/input.txt",
+        "certify/certification_exams.csv",
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(mirror / rel, root / rel)
     data = bytearray((root / "e2e/testset_w_refs.csv").read_bytes())
@@ -171,7 +181,10 @@ def test_large_pretraining_corpora_are_pinned_to_a_revision():
                for f in fw)
     assert sum(f.size for f in fw) == 28_518_193_415
     assert fw[0].sha256 == "b1ba7b2ce4cb5ea6ef42dca40263eabb85f37700d01693a68e9b30a31d78e871"  # the issue's pins
-    assert (fw[1].sha256, fw[1].size) == ("3fcf2dc69cd52503986276d3d2d26a8c356d0f2ea28a0de4fdbda8cf87755693", 2152222432)
+    assert (fw[1].sha256, fw[1].size) == (
+        "3fcf2dc69cd52503986276d3d2d26a8c356d0f2ea28a0de4fdbda8cf87755693",
+        2152222432,
+    )
     pile = {f.path.split("/", 1)[1]: f for f in registry.dataset("pile-uncopyrighted").files}
     assert sorted(pile) == sorted([f"train/{i:02d}.jsonl.zst" for i in range(30)] + ["val.jsonl.zst", "test.jsonl.zst"])
     assert all("/resolve/3be90335b66f24456a5d6659d9c8d208c0357119/" in f.url for f in pile.values())

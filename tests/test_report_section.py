@@ -50,7 +50,7 @@ def test_verdicts_pool_the_seed_noise_over_all_runs_of_a_task(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from spdf_lib.reporting import Report
+    from spdf_lib.report_document import Report
     from spdf_lib.spdf.report_section import comparisons, finetune_frame
     from spdf_lib.stats import Margins
 

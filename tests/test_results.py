@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from spdf_lib.cli import main
-from spdf_lib.records import Run, write_json
+from spdf_lib.jsonio import write_json
+from spdf_lib.records import Run
 from spdf_lib.results import load_results, varying_columns, write_results
 
 
@@ -132,5 +133,8 @@ def test_the_report_says_which_precision_the_runs_computed_in():
     from spdf_lib.report import precision_line
 
     table = pd.DataFrame({"resolved_precision": ["fp32", "fp32", "bf16", None]})
-    assert precision_line(table) == "Precision: fp32 (2 runs), bf16 (1 run); 1 run records none (no training or local model)."
+    assert (
+        precision_line(table)
+        == "Precision: fp32 (2 runs), bf16 (1 run); 1 run records none (no training or local model)."
+    )
     assert precision_line(pd.DataFrame({"run": ["a"]})).startswith("Precision: none recorded; 1 run records none")

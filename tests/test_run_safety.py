@@ -18,7 +18,9 @@ import pytest
 from spdf_lib import cli
 from spdf_lib.errors import DivergedError, RunDirError
 from spdf_lib.experiments import load, run
-from spdf_lib.records import Run, effective_status, read_json, write_json
+from spdf_lib.jsonio import read_json, write_json
+from spdf_lib.records import Run
+from spdf_lib.run_status import effective_status
 from spdf_lib.rundir import claim
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,7 +122,7 @@ def test_run_folders_that_cannot_be_one_are_one_line(tmp_path, capsys):
 
 
 def test_an_injected_nan_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
-    from spdf_lib.spdf import pretrain
+    from spdf_lib import pretrain
 
     build = pretrain.build_model
 
@@ -218,7 +220,9 @@ def test_a_stopped_run_reads_interrupted_and_the_rerun_resumes_to_ok(tmp_path, s
     final = read_json(tmp_path / "manifest.json")
     assert final["status"] == "ok" and final["start"] == manifest["start"] and len(final["resumed"]) == 1
     steps = [json.loads(r)["step"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)) and steps[-1] == final["last_step"] == read_json(tmp_path / "results.json")["steps"]
+    assert (
+        steps == sorted(set(steps)) and steps[-1] == final["last_step"] == read_json(tmp_path / "results.json")["steps"]
+    )
 
 
 # --- 4. one line from anywhere ------------------------------------------------------------------------------------
@@ -318,7 +322,7 @@ def test_exam_sample_zero_is_an_error(capsys):
 def test_a_damaged_tokenized_cache_is_rebuilt_and_dead_temp_folders_go(tmp_path, monkeypatch, capsys):
     import torch
 
-    from spdf_lib.spdf.pretrain import tokenized_corpus
+    from spdf_lib.pretrain import tokenized_corpus
 
     monkeypatch.setenv("SPDF_CACHE", str(tmp_path))
     _, train_ids, val_ids, _ = tokenized_corpus("shakespeare", 300, seed=0, max_chars=20_000)
@@ -384,7 +388,9 @@ def test_a_dead_kernel_leaves_no_log_noise_after_the_one_line(caplog):
         err = DeadKernelError("Kernel died")
         logging.getLogger("asyncio").error("Task exception was never retrieved\nfuture: <Task>",
                                            exc_info=(type(err), err, None))
-        logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=(ValueError, ValueError(), None))
+        logging.getLogger("asyncio").error(
+            "Task exception was never retrieved", exc_info=(ValueError, ValueError(), None)
+        )
     assert [r.getMessage() for r in caplog.records] == ["Task exception was never retrieved"]
 
 

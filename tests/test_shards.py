@@ -33,8 +33,8 @@ from spdf_lib.data.registry import DataError
 from spdf_lib.data.shard_stream import ShardStream
 from spdf_lib.data.shards import ShardSet, shard_set_info
 from spdf_lib.data.tokenizer_spec import resolve_tokenizer
+from spdf_lib.jsonio import read_jsonl
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
-from spdf_lib.records import read_jsonl
 from spdf_lib.train import TrainConfig, evaluate, train
 
 HERE = Path(__file__).resolve().parent
@@ -281,8 +281,8 @@ def test_pretraining_runs_from_prepared_shards_with_the_epoch_guard(data, tmp_pa
     """`spdf_pretrain` on a streamed corpus: the shards' tokenizer (with the fine-tuning specials added), the
     epoch guard on the shards' size, and one-line errors for missing or mismatched shards."""
     from spdf_lib.params import ParamsError, validate
-    from spdf_lib.spdf.params import PretrainParams
-    from spdf_lib.spdf.pretrain import run_pretrain
+    from spdf_lib.pretrain import run_pretrain
+    from spdf_lib.pretrain_params import PretrainParams
     from spdf_lib.tokenizer import PAD, SEP, load_tokenizer
 
     base = dict(corpus="fw", tokenizer=str(data.tok), shards=str(data.fw.root), model_size="nano", n_embd=32,

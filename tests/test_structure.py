@@ -1,5 +1,5 @@
 """The shape of the library: no import circles (module-level or inside functions), no module over 500 lines, and
-a core that imports nothing from the papers' packages."""
+a core that imports nothing from the papers' packages, and no paper's package that imports another's."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 LIB = Path(__file__).resolve().parent.parent / "spdf_lib"
 PAPERS = ("spdf_lib.spdf", "spdf_lib.primer", "spdf_lib.exams")
 MAX_LINES = 500
-# The entry points and the report: they put the papers together, so they may import them.
-TOP = ("spdf_lib.cli", "spdf_lib.experiments", "spdf_lib.report", "spdf_lib.plan", "spdf_lib.cost")
+MAX_FUNCTION_LINES = 80  # one screen
+# The entry point and the report: they put the papers together, so they may import them.
+TOP = ("spdf_lib.cli", "spdf_lib.report")
 
 
 def _modules() -> dict[str, Path]:
@@ -91,3 +92,80 @@ def test_the_core_imports_nothing_from_the_papers():
             if not name.startswith(PAPERS) and name not in TOP}
     leaks = {name: sorted(d for d in deps if d.startswith(PAPERS)) for name, deps in core.items()}
     assert {k: v for k, v in leaks.items() if v} == {}
+
+
+def paper_of(module: str) -> str | None:
+    """`spdf_lib.spdf` for `spdf_lib.spdf.finetune`; None for a core module."""
+    return next((p for p in PAPERS if module == p or module.startswith(p + ".")), None)
+
+
+def cross_paper_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Paper module -> the modules of *other* papers' packages it imports."""
+    out = {name: sorted(d for d in deps if paper_of(d) not in (None, paper_of(name)))
+           for name, deps in graph.items() if paper_of(name)}
+    return {k: v for k, v in out.items() if v}
+
+
+def test_no_paper_imports_another():
+    assert cross_paper_imports(import_graph()) == {}
+
+
+def test_the_cross_paper_check_finds_an_edge():
+    graph = {
+        "spdf_lib.primer.run": {"spdf_lib.spdf.pretrain", "spdf_lib.train"},
+        "spdf_lib.spdf.x": {"spdf_lib.spdf.y"},
+    }
+    assert cross_paper_imports(graph) == {"spdf_lib.primer.run": ["spdf_lib.spdf.pretrain"]}
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Function (or method) name -> its lines, decorators and docstring included, for those over `limit`."""
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if (n := node.end_lineno - first + 1) > limit:
+                out[f"{node.name}:{node.lineno}"] = n
+    return out
+
+
+def test_no_function_over_one_screen():
+    long = {f"{name}.{fn}": n for name, path in _modules().items()
+            for fn, n in long_functions(path.read_text(encoding="utf-8")).items()}
+    assert long == {}
+
+
+def test_the_length_check_counts_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(80))
+    assert long_functions(f"def f():\n{body}\n") == {"f:1": 81}
+    assert long_functions(f"def f():\n{body}\n", limit=81) == {}
+
+
+def undocumented_modules(package: Path) -> list[str]:
+    """The modules (and, for the kit's root, packages) of `package` that its `__init__` docstring does not name
+    as `name`."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+    names = [p.stem for p in package.glob("*.py") if p.stem != "__init__"]
+    names += [p.name for p in package.iterdir() if (p / "__init__.py").is_file()]
+    return sorted(n for n in names if f"`{n}`" not in doc)
+
+
+def test_package_docstrings_list_their_modules():
+    packages = [LIB, *(p.parent for p in LIB.glob("*/__init__.py"))]
+    assert {p.name: missing for p in packages if (missing := undocumented_modules(p))} == {}
+
+
+def test_the_docstring_check_finds_a_missing_module(tmp_path):
+    (tmp_path / "__init__.py").write_text('"""Modules: `a`."""\n')
+    (tmp_path / "a.py").write_text("")
+    (tmp_path / "b.py").write_text("")
+    assert undocumented_modules(tmp_path) == ["b"]
+
+
+def test_the_readme_code_map_names_every_module():
+    """The README's code map ("Where the code is") names every module and package of the kit as `name`."""
+    readme = (LIB.parent / "README.md").read_text(encoding="utf-8")
+    code_map = readme.split("## Where the code is", 1)[1].split("\n## ", 1)[0]
+    names = {p.stem for p in LIB.rglob("*.py") if p.stem != "__init__"}
+    names |= {p.parent.name for p in LIB.glob("*/__init__.py")}
+    assert sorted(n for n in names if not any(f"`{form}`" in code_map for form in (n, f"{n}/", f"spdf_lib/{n}/"))) == []

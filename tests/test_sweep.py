@@ -15,8 +15,9 @@ import nbformat
 import pytest
 
 from spdf_lib import sweep as S
+from spdf_lib.jsonio import read_json
+from spdf_lib.locations import REPO_ROOT
 from spdf_lib.params import ParamsError
-from spdf_lib.records import REPO_ROOT, read_json
 from spdf_lib.results import load_results
 from spdf_lib.sweep.scheduler import _cores
 
@@ -104,8 +105,11 @@ def toy(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("toy")
     (d / "sweep_toy_schemas.py").write_text(SCHEMAS)
     (d / "sweep_toy_ddp.py").write_text(DDP_MODULE)
-    _notebook(d / "pre.ipynb", "sparsity = 0.0\ncounter = ''\nfail_if = ''\nsleep = 0.0\nhold = ''\nseed = 0\nrun_dir = ''",
-              PRE_NOTEBOOK)
+    _notebook(
+        d / "pre.ipynb",
+        "sparsity = 0.0\ncounter = ''\nfail_if = ''\nsleep = 0.0\nhold = ''\nseed = 0\nrun_dir = ''",
+        PRE_NOTEBOOK,
+    )
     _notebook(d / "fine.ipynb", "checkpoint = ''\ntask = 'a'\nseed = 0\nrun_dir = ''", FINE_NOTEBOOK)
     sys.path.insert(0, str(d))
     yield d
@@ -286,18 +290,38 @@ def test_sweep_runs_needed_points_once_records_failures_and_resumes(toy, tmp_pat
 def test_ctrl_c_keeps_finished_points_and_marks_the_running_one(toy, tmp_path, how):
     """Ctrl-C, or SIGTERM to a sweep started in the background (`nohup ... &` starts it with SIGINT ignored, which
     its points must not inherit: the sweep stops them with SIGINT, and would otherwise kill them)."""
-    path = _sweep_file(tmp_path / "slow.yaml", f"""
+    path = _sweep_file(
+        tmp_path / "slow.yaml",
+        f"""
         stages:
           fast: {{notebook: {toy}/pre.ipynb, schema: "sweep_toy_schemas:Pre", params: {{sparsity: 0.1}}}}
-          slow: {{notebook: {toy}/pre.ipynb, schema: "sweep_toy_schemas:Pre", params: {{sparsity: 0.2, hold: {tmp_path}/hold}}}}
-        """)
+          slow: {{notebook: {toy}/pre.ipynb, schema: "sweep_toy_schemas:Pre",
+                 params: {{sparsity: 0.2, hold: {tmp_path}/hold}}}}
+        """,
+    )
     (tmp_path / "hold").touch()
     fast, slow = S.plan_sweep(path, root=tmp_path / "runs").points
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(toy), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen([sys.executable, "-m", "spdf_lib.cli", "sweep", str(path), "--workers", "2",
-                             "--root", str(tmp_path / "runs"), "--no-progress"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if how != "ctrl-c" else None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spdf_lib.cli",
+            "sweep",
+            str(path),
+            "--workers",
+            "2",
+            "--root",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if how != "ctrl-c" else None,
+    )
     try:
         deadline = time.monotonic() + 90
         while not (S.is_complete(fast.dir) and (slow.dir / "manifest.json").is_file()):

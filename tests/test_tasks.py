@@ -1,6 +1,6 @@
 """Data-to-text task loaders, split mapping, linearisation and token format, on the real mirror files.
 
-Counts are those measured on the mirror copies and stated in shared/data/README.md.
+Counts are those measured on the mirror copies and stated in the mirror's README.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from spdf_lib.data.tasks import (
 )
 from spdf_lib.tokenizer import EOS, SEP, train_tokenizer
 
-# (task, split) -> (examples, references), from shared/data/README.md
+# (task, split) -> (examples, references), from the mirror's README.md
 COUNTS = {
     ("e2e", "dev"): (547, 4672),
     ("e2e", "test"): (630, 4693),
@@ -108,11 +108,15 @@ def test_webnlg_examples_and_seen_unseen(splits):
 
 def test_dart_examples(splits):
     dev, test = splits[("dart", "dev")], splits[("dart", "test_xml")]
-    assert dev[0].source == "Mars Hill College | JOINED | 1973 ; Mars Hill College | LOCATION | Mars Hill, North Carolina"
+    assert (
+        dev[0].source == "Mars Hill College | JOINED | 1973 ; Mars Hill College | LOCATION | Mars Hill, North Carolina"
+    )
     assert dev[0].references == ("A school from Mars Hill, North Carolina, joined in 1973.",)
     assert dev[0].meta["subtree_was_extended"] is True
     assert test[0].id == "test_xml/Id1"
-    assert test[0].source.startswith("Hawaii Five-O | NOTES | Episode: The Flight of the Jewels ; [TABLECONTEXT] | [TITLE]")
+    assert test[0].source.startswith(
+        "Hawaii Five-O | NOTES | Episode: The Flight of the Jewels ; [TABLECONTEXT] | [TITLE]"
+    )
     # Reference sources, as counted in the data README.
     assert Counter(s for e in dev for s in e.meta["sources"]) == {
         "e2e": 4290, "webnlg": 2268, "WikiSQL_decl_sents": 250, "WikiTableQuestions_lily": 106,
@@ -121,7 +125,9 @@ def test_dart_examples(splits):
         "webnlg": 7361, "e2e": 4690, "WikiSQL_decl_sents": 346, "WikiTableQuestions_lily": 96 - 1,
         "WikiTableQuestions_mturk": 34, "WikiSQL_lily": 25}
     dropped = [e for e in test if e.meta["dropped_empty_references"]]
-    assert [(e.id, e.meta["dropped_empty_references"], len(e.references)) for e in dropped] == [("test_xml/Id116", 1, 1)]
+    assert [(e.id, e.meta["dropped_empty_references"], len(e.references)) for e in dropped] == [
+        ("test_xml/Id116", 1, 1)
+    ]
     assert {e.meta["size"] for e in dev} <= set(range(1, 9))
     assert any("_" in e.source for e in dev), "DART relation names are kept verbatim (e.g. LEADER_NAME)"
 
@@ -217,7 +223,10 @@ def test_linearisation_rules():
     for bad in ("name[A] area[x]", "name[A", "", "name[A], junk"):
         with pytest.raises(DataError, match="cannot parse E2E MR"):
             parse_mr(bad)
-    triples = [["Aarhus_Airport", "elevationAboveTheSeaLevel_(in_metres)", "25.0"], ["Aarhus", "leaderName", "Jacob_Bundsgaard"]]
+    triples = [
+        ["Aarhus_Airport", "elevationAboveTheSeaLevel_(in_metres)", "25.0"],
+        ["Aarhus", "leaderName", "Jacob_Bundsgaard"],
+    ]
     assert linearise_triples(triples, dbpedia=True) == \
         "Aarhus Airport | elevationAboveTheSeaLevel (in metres) | 25.0 ; Aarhus | leaderName | Jacob Bundsgaard"
     assert linearise_triples([["[TABLECONTEXT]", "LEADER_NAME", "x  y"]]) == "[TABLECONTEXT] | LEADER_NAME | x y"
@@ -284,8 +293,9 @@ def test_tokenizer_without_separator_is_refused():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    bare = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")),
-                                   unk_token="[UNK]")
+    bare = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")), unk_token="[UNK]"
+    )
     with pytest.raises(ValueError, match=r"no <\|sep\|> token"):
         encode_prompt(bare, "a", 16)
 

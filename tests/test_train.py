@@ -15,8 +15,8 @@ from conftest import tiny_model
 from safetensors.torch import load_file
 
 from spdf_lib.data.streams import IGNORE, PackedStream, PairData
+from spdf_lib.jsonio import read_jsonl
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
-from spdf_lib.records import read_jsonl
 from spdf_lib.train import TrainConfig, evaluate, lr_at, train
 
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -65,8 +65,13 @@ def test_empty_fine_tuning_set_is_an_error():
 
 def _run_worker(out: Path, steps: int, every: int, precision: str = "auto", dropout: float = 0.1) -> subprocess.Popen:
     # dropout > 0 makes the resumed run depend on the restored RNG state too
-    return subprocess.Popen([sys.executable, str(WORKER), str(out), str(steps), str(every), precision, str(dropout)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(out), str(steps), str(every), precision, str(dropout)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_resume_after_a_kill_gives_bitwise_the_same_weights(tmp_path, shakespeare_tokens):
@@ -181,7 +186,7 @@ def test_matrix_lr_scale_trains_the_blocks_matrices_at_their_own_rate(tmp_path, 
 
 
 def test_a_run_made_before_matrix_lr_scale_existed_is_the_same_configuration(tmp_path):
-    from spdf_lib.records import write_json
+    from spdf_lib.jsonio import write_json
     from spdf_lib.rundir import claim, params_hash
 
     old = {"lr": 0.003, "seed": 0}

@@ -114,4 +114,5 @@ def test_the_step_path_is_a_speed_choice(monkeypatch):
     with pytest.raises(ValueError, match="SPDF_TRAIN_STEP"):
         choose_fast(None, "cpu", 10)
     model = _model()
-    assert _fingerprint(model, TrainConfig(max_steps=9, fast_step=True)) == _fingerprint(model, TrainConfig(max_steps=9))
+    fast, eager = TrainConfig(max_steps=9, fast_step=True), TrainConfig(max_steps=9)
+    assert _fingerprint(model, fast) == _fingerprint(model, eager)

@@ -86,7 +86,7 @@ def test_checkpoint_rng_state_is_safetensors_and_resumes(tmp_path):
 
 
 def test_a_crafted_pickle_in_the_tokenized_cache_runs_no_code_and_is_named(tmp_path, monkeypatch):
-    from spdf_lib.spdf import pretrain
+    from spdf_lib import pretrain
 
     monkeypatch.setenv("SPDF_CACHE", str(tmp_path / "cache"))
     pretrain.tokenized_corpus("shakespeare", 300, seed=0, max_chars=20_000)

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from spdf_lib.checkpoints import unique_state_dict
 from spdf_lib.data.streams import PackedStream
 from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
+from spdf_lib.pretrain import tokenized_corpus
 from spdf_lib.records import Run
 from spdf_lib.sparsity import sparsify
-from spdf_lib.spdf.pretrain import tokenized_corpus
-from spdf_lib.train import TrainConfig, train, unique_state_dict
+from spdf_lib.train import TrainConfig, train
 
 
 def main() -> None:

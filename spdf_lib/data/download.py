@@ -98,7 +98,8 @@ def check(label: str, h: Hasher, expected: Expected, where: str) -> None:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created) while the block runs: one process at a time per file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -128,7 +129,7 @@ def download(url: str, dest: Path, part: Path, expected: Expected, label: str, t
     `label` names the file in messages (its registry path). Raises `DataError` with one line that says what
     happened and how to go on; an interrupted transfer keeps `part` for the next call to resume.
     """
-    with _locked(part.with_name(part.name + ".lock")):
+    with locked(part.with_name(part.name + ".lock")):
         if dest.is_file():  # another process finished it while this one waited for the lock
             h = hash_file(dest, expected.size)
             check(label, h, expected, str(dest))

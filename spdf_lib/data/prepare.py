@@ -39,7 +39,7 @@ from pydantic import Field, field_validator
 from tqdm import tqdm
 
 from spdf_lib.data.corpora import CorpusSpec, corpus_spec, iter_documents
-from spdf_lib.data.download import _locked
+from spdf_lib.data.download import locked
 from spdf_lib.data.registry import DataError, DataFile, cache_root, fetch_file, planned_download
 from spdf_lib.data.shards import INDEX, VAL_FILE, ShardInfo, ShardSet, shard_name
 from spdf_lib.data.tokenizer_spec import EOS_TOKEN, GPT2_ENV, TokenizerSpec, resolve_tokenizer
@@ -150,7 +150,7 @@ def _next_cursor(file: int, first: int, lengths: np.ndarray, pos: int) -> list[i
 
 def _write_tokens(root: Path, name: str, ids: np.ndarray) -> str:
     """Write `ids` to `root/name` atomically (temp file, fsync, rename); returns their SHA-256."""
-    from spdf_lib.records import atomic_write_bytes
+    from spdf_lib.atomic import atomic_write_bytes
 
     atomic_write_bytes(root / name, ids.tobytes())
     return hashlib.sha256(ids).hexdigest()
@@ -207,7 +207,7 @@ def prepare_shards(corpus: str, tokenizer: str, tokens: int | None = None, out: 
     root.mkdir(parents=True, exist_ok=True)
     # One preparation per folder at a time (two sweep points, or DDP ranks, asking for the same corpus): the
     # second waits, then finds the shards ready or continues where the first stopped.
-    with _locked(root / _LOCK):
+    with locked(root / _LOCK):
         return _prepare_locked(corpus, spec, tokenizer, tok, tokens, root, workers, shard_tokens, val_tokens, progress)
 
 

@@ -149,10 +149,11 @@ def _recorded(f: DataFile) -> dict | None:
 
 def _record(f: DataFile, sha256: str, size: int, source: str) -> None:
     """Add `f`'s SHA-256 and size to its dataset's checksums.json (read-modify-write under a lock)."""
-    from spdf_lib.records import atomic_write_text, now
+    from spdf_lib.atomic import atomic_write_text
+    from spdf_lib.provenance import now
 
     path = _record_file(f)
-    with dl._locked(path.with_name(RECORD_NAME + ".lock")):
+    with dl.locked(path.with_name(RECORD_NAME + ".lock")):
         records = json.loads(path.read_text()) if path.is_file() else {}
         records[f.path] = {"sha256": sha256, "size": size, "source": source, "recorded": now()}
         atomic_write_text(path, json.dumps(records, indent=1, sort_keys=True) + "\n")

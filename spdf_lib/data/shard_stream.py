@@ -7,8 +7,8 @@ the pages of its windows.
 
 Which windows a step sees: each shard is cut into windows of `seq_len + 1` tokens that start every `seq_len`
 tokens (consecutive windows share one token, so every token but a shard's first is predicted once per epoch; a
-shard's tail shorter than a window is not used). One epoch visits every window exactly once: the shards in an order shuffled
-per epoch, and within a shard its windows in an order shuffled per (epoch, shard). Global example `i` is a pure
+shard's tail shorter than a window is not used). One epoch visits every window exactly once: the shards in an order
+shuffled per epoch, and within a shard its windows in an order shuffled per (epoch, shard). Global example `i` is a pure
 function of (seed, i), and step `s` takes examples `s·n … s·n + n − 1`, so:
 
 - a resumed run sees exactly the windows it would have seen (no sampler state to save);

@@ -126,7 +126,7 @@ class ShardSet:
 
     def save(self) -> None:
         """Rewrite `index.json` atomically (the folder's files must already be complete)."""
-        from spdf_lib.records import atomic_write_text
+        from spdf_lib.atomic import atomic_write_text
 
         atomic_write_text(self.root / INDEX, json.dumps(self.to_json(), indent=1) + "\n")
 

@@ -44,7 +44,9 @@ class PackedStream:
         self._eval = [("val", int(i * last / n)) for i in range(n)]
 
     def examples(self, step: int, n: int) -> list:
-        starts = torch.randint(0, len(self.train_ids) - self.seq_len - 1, (n,), generator=step_generator(self.seed, step))
+        starts = torch.randint(
+            0, len(self.train_ids) - self.seq_len - 1, (n,), generator=step_generator(self.seed, step)
+        )
         return [("train", int(s)) for s in starts]
 
     def eval_examples(self) -> list:

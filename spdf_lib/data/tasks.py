@@ -1,4 +1,4 @@
-"""Data-to-text tasks for SPDF's downstream evaluation (papers.md §1): E2E, WebNLG 2017 and DART v1.1.1.
+"""Data-to-text tasks for SPDF's downstream evaluation (Thangarasa et al. 2023, §4): E2E, WebNLG 2017 and DART v1.1.1.
 
 Every file is read through the data registry (`spdf_lib.data.registry.fetch`), so it is verified against its
 checksum, and a file the mirror lacks fails with the registry's one-line error naming its download URL.
@@ -21,8 +21,8 @@ Splits. Each task maps logical split names to registry files (`TASKS[task].split
 | dart   | train        | dart-v1.1.1-full-train.json                                 | not in the offline mirror |
 | dart   | dev          | dart-v1.1.1-full-dev.json                                   | 2,768 entries |
 | dart   | test         | dart-v1.1.1-full-test.json                                  | not in the offline mirror |
-| dart   | test_xml     | dart-v1.1.1-full-test.xml                                   | the test set as XML, 5,097 entries |
-| curation | train / validation / test | curation-corpus-base.csv + the fetched articles | 80/10/10 by a seeded hash of the URL |
+| dart   | test_xml     | dart-v1.1.1-full-test.xml                                   | the test set as XML, 5,097 |
+| curation | train, validation, test | curation-corpus-base.csv + fetched articles | 80/10/10, seeded URL hash |
 
 What to train and evaluate on is a *setup* (`TaskSpec.setups`), overridable split by split in `load_task`:
 `paper` trains on train and evaluates on test (needs the files the mirror lacks for E2E and DART); `offline`

@@ -6,8 +6,8 @@
   length-bucketed batches), scores option texts as continuations (cloze: each question's context and options
   packed into one sequence under a 4-D mask, several questions a pass; or the context's KV cache reused for the
   options where a model cannot take such a mask) and generates greedily with the model's chat template.
-- `ApiLM` (`spdf_lib.exams.api`): a chat-completions endpoint through the `openai` client. The base URL and key come from the
-  environment (`OPENAI_BASE_URL`, `OPENAI_API_KEY`) and never enter parameters, notebooks or run records.
+- `ApiLM` (`spdf_lib.exams.api`): a chat-completions endpoint through the `openai` client. The base URL and key come
+  from the environment (`OPENAI_BASE_URL`, `OPENAI_API_KEY`) and never enter parameters, notebooks or run records.
 """
 
 from __future__ import annotations
@@ -332,7 +332,9 @@ class LocalLM:
         mask = (causal & ((sk == sq) | ((sk == 0) & (sq >= 0))))[:, None]  # (B, 1, W, W): True = attend
         dev = self.device
         if self.model.config._attn_implementation != "sdpa":  # eager attention adds the mask: 0 or the dtype's min
-            mask = torch.zeros(mask.shape, dtype=self.model.dtype).masked_fill_(~mask, torch.finfo(self.model.dtype).min)
+            mask = torch.zeros(mask.shape, dtype=self.model.dtype).masked_fill_(
+                ~mask, torch.finfo(self.model.dtype).min
+            )
         logits = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                             logits_to_keep=keep.to(dev), use_cache=False).logits  # (kept positions, vocab)
         logits = logits.reshape(-1, logits.shape[-1])

@@ -12,7 +12,7 @@
 - Majority letter: always answer the most frequent key letter of the evaluated questions (a global, key-aware
   strategy) and, stronger, the most frequent key letter(s) of each certification (`majority_per_cert`), each
   in both definitions (`…_strict`: the one most frequent letter). Both read the answer keys: they measure how
-  far letter imbalance alone goes, which is why a model's pass share means little without them (papers.md §3).
+  far letter imbalance alone goes, which is why a model's pass share means little without them (Noever & Ciolino 2023).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import sys
 def _cmd_exam(args: argparse.Namespace) -> int:
     from spdf_lib import params as P
     from spdf_lib.experiments import load
-    from spdf_lib.records import new_run_dir
+    from spdf_lib.locations import new_run_dir
 
     if args.sample is not None and args.sample < 1:  # 0 would silently mean "no sample": the preset's questions
         raise P.ParamsError(f"--sample {args.sample}: must be at least 1 (leave --sample out to use the preset's "

@@ -125,7 +125,35 @@ def reference_counts(questions: list[Question]) -> dict[str, int]:
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
-    ["a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "be", "by", "with", "as", "at", "from", "that", "this", "which", "what", "who", "it", "its", "not", "no"]
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "be",
+        "by",
+        "with",
+        "as",
+        "at",
+        "from",
+        "that",
+        "this",
+        "which",
+        "what",
+        "who",
+        "it",
+        "its",
+        "not",
+        "no",
+    ]
 )
 
 

@@ -1,6 +1,6 @@
 """Loading the certification questions: text repair, option parsing, answer keys, exclusion reasons.
 
-The authors' public data (`certify/certification_exams.csv`, see papers.md §3) stores each question as one
+The authors' public data (`certify/certification_exams.csv`, Noever & Ciolino 2023) stores each question as one
 string, the stem followed by inline options `A. … B. … C. …`, and its answer key as a string of letters. This
 module turns every row into a `Question`. Nothing is dropped: a row that cannot be scored keeps its place with an
 `excluded` reason code, and `DataReport` counts rows loaded, repaired and excluded by reason.

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from spdf_lib.exams import plots
-from spdf_lib.exams.report import letter_tvd
+from spdf_lib.exams.tables import letter_tvd
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, column
+from spdf_lib.report_document import Report, column
 
 PAPER_GPT3_PASS_SHARE = 0.39  # GPT-3 passed 39% of 1,149 certifications
 PAPER_TURBO_OSCP = 1.0  # "Turbo GPT-3.5" scored 100% on the OSCP set
@@ -68,16 +68,19 @@ def section(results: pd.DataFrame, rep: Report) -> None:
                "oscp": f"{oscp['correct'].iloc[0]}/{oscp['questions'].iloc[0]}" if len(oscp) else "—"}
         rows.append(row)
         beats = row["pass_share"] > max(row["random"], row["majority_per_cert"])
-        rep.figure(plots.pass_share_by_field(headline, title=label), f"exams_pass_share_{label}",
-                   f"- {label}: {row['pass_share']:.0%} passed ({row['circular_pass_share']:.0%} under CircularEval) "
-                   f"against {row['random']:.0%} expected from random guessing, "
-                   f"{top['best_always_strict_pass_share']:.0%} from always answering "
-                   f"'{top['best_always_strict_letter']}' (strict single letter; "
-                   f"{top['best_always_pass_share']:.0%} with as many letters as the key) and "
-                   f"{row['majority_per_cert']:.0%} from each certification's majority letter — "
-                   f"{'above' if beats else 'not above'} the letter baselines; it answered {_top_choice(records['choice'])} "
-                   f"(distance of its letters from the keys': {row['letter_tvd']:.2f}). The paper's GPT-3 passed "
-                   f"{PAPER_GPT3_PASS_SHARE:.0%} of 1,149 certifications; " + _oscp_sentence(row["oscp"], oscp_keys))
+        rep.figure(
+            plots.pass_share_by_field(headline, title=label),
+            f"exams_pass_share_{label}",
+            f"- {label}: {row['pass_share']:.0%} passed ({row['circular_pass_share']:.0%} under CircularEval) "
+            f"against {row['random']:.0%} expected from random guessing, "
+            f"{top['best_always_strict_pass_share']:.0%} from always answering "
+            f"'{top['best_always_strict_letter']}' (strict single letter; "
+            f"{top['best_always_pass_share']:.0%} with as many letters as the key) and "
+            f"{row['majority_per_cert']:.0%} from each certification's majority letter — "
+            f"{'above' if beats else 'not above'} the letter baselines; it answered {_top_choice(records['choice'])} "
+            f"(distance of its letters from the keys': {row['letter_tvd']:.2f}). The paper's GPT-3 passed "
+            f"{PAPER_GPT3_PASS_SHARE:.0%} of 1,149 certifications; " + _oscp_sentence(row["oscp"], oscp_keys),
+        )
     table = pd.DataFrame(rows)
     rep.tables["exams"] = table
     rep.say("Share of the selected certifications passed (score over 70%), beside the baselines that must "

@@ -26,13 +26,16 @@ from typing import Any
 
 import pandas as pd
 
+from spdf_lib.atomic import atomic_write_text
 from spdf_lib.exams.cloze import cloze_context, reference_counts
 from spdf_lib.exams.fields import FieldRules, assign_fields, coverage, load_rules
 from spdf_lib.exams.params import ExamParams
 from spdf_lib.exams.parse import DATA_FILE, DATASET, DataReport, Question, load_questions
 from spdf_lib.exams.price import ExamPlan, plan_requests
 from spdf_lib.exams.prompts import SYSTEM, generation_prompt, loglik_prompt
-from spdf_lib.exams.report import (
+from spdf_lib.exams.resume import Resumable, requests_record
+from spdf_lib.exams.scoring import n_answers, score_all
+from spdf_lib.exams.tables import (
     baseline_table,
     certification_table,
     headline_table,
@@ -41,9 +44,10 @@ from spdf_lib.exams.report import (
     split_note,
     whole_certifications,
 )
-from spdf_lib.exams.resume import Resumable, requests_record
-from spdf_lib.exams.scoring import n_answers, score_all
-from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir, read_table, write_json
+from spdf_lib.jsonio import write_json
+from spdf_lib.locations import new_run_dir
+from spdf_lib.records import Run, read_table
+from spdf_lib.run_status import ends_runs_on_error
 
 
 def read_questions_file(path: str | Path, questions: list[Question]) -> list[Question]:

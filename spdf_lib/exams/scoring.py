@@ -15,13 +15,14 @@ that names other options ("All of the above") is scored in `hybrid`, and its rec
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tqdm import tqdm
 
-from spdf_lib.exams import pride as P
+from spdf_lib.exams import pride
 from spdf_lib.exams.cloze import (
     UNCONDITIONAL,
     Norm,
@@ -99,120 +100,158 @@ class _Bar:
         self.bar.close()
 
 
-def score(
-    lm,
-    questions: list[Question],
-    mode: Mode = "loglik",
-    circular: bool = False,
-    answer_count: AnswerCount = "key",
-    batch_tokens: int = 2048,
-    max_new_tokens: int = 16,
-    fields: dict[str, str] | None = None,
-    prompt_format: PromptFormat = "chat",
-    progress: bool = True,
-    formulation: str = "mcf",
-    norm: Norm = "char",
-    pride: bool = False,
-    pride_share: float = 0.05,
-    seed: int = 0,
-) -> list[dict]:
-    """Ask `lm` every question (and its rotations) and return one record per question.
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How `score` asks the questions.
 
-    `formulation` `mcf` scores letters (log-likelihood) or generates; `cf` and `hybrid` score option texts under
-    `norm` (`score_options`). `lm` is a `LocalLM` (every formulation and mode) or an `ApiLM` (`mcf` generation);
-    `prompt_format` (generation) is `chat` or `plain` (see `prompts`). A record holds the model, question id,
-    certification, field, parsed options, key, the exact prompt of the unrotated question (`prompt`: the
-    rendered chat, the API request's messages as JSON, or the text), the chosen letters, whether they are
-    correct, the letter log-probabilities (log-likelihood mode) or the reply and its extraction reason
-    (generation mode), and with `circular` the choice (as original letters), reply and reason under every
-    rotation and whether all of them are correct. With `pride` (`mcf` log-likelihood) the records also hold the
-    estimated letter prior (`pride_prior`), the debiased scores, choice and correctness, and whether the question
-    was one of the `pride_share` used for the estimate. `progress` shows a tqdm bar over the questions."""
+    `formulation` `mcf` scores letters (`mode` loglik) or generates (`mode` generate); `cf` and `hybrid` score
+    option texts under `norm` (`score_options`). `circular` asks each question under all its rotations
+    (CircularEval); `answer_count` says how many letters are asked for (`n_answers`). `prompt_format`
+    (generation) is `chat` or `plain` (see `prompts`). `pride` (`mcf` log-likelihood) estimates the letter prior
+    from a `pride_share` of the questions (drawn with `seed`) and divides it out. `batch_tokens` bounds a
+    log-likelihood batch, `max_new_tokens` a reply; `progress` shows a tqdm bar over the questions."""
+
+    mode: Mode = "loglik"
+    circular: bool = False
+    answer_count: AnswerCount = "key"
+    batch_tokens: int = 2048
+    max_new_tokens: int = 16
+    prompt_format: PromptFormat = "chat"
+    progress: bool = True
+    formulation: str = "mcf"
+    norm: Norm = "char"
+    pride: bool = False
+    pride_share: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class QuestionRecord:
+    """What `score` records of one question (`mcf`), in this order; `as_dict` is the record the exam run writes
+    (PriDe adds its keys there: `apply_pride`)."""
+
+    model: str
+    qid: str
+    row: int
+    certification: str
+    field: str  # the certification's field (`fields`), "" when unknown
+    number: Any
+    options: list[str]  # as parsed
+    n_options: int
+    key: str  # the correct letters, sorted
+    n_answers: int  # letters asked for
+    mode: Mode
+    formulation: str  # always "mcf" here (`score_options` records cf and hybrid)
+    scored_as: str
+    formulation_reason: str | None
+    prompt_format: str  # chat or plain (generation), loglik
+    prompt: str  # the exact prompt of the unrotated question (rendered chat, API messages as JSON, or text)
+    choice: str | None  # the chosen letters (sorted), None when a reply named none
+    correct: bool
+    letter_logprobs: list[float] | None  # log-likelihood mode
+    reply: str | None  # generation mode
+    extraction: str | None  # generation mode: how the letters were read from the reply
+    rotation_choices: list[str | None] = dataclasses.field(default_factory=list)  # circular: as original letters
+    rotation_logprobs: list | None = None  # circular or PriDe estimation (log-likelihood mode)
+    rotation_replies: list | None = None  # circular generation
+    rotation_extractions: list | None = None
+    circular_correct: bool | None = None  # circular: every rotation answered correctly
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def score(lm, questions: list[Question], opts: ScoreOptions = ScoreOptions(),
+          fields: dict[str, str] | None = None) -> list[dict]:
+    """Ask `lm` every question (and its rotations) as `opts` says and return one record per question: a
+    `QuestionRecord` as a dict (`cf`, `hybrid`: `score_options`'s records), with PriDe's keys under `opts.pride`.
+
+    `lm` is a `LocalLM` (every formulation and mode) or an `ApiLM` (`mcf` generation); `fields` maps a
+    certification to its field."""
     questions = [q for q in questions if q.scored]
-    if formulation in ("cf", "hybrid"):
-        if mode != "loglik":
-            raise ValueError(f"formulation {formulation} scores option texts: set mode=loglik (generation is mcf)")
-        return score_options(lm, questions, formulation, norm, answer_count, fields, progress)
-    if formulation != "mcf":
-        raise ValueError(f"formulation {formulation!r}: score() takes mcf, cf or hybrid (best runs two of them)")
-    if mode == "loglik" and not hasattr(lm, "letter_logprobs"):
+    if opts.formulation in ("cf", "hybrid"):
+        if opts.mode != "loglik":
+            raise ValueError(f"formulation {opts.formulation} scores option texts: set mode=loglik (generation is mcf)")
+        return score_options(lm, questions, opts.formulation, opts.norm, opts.answer_count, fields, opts.progress)
+    if opts.formulation != "mcf":
+        raise ValueError(f"formulation {opts.formulation!r}: score() takes mcf, cf or hybrid (best runs two of them)")
+    if opts.mode == "loglik" and not hasattr(lm, "letter_logprobs"):
         raise ValueError(f"{type(lm).__name__} cannot score log-likelihoods; use mode=generate")
-    if mode not in ("loglik", "generate"):
-        raise ValueError(f"mode {mode!r}: choose loglik or generate")
-    pride = pride and mode == "loglik"
-    estimation = P.estimation_sample(questions, pride_share, seed) if pride else set()
-    jobs = _jobs(questions, circular, answer_count, estimation)
-    bar = _Bar(jobs, len(questions), f"scoring {lm.name} ({mode})", progress,
-               getattr(lm, "stats", None))
+    if opts.mode not in ("loglik", "generate"):
+        raise ValueError(f"mode {opts.mode!r}: choose loglik or generate")
+    with_pride = opts.pride and opts.mode == "loglik"
+    estimation = pride.estimation_sample(questions, opts.pride_share, opts.seed) if with_pride else set()
+    jobs = _jobs(questions, opts.circular, opts.answer_count, estimation)
+    bar = _Bar(jobs, len(questions), f"scoring {lm.name} ({opts.mode})", opts.progress, getattr(lm, "stats", None))
+    answers = _ask(lm, jobs, opts, bar)
+    out = [r.as_dict() for r in _records(lm, jobs, answers, opts, fields, estimation)]
+    if with_pride:
+        apply_pride(out, estimation)
+    return out
+
+
+@dataclass
+class _Answers:
+    """The model's answers to the jobs, one entry per job."""
+
+    shown: list  # the chosen letters in the shown order, None when a reply named none
+    scores: list  # letter log-probabilities (log-likelihood mode)
+    replies: list  # generation mode
+    reasons: list  # generation mode
+    texts: list[str]  # the unrotated prompt of each question (other jobs: "")
+
+
+def _ask(lm, jobs: list[Asked], opts: ScoreOptions, bar: _Bar) -> _Answers:
+    """Put every job to `lm`: letter log-likelihoods, or generated replies with the letters extracted."""
     try:
-        if mode == "loglik":
+        if opts.mode == "loglik":
             texts = [loglik_prompt(j.q, j.order) for j in jobs]
-            scores = lm.letter_logprobs(texts, [len(j.order) for j in jobs], batch_tokens=batch_tokens,
+            scores = lm.letter_logprobs(texts, [len(j.order) for j in jobs], batch_tokens=opts.batch_tokens,
                                         progress=bar)
             shown = [top_letters(s, j.k) for s, j in zip(scores, jobs, strict=True)]
-            replies: list[str | None] = [None] * len(jobs)
-            reasons: list[str | None] = [None] * len(jobs)
-        else:
-            prompts = [generation_prompt(j.q, j.k, prompt_format, j.order) for j in jobs]
-            texts = [lm.render(p) if i == 0 or jobs[i].q is not jobs[i - 1].q else ""
-                     for i, p in enumerate(prompts)]  # the unrotated prompt of each question, rendered once
-            replies = lm.generate(prompts, max_new_tokens=max_new_tokens, progress=bar)
-            found = [extract_answer(r, len(j.order)) for r, j in zip(replies, jobs, strict=True)]
-            shown = [e.letters if e.answered else None for e in found]
-            reasons = [e.reason for e in found]
-            scores = [None] * len(jobs)
+            return _Answers(shown, scores, [None] * len(jobs), [None] * len(jobs), texts)
+        prompts = [generation_prompt(j.q, j.k, opts.prompt_format, j.order) for j in jobs]
+        texts = [lm.render(p) if i == 0 or jobs[i].q is not jobs[i - 1].q else ""
+                 for i, p in enumerate(prompts)]  # the unrotated prompt of each question, rendered once
+        replies = lm.generate(prompts, max_new_tokens=opts.max_new_tokens, progress=bar)
+        found = [extract_answer(r, len(j.order)) for r, j in zip(replies, jobs, strict=True)]
+        return _Answers([e.letters if e.answered else None for e in found], [None] * len(jobs), replies,
+                        [e.reason for e in found], texts)
     finally:
         bar.close()
 
-    records: dict[str, dict] = {}
-    for j, s, sc, reply, reason, text in zip(jobs, shown, scores, replies, reasons, texts, strict=True):
+
+def _records(lm, jobs: list[Asked], a: _Answers, opts: ScoreOptions, fields: dict[str, str] | None,
+             estimation: set[str]) -> list[QuestionRecord]:
+    """One record per question from its jobs' answers: the first job (the unrotated order) fills it, the
+    rotations add their choices."""
+    mode, circular = opts.mode, opts.circular
+    records: dict[str, QuestionRecord] = {}
+    for j, s, sc, reply, reason, text in zip(jobs, a.shown, a.scores, a.replies, a.reasons, a.texts, strict=True):
         original = to_original(s, j.order) if s is not None else None
         chosen = "".join(sorted(original)) if original is not None else None
         rec = records.get(j.q.qid)
         if rec is None:  # the first job of a question is its unrotated order
-            rec = records[j.q.qid] = {
-                "model": lm.name,
-                "qid": j.q.qid,
-                "row": int(j.q.qid),
-                "certification": j.q.certification,
-                "field": (fields or {}).get(j.q.certification, ""),
-                "number": j.q.number,
-                "options": list(j.q.options),
-                "n_options": len(j.q.options),
-                "key": "".join(sorted(j.q.key)),
-                "n_answers": j.k,
-                "mode": mode,
-                "formulation": "mcf",
-                "scored_as": "mcf",
-                "formulation_reason": None,
-                "prompt_format": prompt_format if mode == "generate" else "loglik",
-                "prompt": text,
-                "choice": chosen,
-                "correct": original == j.q.key,
-                "letter_logprobs": sc,
-                "reply": reply,
-                "extraction": reason,
-                "rotation_choices": [],
-                "rotation_logprobs": [] if mode == "loglik" and (circular or j.q.qid in estimation) else None,
-                "rotation_replies": [] if mode == "generate" and circular else None,
-                "rotation_extractions": [] if mode == "generate" and circular else None,
-            }
-        if rec["rotation_logprobs"] is not None:
-            rec["rotation_logprobs"].append(sc)
+            rec = records[j.q.qid] = QuestionRecord(
+                model=lm.name, qid=j.q.qid, row=int(j.q.qid), certification=j.q.certification,
+                field=(fields or {}).get(j.q.certification, ""), number=j.q.number, options=list(j.q.options),
+                n_options=len(j.q.options), key="".join(sorted(j.q.key)), n_answers=j.k, mode=mode,
+                formulation="mcf", scored_as="mcf", formulation_reason=None,
+                prompt_format=opts.prompt_format if mode == "generate" else "loglik", prompt=text, choice=chosen,
+                correct=original == j.q.key, letter_logprobs=sc, reply=reply, extraction=reason,
+                rotation_logprobs=[] if mode == "loglik" and (circular or j.q.qid in estimation) else None,
+                rotation_replies=[] if mode == "generate" and circular else None,
+                rotation_extractions=[] if mode == "generate" and circular else None)
+        if rec.rotation_logprobs is not None:
+            rec.rotation_logprobs.append(sc)
         if circular:
-            rec["rotation_choices"].append(chosen)
+            rec.rotation_choices.append(chosen)
             if mode == "generate":
-                rec["rotation_replies"].append(reply)
-                rec["rotation_extractions"].append(reason)
+                rec.rotation_replies.append(reply)
+                rec.rotation_extractions.append(reason)
     for rec in records.values():
-        if circular:
-            rec["circular_correct"] = all(c == rec["key"] for c in rec["rotation_choices"])
-        else:
-            rec["circular_correct"] = None
-    out = list(records.values())
-    if pride:
-        apply_pride(out, estimation)
-    return out
+        rec.circular_correct = all(c == rec.key for c in rec.rotation_choices) if circular else None
+    return list(records.values())
 
 
 def apply_pride(records: list[dict], estimation: set[str]) -> dict[int, list[float]]:
@@ -220,7 +259,7 @@ def apply_pride(records: list[dict], estimation: set[str]) -> dict[int, list[flo
     from the records in `estimation` (their `rotation_logprobs`, every rotation), divided out of the others'
     letter log-probabilities; the estimation questions are answered from their rotation average."""
     est = [r for r in records if r["qid"] in estimation]
-    prior = P.estimate_prior([r["rotation_logprobs"] for r in est])
+    prior = pride.estimate_prior([r["rotation_logprobs"] for r in est])
     counts: dict[int, int] = {}
     for r in est:
         counts[r["n_options"]] = counts.get(r["n_options"], 0) + 1
@@ -228,9 +267,9 @@ def apply_pride(records: list[dict], estimation: set[str]) -> dict[int, list[flo
         n = r["n_options"]
         r["pride_estimation"] = r["qid"] in estimation
         if r["pride_estimation"]:
-            scores = P.original_average(r["rotation_logprobs"])
+            scores = pride.original_average(r["rotation_logprobs"])
         else:
-            scores = P.debias(r["letter_logprobs"], prior.get(n))
+            scores = pride.debias(r["letter_logprobs"], prior.get(n))
         r["pride_prior"] = prior.get(n)
         r["pride_prior_questions"] = counts.get(n, 0)
         r["pride_scores"] = scores
@@ -287,8 +326,8 @@ def score_options(
 def score_all(p, lm, chosen: list[Question], fields: dict[str, str], fmt: str, progress: bool) -> dict[str, list[dict]]:
     """Records by formulation of the exam `p` (`ExamParams`): one, or (`best`, as OLMES) both mcf and cf."""
     formulation = p.resolved_formulation
-    kw = dict(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
-              max_new_tokens=p.max_new_tokens, fields=fields, prompt_format=fmt if p.mode == "generate" else "chat",
-              progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
+    opts = ScoreOptions(mode=p.mode, circular=p.circular, answer_count=p.answer_count, batch_tokens=p.batch_tokens,
+                        max_new_tokens=p.max_new_tokens, prompt_format=fmt if p.mode == "generate" else "chat",
+                        progress=progress, norm=p.norm, pride=p.pride, pride_share=p.pride_share, seed=p.seed)
     forms = ("mcf", "cf") if formulation == "best" else (formulation,)
-    return {f: score(lm, chosen, formulation=f, **kw) for f in forms}
+    return {f: score(lm, chosen, dataclasses.replace(opts, formulation=f), fields) for f in forms}

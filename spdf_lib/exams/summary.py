@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spdf_lib.exams.report import format_baselines, format_letters, format_table
-from spdf_lib.records import read_json, read_table
+from spdf_lib.exams.tables import format_baselines, format_letters, format_table
+from spdf_lib.jsonio import read_json
+from spdf_lib.records import read_table
 
 
 def summary_text(run_dir: str | Path, all_letters: bool = True) -> str:

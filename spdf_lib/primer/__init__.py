@@ -1,8 +1,9 @@
 """Primer — Searching for Efficient Transformers for Language Modeling (So et al., NeurIPS 2021).
 
 - `params`: the parameter schema of the `primer` ablation and its variants (torch-free).
-- `run`: every variant at every size and seed, each point a `spdf_lib.spdf.pretrain` run.
+- `run`: every variant at every size and seed, each point a `spdf_lib.pretrain` run (the core's pre-training).
 - `analysis`: the paper's speedup factor (§4) and the power-law fits (§4.2, Fig. 1).
+- `cost`: a Primer point's price on this machine and on GPUs (the experiment table's `price_ref`, `gpu_cost_ref`).
 - `plots`, `report_section`: Primer's figures and its part of the report.
 - In its regime (issue 34; docs/primer.md): the variants as `spdf_pretrain` runs in SPDF's recipe. `speedup`
   (read from annealed endpoints, interval from the pooled seed noise), `grid` (run records to arms), `study`

@@ -5,7 +5,7 @@
   and a variant whose FFN never grows its scale has not used the activation;
 - `tap_drift`: per layer, how far MDHA's conv taps moved from their init (current tap 0.5, past taps 0.5/k):
   taps that stayed at init mean the convolution learned nothing beyond a fixed smoothing.
-The per-group update/weight ratios come from training with `diagnostics: true` (`spdf_lib.train.update_ratios`).
+The per-group update/weight ratios come from training with `diagnostics: true` (`spdf_lib.train_step.update_ratios`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pandas as pd
 
 from spdf_lib.primer.params import VARIANTS
 from spdf_lib.primer.speedup import Curve
-from spdf_lib.reporting import column
+from spdf_lib.report_document import column
 from spdf_lib.stats import SeedNoise, pooled_seed_noise
 
 SIZES_ORDER = ("nano", "micro", "mini", "small", "gpt2-small", "gpt2-small-2048", "gpt3-xl")  # smallest first

@@ -10,7 +10,7 @@ import pandas as pd
 from spdf_lib.plots import metrics_frame
 from spdf_lib.primer import grid, plots, study
 from spdf_lib.primer.preconditions import check_size, warning
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 
 
 def section(results: pd.DataFrame, rep: Report) -> bool:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from spdf_lib.primer import analysis, plots, report_regime
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, ok_runs
+from spdf_lib.report_document import Report, ok_runs
 from spdf_lib.stats import bootstrap_ratio, ratio_verdict
 
 PAPER_EZ_SPEEDUP_35M = (1.75, 2.34)  # Primer-EZ at ~35M on LM1B, depending on codebase/hardware
@@ -47,10 +47,13 @@ def section(results: pd.DataFrame, rep: Report) -> None:
         if ez is not None:
             where = "within" if lo <= ez <= hi else ("below" if ez < lo else "above")
             n = tables["runs"]["n_params"]
-            text = (f"- Power laws over {summary['size'].nunique()} sizes (shared exponent k = "
-                    f"{powerlaw['k'].iloc[0]:.3f}): Primer-EZ's implied constant compute saving is **{ez:.2f}x** (a fit, without an interval), "
-                    f"{where} the paper's {lo}x–{hi}x at 35M parameters (the kit's models here: {n.min() / 1e6:.2f}M–"
-                    f"{n.max() / 1e6:.2f}M parameters, {tables['runs']['tokens'].max():.3g} tokens at most).")
+            text = (
+                f"- Power laws over {summary['size'].nunique()} sizes (shared exponent k = "
+                f"{powerlaw['k'].iloc[0]:.3f}): Primer-EZ's implied constant compute saving is **{ez:.2f}x** "
+                f"(a fit, without an interval), "
+                f"{where} the paper's {lo}x–{hi}x at 35M parameters (the kit's models here: {n.min() / 1e6:.2f}M–"
+                f"{n.max() / 1e6:.2f}M parameters, {tables['runs']['tokens'].max():.3g} tokens at most)."
+            )
         rep.figure(plots.power_law(summary, powerlaw), "primer_power_law", text)
     rep.say("")
 

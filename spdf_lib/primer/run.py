@@ -1,46 +1,44 @@
-"""The Primer ablation run (So et al. 2021, §4): every variant at every size and seed, each point one
-`spdf_pretrain` run (the same runner, records and checkpoints as SPDF's pre-training) with the variant's
+"""The Primer ablation run (So et al. 2021, §4): every variant at every size and seed, each point one run of the
+core's pre-training (`spdf_lib.pretrain`: the same runner, records and checkpoints as SPDF's) with the variant's
 architecture options; then speedups and power laws (`spdf_lib.primer.analysis`).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from spdf_lib.jsonio import read_json
+from spdf_lib.locations import new_run_dir
+from spdf_lib.params import Params
 from spdf_lib.plots import metrics_frame
 from spdf_lib.precision import resolve
+from spdf_lib.pretrain import run_pretrain
+from spdf_lib.pretrain_params import PretrainBase, PretrainParams, steps_for
 from spdf_lib.primer import analysis
 from spdf_lib.primer.params import VARIANTS, PrimerParams
-from spdf_lib.records import Run, ends_runs_on_error, new_run_dir, read_json
-from spdf_lib.spdf.params import PretrainParams
-from spdf_lib.spdf.pretrain import run_pretrain
+from spdf_lib.records import Run
+from spdf_lib.run_status import ends_runs_on_error
 
 TABLES = ("runs", "speedups", "summary", "powerlaw")  # what a Primer run writes (records.read_table names)
 
 
 def point_params(p: PrimerParams, size: str, variant: str, seed: int) -> PretrainParams:
-    """The pre-training parameters of one (size, variant, seed) run of the Primer ablation."""
+    """The pre-training parameters of one (size, variant, seed) run of the Primer ablation: the shared fields
+    of `PretrainBase` as `p` sets them, the variant's architecture, and a budget of `tokens_per_param` per
+    parameter of the size."""
     from spdf_lib.modeling_gpt import GPTForCausalLM, gpt_config
 
-    vocab = 50257 + 2 if p.tokenizer == "gpt2" else p.vocab_size  # GPT-2's, with <|pad|> and <|sep|> added
     with torch.device("meta"):
-        n_params = sum(x.numel() for x in GPTForCausalLM(gpt_config(size, vocab_size=vocab,
+        n_params = sum(x.numel() for x in GPTForCausalLM(gpt_config(size, vocab_size=p.model_vocab,
                                                                       n_positions=p.seq_len)).parameters())
     tokens = max(p.min_tokens, p.tokens_per_param * n_params)
-    steps = max(1, math.ceil(tokens / (p.batch_size * p.seq_len)))
-    return PretrainParams(
-        model_size=size, **VARIANTS[variant], mdha_kernel=p.mdha_kernel, corpus=p.corpus, tokenizer=p.tokenizer,
-        shards=p.shards, vocab_size=p.vocab_size,
-        tokenizer_max_chars=p.tokenizer_max_chars, seq_len=p.seq_len, tokens=tokens, max_epochs=p.max_epochs,
-        batch_size=p.batch_size,
-        lr=p.lr, warmup_fraction=p.warmup_fraction, eval_every=max(1, steps // p.eval_points),
-        eval_windows=p.eval_windows, precision=p.precision, device=p.device, progress=p.progress, seed=seed,
-        log_every=max(1, steps // 50),
-    )
+    steps = steps_for(tokens, p.batch_size, p.seq_len)
+    shared = p.model_dump(include=set(PretrainBase.model_fields) - set(Params.model_fields))
+    return PretrainParams(model_size=size, **VARIANTS[variant], **shared, tokens=tokens, seed=seed,
+                          eval_every=max(1, steps // p.eval_points), log_every=max(1, steps // 50))
 
 
 @ends_runs_on_error

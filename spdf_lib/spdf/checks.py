@@ -40,14 +40,19 @@ from spdf_lib.spdf.delex import added_slots
 _CHEAP = r"(?<!not )cheap(?:ly|er|est)?|inexpensive(?:ly)?|low[- ]+(?:cost|price[ds]?|priced)|affordabl[ey]|budget"
 _MID = (r"moderate(?:ly)?(?:[- ]+price[ds]?)?|average(?:ly)?[- ]+price[ds]?|mid[- ]*(?:range|price[ds]?|priced|cost)"
         r"|medium[- ]+price[ds]?|reasonabl[ey](?:[- ]+price[ds]?)?|fair(?:ly)?[- ]+price[ds]?")
-_DEAR = (r"(?:quite |very )?expensive|not (?:\w+ )?cheap|high[- ]+(?:cost|end|price[ds]?|priced)|pric(?:ey|y)|costly|upscale"
-         r"|(?:price|cost)s?(?: \w+){0,3} (?:is |are )?high")
+_DEAR = (
+    r"(?:quite |very )?expensive|not (?:\w+ )?cheap|high[- ]+(?:cost|end|price[ds]?|priced)|pric(?:ey|y)|costly|upscale"
+    r"|(?:price|cost)s?(?: \w+){0,3} (?:is |are )?high"
+)
 _RATE = r"(?:customer )?(?:rat(?:ings?|ed|es?)|reviews?|reviewed|score[ds]?|stars?)"
 
 
 def _rating(number: str, words: str) -> list[str]:
-    return [rf"(?:{number})(?:[- ]+stars?| out of (?:5|five)|/5)", rf"(?:{words})(?:ly)?(?:[- ]+\w+){{0,2}}[- ]+{_RATE}",
-            rf"{_RATE}(?: \w+){{0,3}} (?:{words})"]
+    return [
+        rf"(?:{number})(?:[- ]+stars?| out of (?:5|five)|/5)",
+        rf"(?:{words})(?:ly)?(?:[- ]+\w+){{0,2}}[- ]+{_RATE}",
+        rf"{_RATE}(?: \w+){{0,3}} (?:{words})",
+    ]
 
 
 E2E_PATTERNS: dict[str, dict[str, list[str]]] = {
@@ -87,9 +92,14 @@ _KIDS = r"(?:child(?:ren)?|kids?|famil(?:y|ies))"
 # the positive wording is inside it.
 _FAMILY_NO = [
     rf"(?:not|\w+n't|non|no)[- ]+(?:\w+ ){{0,2}}{_KIDS}[- ]*(?:friendly|oriented|orientated)",
-    rf"{_KIDS}[- ]*unfriendly", r"adults?[- ]+only", r"only for adults", r"for adults",
-    rf"(?:not|\w+n't|no) (?:\w+ ){{0,3}}(?:allow|welcom|suit|good|friendly|cater|accept|bring|for)\w* (?:\w+ ){{0,2}}{_KIDS}",
-    rf"{_KIDS} (?:are ?n't|is ?n't|are not|is not) (?:welcome|allowed|accepted)", rf"no {_KIDS}",
+    rf"{_KIDS}[- ]*unfriendly",
+    r"adults?[- ]+only",
+    r"only for adults",
+    r"for adults",
+    rf"(?:not|\w+n't|no) (?:\w+ ){{0,3}}(?:allow|welcom|suit|good|friendly|cater|accept|bring|for)\w* "
+    rf"(?:\w+ ){{0,2}}{_KIDS}",
+    rf"{_KIDS} (?:are ?n't|is ?n't|are not|is not) (?:welcome|allowed|accepted)",
+    rf"no {_KIDS}",
 ]
 _FAMILY_YES = [
     rf"{_KIDS}[- ]*(?:friendly|oriented|orientated)",
@@ -171,7 +181,12 @@ def covered(entity: str, text: str) -> bool:
 
 # --- per example and per corpus ------------------------------------------------------------------------------
 
-BLEU_STATS = ["sys_len", "ref_len", *(f"bleu_correct{n}" for n in range(1, 5)), *(f"bleu_total{n}" for n in range(1, 5))]
+BLEU_STATS = [
+    "sys_len",
+    "ref_len",
+    *(f"bleu_correct{n}" for n in range(1, 5)),
+    *(f"bleu_total{n}" for n in range(1, 5)),
+]
 
 
 def bleu_statistics(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> np.ndarray:
@@ -252,5 +267,7 @@ def corpus_checks(table: pd.DataFrame) -> dict[str, float]:
     if "entities_total" in table:
         out["entity_coverage"] = 100.0 * table["entities_covered"].sum() / max(1, table["entities_total"].sum())
     if "output_entities" in table:  # curation: the output's names that the article has
-        out["entity_support"] = 100.0 * table["output_entities_supported"].sum() / max(1, table["output_entities"].sum())
+        out["entity_support"] = (
+            100.0 * table["output_entities_supported"].sum() / max(1, table["output_entities"].sum())
+        )
     return out

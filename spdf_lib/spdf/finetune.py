@@ -16,11 +16,13 @@ resample) and (with `save_model`) the fine-tuned model and tokenizer in `<run_di
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,14 @@ import torch
 from spdf_lib.checkpoints import verify_model_folder
 from spdf_lib.errors import CorruptFileError
 from spdf_lib.experiments import load
+from spdf_lib.jsonio import read_json, read_jsonl, write_json
+from spdf_lib.locations import new_run_dir
 from spdf_lib.params import ParamsError, preset_path
-from spdf_lib.records import Run, ends_runs_on_error, new_run_dir, read_json, read_jsonl, write_json
+from spdf_lib.pretrain import run_pretrain, save_model
+from spdf_lib.records import Run
+from spdf_lib.run_status import ends_runs_on_error
 from spdf_lib.rundir import claim
 from spdf_lib.spdf.params import FinetuneParams
-from spdf_lib.spdf.pretrain import run_pretrain, save_model
 from spdf_lib.train import is_main_process
 
 PRETRAIN_PREFIX = "pretrain:"  # checkpoint = "pretrain:<preset>": pre-train with that preset first
@@ -256,28 +261,59 @@ def split_record(p: FinetuneParams, data) -> dict[str, Any]:
 # --- the run --------------------------------------------------------------------------------------------------
 
 
+def decode_configs(p: FinetuneParams):
+    """(the test decoding, the greedy validation decoding, the second test decoding or None) of `p`. Validation
+    decodes greedily (with the same repetition rule), whatever the test decoding is."""
+    from spdf_lib.decoding import DecodeConfig
+
+    common = {"no_repeat_ngram_size": p.no_repeat_ngram_size, "max_new_tokens": p.max_new_tokens}
+    test = DecodeConfig(num_beams=p.num_beams, length_penalty=p.length_penalty, batch_size=p.decode_batch_size,
+                        **common)
+    greedy = DecodeConfig(batch_size=max(p.decode_batch_size, 64), **common)
+    second = dataclasses.replace(test, num_beams=p.second_num_beams) if p.second_num_beams else None
+    return test, greedy, second
+
+
+@dataclass
+class Fitted:
+    """A fine-tuned model and what its evaluation needs to know of how it was made."""
+
+    model: Any
+    tok: Any
+    data: Any  # the task's splits (`spdf_lib.data.tasks.TaskData`)
+    view: Callable  # examples as the model reads and writes them (delexicalised for E2E with `e2e_delex`)
+    delex: list[str]
+    val: list  # the held-out training inputs
+    train_examples: list
+    n_pairs: int
+    steps_per_epoch: int
+    checkpoint: Path
+    config: dict[str, Any]  # the pre-trained checkpoint's config.json
+    last: dict[str, Any]  # the training loop's final row
+    run: Run | None
+
+
 @ends_runs_on_error
 def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune (to convergence on held-out inputs), decode the evaluation split, score it with the metrics and
     the task-level checks; writes records, generations.jsonl, metrics.json and the per-example table."""
+    run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_finetune"))
+    check_inputs(p)  # fail fast, before data or compute
+    fitted = fit(p, run_dir)
+    if not fitted.run:
+        return fitted.last
+    return evaluate_and_record(p, fitted, run_dir)
+
+
+def fit(p: FinetuneParams, run_dir: Path) -> Fitted:
+    """Load the task and the pre-trained model, then fine-tune it with the one training loop (early stopping on
+    the held-out inputs); only the main process gets a `run`."""
     from spdf_lib.data.encoding import encode_examples
     from spdf_lib.data.streams import PairData
     from spdf_lib.data.tasks import load_task
-    from spdf_lib.decoding import DecodeConfig, config_dict
-    from spdf_lib.modeling_gpt import architecture_name
-    from spdf_lib.spdf.checks import corpus_checks, example_table
     from spdf_lib.spdf.delex import delexicalise
-    from spdf_lib.spdf.metrics import score_examples, write_generations
     from spdf_lib.train import TrainConfig, train
 
-    run_dir = Path(run_dir or p.run_dir or new_run_dir("spdf_finetune"))
-    check_inputs(p)  # fail fast, before data or compute
-    decode_cfg = DecodeConfig(num_beams=p.num_beams, length_penalty=p.length_penalty,
-                              no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
-                              batch_size=p.decode_batch_size)
-    # validation decodes greedily (with the same repetition rule), whatever the test decoding is
-    greedy = DecodeConfig(max_new_tokens=p.max_new_tokens, no_repeat_ngram_size=p.no_repeat_ngram_size,
-                          batch_size=max(p.decode_batch_size, 64))
     reader = {"articles": p.articles, "split_seed": p.split_seed} if p.task == "curation" else {}
     data = load_task(p.task, p.setup, p.train_split, p.eval_split, max_eval=p.max_eval_examples, **reader)
     if is_main_process():
@@ -310,18 +346,29 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
         stop_mode=stop_mode, min_steps=math.ceil(p.min_epochs * steps_per_epoch),
         checkpoint_every=eval_every if p.patience else 0,
     )
+    greedy = decode_configs(p)[1]
     validate = validator(p.task, view(val), val, tok, greedy, p.max_len, delex) if val else None
     last = train(model, PairData(pairs, val_pairs or pairs[:64], tok.pad_token_id, p.max_len, seed=p.seed), cfg,
                  out_dir=run_dir, run=run, validate=validate)
-    if not run:
-        return last
-    best = last.get("best") or last
-    model.eval()
-    hyps = decode(model, tok, view(data.eval), decode_cfg, p.max_len, progress=p.progress)
+    return Fitted(model, tok, data, view, delex, val, train_examples, len(pairs), steps_per_epoch, checkpoint,
+                  config, last, run)
+
+
+def evaluate_and_record(p: FinetuneParams, f: Fitted, run_dir: Path) -> dict[str, Any]:
+    """Decode the evaluation split (twice with `second_num_beams`), score it, write generations, the per-example
+    tables, metrics.json, the model and the results; then remove the resume state."""
+    from spdf_lib.decoding import config_dict
+    from spdf_lib.spdf.checks import corpus_checks, example_table
+    from spdf_lib.spdf.metrics import score_examples, write_generations
+
+    run, data, delex, view = f.run, f.data, f.delex, f.view
+    decode_cfg, _, second_cfg = decode_configs(p)
+    f.model.eval()
+    hyps = decode(f.model, f.tok, view(data.eval), decode_cfg, p.max_len, progress=p.progress)
     write_generations(run_dir / "generations.jsonl", data.eval, hyps)
     scored = score_examples(data.eval, hyps, p.metrics, workers=p.metric_workers)
     table = example_table(p.task, data.eval, hyps, delex)
-    losses = example_losses(model, tok, view(data.eval), p.max_len, precision=p.precision)
+    losses = example_losses(f.model, f.tok, view(data.eval), p.max_len, precision=p.precision)
     table["loss_sum"], table["loss_tokens"] = losses[:, 0], losses[:, 1].astype(int)
     table["source"], table["reference"] = [e.source for e in data.eval], [e.references[0] for e in data.eval]
     table["hypothesis"] = hyps
@@ -331,45 +378,70 @@ def run_finetune(p: FinetuneParams, run_dir: str | Path | None = None) -> dict[s
     reference = corpus_checks(example_table(p.task, data.eval, [e.references[0] for e in data.eval], delex))
     extra: dict[str, float] = {f"reference_{k}": v for k, v in reference.items() if k != "len_ratio"}
     extra |= curation_extras(p.task, data.eval, losses, p.metrics)  # perplexity, lead-3 beside every score
-    if p.second_num_beams:  # the same model decoded a second way: does the decoding change a conclusion?
-        second_cfg = DecodeConfig(num_beams=p.second_num_beams, length_penalty=p.length_penalty,
-                                  no_repeat_ngram_size=p.no_repeat_ngram_size, max_new_tokens=p.max_new_tokens,
-                                  batch_size=p.decode_batch_size)
-        second_hyps = decode(model, tok, view(data.eval), second_cfg, p.max_len, progress=p.progress)
+    if second_cfg is not None:  # the same model decoded a second way: does the decoding change a conclusion?
+        second_hyps = decode(f.model, f.tok, view(data.eval), second_cfg, p.max_len, progress=p.progress)
         second_table = example_table(p.task, data.eval, second_hyps, delex).assign(hypothesis=second_hyps)
         run.write_table("examples_second", second_table)
         extra |= {f"second_{k}": v for k, v in {**score_examples(data.eval, second_hyps, ["bleu"]).scores,
                                                 **corpus_checks(second_table)}.items()}
     curve = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_loss" in r]
     run.write_table("validation", pd.DataFrame(curve).rename(columns={"eval_loss": "val_loss"}))
-    write_json(run_dir / "metrics.json", {"scores": scored.scores, "missing": scored.missing,
-                                          "signatures": scored.signatures, "checks": checks,
-                                          "second_decoding": {k: v for k, v in extra.items() if k.startswith("second_")},
-                                          "decoding": config_dict(decode_cfg), "train_split": data.train_split,
-                                          "eval_split": data.eval_split, "e2e_delex": delex})
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "scores": scored.scores,
+            "missing": scored.missing,
+            "signatures": scored.signatures,
+            "checks": checks,
+            "second_decoding": {k: v for k, v in extra.items() if k.startswith("second_")},
+            "decoding": config_dict(decode_cfg),
+            "train_split": data.train_split,
+            "eval_split": data.eval_split,
+            "e2e_delex": delex,
+        },
+    )
     if p.save_model:
-        model.to("cpu")
-        save_model(model, tok, run_dir / "model")
-    pre = checkpoint.parent / "results.json"
-    pre_results = read_json(pre) if p.mode != "scratch" and pre.is_file() else {}
-    pre_params = read_json(checkpoint.parent / "manifest.json")["params"] if pre_results else {}
-    results = {
-        **{k.replace("++", "pp"): v for k, v in scored.scores.items()}, **checks, **extra,
-        "pretrain_sparsity": 0.0 if p.mode == "scratch" else float(config.get("sparsity", 0.0)),
-        "arch": architecture_name(config), "delexicalised": ",".join(delex),
-        "pretrain_lr": pre_params.get("lr", float("nan")), "pretrain_eval_loss": pre_results.get("eval_loss", float("nan")),
-        "finetune_flops": last["flops"], "pretrain_flops": pre_results.get("train_flops", 0.0),
-        "total_flops": pre_results.get("train_flops", 0.0) + last["flops"],
-        "finetune_steps": last["step"], "best_step": best["step"], "stopped_early": bool(last.get("stopped_early")),
-        "epochs_trained": last["step"] / steps_per_epoch, "best_epoch": best["step"] / steps_per_epoch,
-        "finetune_eval_loss": float(losses[:, 0].sum() / max(1, losses[:, 1].sum())),
-        "val_loss": best.get("eval_loss", float("nan")), "val_bleu": best.get("val_bleu", float("nan")),
-        "val_check": best.get("val_check", float("nan")),
-        "n_train_inputs": len(train_examples), "n_train_pairs": len(pairs), "n_val_inputs": len(val),
-        "n_eval": len(data.eval), "finetune_seconds": last["elapsed_s"],
-        "process_cpu_s": time.process_time(),  # CPU seconds of this process so far: the run's cost on idle cores
-    }
+        f.model.to("cpu")
+        save_model(f.model, f.tok, run_dir / "model")
+    results = {**{k.replace("++", "pp"): v for k, v in scored.scores.items()}, **checks, **extra,
+               **_training_record(p, f, losses)}
     run.finish(results)
     for folder in ("checkpoints", "best"):  # the run is complete: its model is saved, the resume state can go
         shutil.rmtree(run_dir / folder, ignore_errors=True)
     return results
+
+
+def _training_record(p: FinetuneParams, f: Fitted, losses: np.ndarray) -> dict[str, Any]:
+    """The results of a run beside its scores: what it was pre-trained as, how long it trained, its losses,
+    its data sizes and its cost."""
+    from spdf_lib.modeling_gpt import architecture_name
+
+    last, best = f.last, f.last.get("best") or f.last
+    pre = f.checkpoint.parent / "results.json"
+    pre_results = read_json(pre) if p.mode != "scratch" and pre.is_file() else {}
+    pre_params = read_json(f.checkpoint.parent / "manifest.json")["params"] if pre_results else {}
+    return {
+        "pretrain_sparsity": 0.0 if p.mode == "scratch" else float(f.config.get("sparsity", 0.0)),
+        "arch": architecture_name(f.config),
+        "delexicalised": ",".join(f.delex),
+        "pretrain_lr": pre_params.get("lr", float("nan")),
+        "pretrain_eval_loss": pre_results.get("eval_loss", float("nan")),
+        "finetune_flops": last["flops"],
+        "pretrain_flops": pre_results.get("train_flops", 0.0),
+        "total_flops": pre_results.get("train_flops", 0.0) + last["flops"],
+        "finetune_steps": last["step"],
+        "best_step": best["step"],
+        "stopped_early": bool(last.get("stopped_early")),
+        "epochs_trained": last["step"] / f.steps_per_epoch,
+        "best_epoch": best["step"] / f.steps_per_epoch,
+        "finetune_eval_loss": float(losses[:, 0].sum() / max(1, losses[:, 1].sum())),
+        "val_loss": best.get("eval_loss", float("nan")),
+        "val_bleu": best.get("val_bleu", float("nan")),
+        "val_check": best.get("val_check", float("nan")),
+        "n_train_inputs": len(f.train_examples),
+        "n_train_pairs": f.n_pairs,
+        "n_val_inputs": len(f.val),
+        "n_eval": len(f.data.eval),
+        "finetune_seconds": last["elapsed_s"],
+        "process_cpu_s": time.process_time(),  # CPU seconds of this process so far: the run's cost on idle cores
+    }

@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from spdf_lib import flops
-from spdf_lib.records import Run, ends_runs_on_error, new_run_dir
+from spdf_lib.locations import new_run_dir
+from spdf_lib.records import Run
+from spdf_lib.run_status import ends_runs_on_error
 from spdf_lib.spdf.params import FlopsParams
 
 # The paper's reference budgets (≈20 tokens per parameter): name -> (model size, tokens, context).

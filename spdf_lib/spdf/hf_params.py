@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from spdf_lib.params import Params
-from spdf_lib.spdf.params import known_corpus
+from spdf_lib.pretrain_params import known_corpus
 
 
 class HFParams(Params):

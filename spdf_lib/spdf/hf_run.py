@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainingArguments
 
 from spdf_lib.hf import SPDFCallback
-from spdf_lib.records import write_json
+from spdf_lib.jsonio import write_json
 from spdf_lib.sparsity import load_masks, sparsify, sparsity_report
 from spdf_lib.spdf.hf_params import HFParams
 
@@ -29,7 +29,8 @@ def smollm2_scaled(p: HFParams, tok) -> LlamaConfig:
     """SmolLM2-135M's layout with `n_layer` layers and heads of `head_dim` (width = 9 · head_dim, FFN 8/3 wider)."""
     s = SMOLLM2_135M
     d = s["num_attention_heads"] * p.head_dim
-    return LlamaConfig(**(s | dict(hidden_size=d, intermediate_size=round(d * s["intermediate_size"] / s["hidden_size"]),
+    ffn = round(d * s["intermediate_size"] / s["hidden_size"])
+    return LlamaConfig(**(s | dict(hidden_size=d, intermediate_size=ffn,
                                    num_hidden_layers=p.n_layer, vocab_size=len(tok), max_position_embeddings=p.seq_len,
                                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                    pad_token_id=tok.pad_token_id)))
@@ -115,7 +116,7 @@ def report_from_disk(folder: Path):
 
 def run_spdf_hf(p: HFParams, run_dir: str | Path) -> dict:
     from spdf_lib.precision import cpu_model
-    from spdf_lib.spdf.pretrain import tokenized_corpus
+    from spdf_lib.pretrain import tokenized_corpus
 
     run_dir = Path(run_dir)
     tok, train, val, checksums = tokenized_corpus(p.corpus, p.vocab_size, seed=p.seed, max_chars=p.max_chars)

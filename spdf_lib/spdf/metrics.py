@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spdf_lib.records import atomic_write_text
+from spdf_lib.atomic import atomic_write_text
 
 METRICS = ("bleu", "chrf++", "ter", "rouge_l", "nist", "meteor", "cider", "rouge1", "rouge2", "rougeL")
 ROUGE = ("rouge1", "rouge2", "rougeL")  # the summarisation scores, computed together

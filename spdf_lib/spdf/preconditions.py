@@ -22,7 +22,7 @@ import pandas as pd
 
 from spdf_lib import preconditions as core
 from spdf_lib.preconditions import FAILED, MET, UNCHECKED, Precondition, grid_position
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 from spdf_lib.spdf.verdicts import BLEU, difference, learned, seed_noise, select, task_conditions
 from spdf_lib.stats import Margins, SeedNoise, verdict
 
@@ -71,7 +71,9 @@ def _rates(r: pd.Series) -> str:
 
 
 def _loss(r: pd.Series) -> str:
-    return f"{r['eval_loss']:.3f}" + (f" (mean of {r['seeds']} seeds, {_rates(r)})" if r["seeds"] > 1 else f" ({_rates(r)})")
+    return f"{r['eval_loss']:.3f}" + (
+        f" (mean of {r['seeds']} seeds, {_rates(r)})" if r["seeds"] > 1 else f" ({_rates(r)})"
+    )
 
 
 def dense_not_worse(pretrain: pd.DataFrame | None) -> Precondition:
@@ -116,9 +118,15 @@ def rates_inside_grid(pretrain: pd.DataFrame | None) -> Precondition:
     detail = "; ".join(parts)
     if not edges:
         return Precondition(what, MET, detail)
-    return Precondition(what, FAILED, detail, meaning=(
-        f"the best rate of {' and '.join(edges)} pre-training may lie outside the grid, so a difference between sparsities "
-        f"may be a difference in how well each was tuned"))
+    return Precondition(
+        what,
+        FAILED,
+        detail,
+        meaning=(
+            f"the best rate of {' and '.join(edges)} pre-training may lie outside the grid, so a difference between "
+            f"sparsities may be a difference in how well each was tuned"
+        ),
+    )
 
 
 def pretraining_beats_scratch(rep: Report, task: str, dense: pd.DataFrame, scratch: pd.DataFrame, margins: Margins,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, column, mean_sd, ok_runs
+from spdf_lib.report_document import Report, column, mean_sd, ok_runs
 from spdf_lib.stats import Margins, bootstrap_difference, mean_of_values, verdict
 
 SCORES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "len_ratio": "length ratio",

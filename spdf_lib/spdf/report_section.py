@@ -20,7 +20,7 @@ import pandas as pd
 
 from spdf_lib import flops
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, column, ok_runs
+from spdf_lib.report_document import Report, column, ok_runs
 from spdf_lib.spdf import plots
 from spdf_lib.spdf.preconditions import Precondition, check_all, spdf_runs, warning
 from spdf_lib.spdf.report_tables import (
@@ -104,8 +104,10 @@ def pretrain_part(results: pd.DataFrame, rep: Report) -> None:
                    "bold lines are the rates each pre-training seed fine-tunes from.")
     passes = table["epochs"].max()
     if np.isfinite(passes):
-        lines.append(f"The epoch guard: every budget is at most `max_epochs` = {table['max_epochs'].max():g} passes over "
-                     f"its corpus (these runs: up to {passes:.2f}); the papers saw each pre-training token once.")
+        lines.append(
+            f"The epoch guard: every budget is at most `max_epochs` = {table['max_epochs'].max():g} passes over "
+            f"its corpus (these runs: up to {passes:.2f}); the papers saw each pre-training token once."
+        )
     rep.say(*lines, "")
 
 
@@ -117,9 +119,13 @@ def _targets(full: pd.DataFrame) -> list[str]:
     got = {k: e2e[k].mean() for k in E2E_TARGETS}
     met = all(got[k] >= v for k, v in E2E_TARGETS.items())
     delex = e2e["delexicalised"].iloc[0]
-    how = (f" The E2E runs are delexicalised ({delex} → placeholders, put back before scoring, as E2E's TGen baseline "
-           f"did): `name` realisation then measures that the model writes the placeholder, and the check column reports "
-           f"the slots that were not delexicalised." if delex else "")
+    how = (
+        f" The E2E runs are delexicalised ({delex} → placeholders, put back before scoring, as E2E's TGen baseline "
+        f"did): `name` realisation then measures that the model writes the placeholder, and the check column reports "
+        f"the slots that were not delexicalised."
+        if delex
+        else ""
+    )
     return [f"- Tiny-preset targets, E2E dense fine-tuning of the dense model (mean of {len(e2e)} seeds): `name` "
             f"realised in {got['name_realisation']:.1f}% of outputs (target ≥ {E2E_TARGETS['name_realisation']:g}%), "
             f"BLEU {got['bleu']:.1f} (target ≥ {E2E_TARGETS['bleu']:g}): **{'met' if met else 'not met'}**.{how}"]
@@ -147,13 +153,14 @@ def section(results: pd.DataFrame, rep: Report) -> None:
     beyond = decoded[(decoded["arch"] == "primer-ez") & (decoded["mode"] == "dense")]
     rep.say(f"Verdicts use a stated margin: ±{margins.absolute:g} BLEU point, {100 * margins.relative:g}% (relative) "
             f"for slot realisation, entity coverage and loss. A verdict *agrees* only when the 95% interval of the "
-            f"difference lies inside the margin (for \"no loss\": above −margin; for a gain: above 0), *disagrees* when it "
-            f"lies outside, and is *inconclusive at this noise* otherwise. The interval bootstraps the test inputs and "
-            f"adds the fine-tuning seeds' noise as a t-distributed term whose sd is pooled over all runs of the task "
-            f"(2–3 seeds per condition cannot measure their own spread; resampling them gave tight intervals that "
-            f"contradicted each other across decodings).{_pretraining_noise_caveat(rep)}", "")
+            f"difference lies inside the margin (for \"no loss\": above −margin; for a gain: above 0), *disagrees* "
+            f"when it lies outside, and is *inconclusive at this noise* otherwise. The interval bootstraps the test "
+            f"inputs and adds the fine-tuning seeds' noise as a t-distributed term whose sd is pooled over all runs of "
+            f"the task (2–3 seeds per condition cannot measure their own spread; resampling them gave tight intervals "
+            f"that contradicted each other across decodings).{_pretraining_noise_caveat(rep)}", "")
     # per task: its verdicts, under the line naming the failed preconditions they rest on (if any)
-    verdicts = {task: comparisons(rep, g, scratch[scratch["task"] == task], margins) for task, g in full.groupby("task")}
+    verdicts = {task: comparisons(rep, g, scratch[scratch["task"] == task], margins)
+                for task, g in full.groupby("task")}
     drawn = any(verdict_labels(line) for lines in verdicts.values() for line in lines)
     conditions = check_all(rep, full, scratch, margins) if drawn else []
     lines = [c.line for c in conditions]
@@ -163,10 +170,10 @@ def section(results: pd.DataFrame, rep: Report) -> None:
     lines += _targets(full)
     if len(full):
         table = pd.concat([full, scratch, beyond])
-        rep.say(f"Downstream results after fine-tuning to convergence (mean ± sd over seeds; {decoding_line(table)}; check = "
-                "E2E slot realisation or WebNLG/DART entity coverage, %; length ratio = hypothesis / closest reference "
-                "length, BLEU's brevity penalty reads it; test loss on the evaluated inputs' references):", "",
-                results_table(table), "", reference_line(table), "", added_slots_line(rep, table), "")
+        rep.say(f"Downstream results after fine-tuning to convergence (mean ± sd over seeds; {decoding_line(table)}; "
+                "check = E2E slot realisation or WebNLG/DART entity coverage, %; length ratio = hypothesis / closest "
+                "reference length, BLEU's brevity penalty reads it; test loss on the evaluated inputs' references):",
+                "", results_table(table), "", reference_line(table), "", added_slots_line(rep, table), "")
         rep.figure(plots.quality_vs_sparsity(full, scratch, beyond, METRIC), "spdf_bleu_vs_sparsity",
                    "\n".join(lines) or "No comparison to draw.")
         rep.figure(plots.check_vs_sparsity(full, scratch), "spdf_check_vs_sparsity",
@@ -248,7 +255,9 @@ def _decoding_check(rep: Report, full: pd.DataFrame, scratch: pd.DataFrame, marg
         head = (f"{first.capitalize()} vs {second} ({task}: {models} decoded both ways; BLEU "
                 f"{mean_sd_text(g['bleu'])} {first}, {mean_sd_text(g['second_bleu'])} {second}).")
         if not same:  # e.g. models that did not learn their task: no verdict on either decoding
-            rep.say(head + f" No verdict was drawn on {task}, so there is no conclusion for the decoding to change.", "")
+            rep.say(
+                head + f" No verdict was drawn on {task}, so there is no conclusion for the decoding to change.", ""
+            )
             continue
         head += f" The verdicts on {second} outputs — {sum(same)} of {len(same)} the same as on {first} outputs:"
         tail = (f"The decoding changes {len(same) - sum(same)} of these {len(same)} conclusions on {task}: there, a "

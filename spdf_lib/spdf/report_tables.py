@@ -10,7 +10,7 @@ import pandas as pd
 
 from spdf_lib.plots import metrics_frame
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report, column, ok_runs
+from spdf_lib.report_document import Report, column, ok_runs
 from spdf_lib.spdf.delex import added_slots
 from spdf_lib.spdf.verdicts import check_measure
 
@@ -45,7 +45,7 @@ def finetune_frame(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def optional_column(df: pd.DataFrame, name: str, default) -> pd.Series:
-    """The column `name` (`reporting.column`), or `default` in every row where the results table lacks it."""
+    """The column `name` (`report_document.column`), or `default` in every row where the results table lacks it."""
     try:
         return column(df, name)
     except KeyError:
@@ -70,9 +70,13 @@ def results_table(ft: pd.DataFrame) -> str:
     for (task, s, mode), g in ft.groupby(["task", "sparsity", "mode"], sort=True):
         check = check_measure(task, bool(g["delexicalised"].iloc[0])).name
         name = mean_sd_text(g["name_realisation"]) if task == "e2e" and "name_realisation" in g else "—"
-        rows.append(f"| {task} | {'—' if mode == 'scratch' else f'{s:g}'} | {mode} | {len(g)} | {mean_sd_text(g['bleu'])} | "
-                    f"{mean_sd_text(g[check]) if check in g else '—'} | {name} | {mean_sd_text(g.get('len_ratio', pd.Series()), 2)} | "
-                    f"{mean_sd_text(g.get('finetune_eval_loss', pd.Series()), 3)} | {mean_sd_text(g.get('best_epoch', pd.Series()), 1)} |")
+        rows.append(
+            f"| {task} | {'—' if mode == 'scratch' else f'{s:g}'} | {mode} | {len(g)} | {mean_sd_text(g['bleu'])} | "
+            f"{mean_sd_text(g[check]) if check in g else '—'} | {name} | "
+            f"{mean_sd_text(g.get('len_ratio', pd.Series()), 2)} | "
+            f"{mean_sd_text(g.get('finetune_eval_loss', pd.Series()), 3)} | "
+            f"{mean_sd_text(g.get('best_epoch', pd.Series()), 1)} |"
+        )
     return "\n".join(rows)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from spdf_lib.records import read_table
-from spdf_lib.reporting import Report
+from spdf_lib.report_document import Report
 from spdf_lib.spdf.checks import BLEU_STATS, check_name
 from spdf_lib.stats import (
     Interval,

@@ -42,9 +42,20 @@ re-running a sweep skips done points and retries the others. The sweep's own rec
 `point.json` (status, error, seconds, command); a point that did not complete also leaves `error.txt`, and
 every point its process output in `log.txt`. Ctrl-C (or SIGTERM) interrupts the running points and records
 them as interrupted; done points stay done.
+
+Modules: `spec` (reading and checking a sweep file), `points` (its points, ids, references and status:
+`plan_sweep`), `scheduler` (`run_sweep`), `worker` (one papermill point in its own process).
 """
 
-from spdf_lib.sweep.plan import Plan, Point, format_plan, is_complete, plan_sweep, point_status, torchrun_args
+from spdf_lib.sweep.points import (
+           Plan,
+           Point,
+           format_plan,
+           is_complete,
+           plan_sweep,
+           point_status,
+           torchrun_args,
+)
 from spdf_lib.sweep.scheduler import run_sweep
 from spdf_lib.sweep.spec import SweepError, read_sweep
 

@@ -16,10 +16,13 @@ from typing import Any
 
 import yaml
 
+from spdf_lib.atomic import atomic_write_text
+from spdf_lib.jsonio import write_json
+from spdf_lib.locations import REPO_ROOT
 from spdf_lib.notebooks import last_line
 from spdf_lib.owner import Owner
-from spdf_lib.records import REPO_ROOT, atomic_write_text, now, write_json
-from spdf_lib.sweep.plan import Plan, Point, _remote_rank, is_complete, point_status
+from spdf_lib.provenance import now
+from spdf_lib.sweep.points import Plan, Point, is_complete, point_status, remote_rank
 from spdf_lib.sweep.spec import SweepError
 
 INTERRUPT_GRACE_S = 20.0  # how long interrupted points get to shut their kernels down before being killed
@@ -95,7 +98,7 @@ def _default_sigint() -> None:
 def _finish(run: _Running, interrupted: bool = False) -> dict[str, Any]:
     run.log.close()
     point, rc = run.point, run.proc.returncode
-    complete = is_complete(point.dir) or (rc == 0 and _remote_rank(point))
+    complete = is_complete(point.dir) or (rc == 0 and remote_rank(point))
     if complete:
         status, error = "ok", None
     elif interrupted or rc in (130, -signal.SIGINT):

@@ -1,6 +1,6 @@
 """Reading sweep files (the format is described in `spdf_lib.sweep`): stages with their presets, parameters,
 grids, vars and launchers, includes merged, torchrun options checked. Nothing is validated against the
-experiments' schemas here; that is planning's job (`spdf_lib.sweep.plan`)."""
+experiments' schemas here; that is planning's job (`spdf_lib.sweep.points`)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from spdf_lib.records import atomic_write_text, read_json
+from spdf_lib.atomic import atomic_write_text
+from spdf_lib.jsonio import read_json
 from spdf_lib.scrub import scrub
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -1,7 +1,7 @@
 """`spdf plan`: what a sweep will cost before anyone spends it.
 
 On this machine (`machine_plan`, the default): each point's wall time from its work and unit costs measured here
-(`spdf_lib.cost`), per stage and in total at the chosen workers, against the sweep file's `budget_minutes`.
+(`spdf_lib.unit_costs`), per stage and in total at the chosen workers, against the sweep file's `budget_minutes`.
 
 On GPUs (`plan_costs`, `--gpus N --gpu NAME`): each point's training FLOPs (the kit's counter), tokens, disk for
 its token shards, and GPU-hours at a model-FLOPs utilisation (MFU) on a given GPU.
@@ -44,48 +44,52 @@ class PointCost:
     shard_bytes: float | None
 
 
-def _pretrain_cost(params: dict[str, Any]) -> tuple[float, float, float]:
+def pretrain_flops(params: dict[str, Any]) -> tuple[float, float, float]:
     """(training FLOPs, the same run's dense FLOPs, tokens) of one pre-training run: the kit's counter at the
     run's sparsity and context."""
     from spdf_lib import flops
     from spdf_lib.modeling_gpt import gpt_config
-    from spdf_lib.spdf.params import PretrainParams
-    from spdf_lib.spdf.pretrain import trained_tokens
+    from spdf_lib.pretrain import trained_tokens
+    from spdf_lib.pretrain_params import PretrainParams
 
     p = PretrainParams(**{k: v for k, v in params.items() if k in PretrainParams.model_fields})
-    vocab = 50257 + 2 if p.tokenizer == "gpt2" else p.vocab_size  # GPT-2's, with <|pad|> and <|sep|> added
     overrides = {k: v for k in ("n_layer", "n_embd", "n_head") if (v := getattr(p, k)) is not None}
-    config = gpt_config(p.model_size, vocab_size=vocab, n_positions=p.seq_len, mdha=p.mdha,
+    config = gpt_config(p.model_size, vocab_size=p.model_vocab, n_positions=p.seq_len, mdha=p.mdha,
                         mdha_kernel=p.mdha_kernel, **overrides)
     tokens = trained_tokens(p)
     return (flops.count(config, tokens, p.sparsity, p.seq_len)["total"],
             flops.count(config, tokens, 0.0, p.seq_len)["total"], tokens)
 
 
+def pretrain_gpu_cost(point) -> PointCost:
+    """The GPU cost of one pre-training point (`spdf_pretrain`)."""
+    params = point.params
+    f, dense, t = pretrain_flops(params)
+    return PointCost(point.id, point.stage, f"{params['model_size']} s={params['sparsity']:g}", f, dense, t, None)
+
+
+def prepare_gpu_cost(point) -> PointCost:
+    """The disk of one token-shard preparation (`data_prepare`)."""
+    from spdf_lib.data.shards import planned_shard_bytes
+
+    params = point.params
+    tokens = params.get("tokens")
+    vocab = 50257  # uint16 tokens (GPT-2's vocabulary; any vocabulary under 65,536 takes the same)
+    val = min(10_000_000, int(0.01 * tokens)) if tokens else 0
+    return PointCost(point.id, point.stage, f"{params['corpus']} shards", None, None, tokens,
+                     planned_shard_bytes(int(tokens), vocab, val) if tokens else None)
+
+
 def point_cost(point) -> PointCost:
-    """The cost of one planned sweep point (`spdf_lib.sweep.Point`)."""
-    params, e = point.params, point.experiment
-    if e == "spdf_pretrain":
-        f, dense, t = _pretrain_cost(params)
-        return PointCost(point.id, point.stage, f"{params['model_size']} s={params['sparsity']:g}", f, dense, t, None)
-    if e == "primer":
-        from spdf_lib.primer.params import PrimerParams
-        from spdf_lib.primer.run import point_params
+    """The cost of one planned sweep point (`spdf_lib.sweep.Point`): the experiment table names each
+    experiment's `gpu_cost(point)` (`Experiment.gpu_cost_ref`); fine-tuning and exams are small next to
+    pre-training and have none."""
+    from spdf_lib.experiments import get
 
-        p = PrimerParams(**params)
-        costs = [_pretrain_cost(point_params(p, size, v, seed).model_dump())
-                 for size in p.sizes for v in p.variants for seed in p.seeds]
-        return PointCost(point.id, point.stage, f"{len(costs)} runs ({', '.join(p.sizes)})",
-                         *(sum(c[i] for c in costs) for i in range(3)), None)
-    if e == "data_prepare":
-        from spdf_lib.data.shards import planned_shard_bytes
-
-        tokens = params.get("tokens")
-        vocab = 50257  # uint16 tokens (GPT-2's vocabulary; any vocabulary under 65,536 takes the same)
-        val = min(10_000_000, int(0.01 * tokens)) if tokens else 0
-        return PointCost(point.id, point.stage, f"{params['corpus']} shards", None, None, tokens,
-                         planned_shard_bytes(int(tokens), vocab, val) if tokens else None)
-    return PointCost(point.id, point.stage, e, None, None, None, None)  # fine-tuning, exams: small next to pre-training
+    cost = get(point.experiment).gpu_cost_function()
+    if cost is None:
+        return PointCost(point.id, point.stage, point.experiment, None, None, None, None)
+    return cost(point)
 
 
 def plan_costs(sweep: str | Path, gpus: int, gpu: str, mfu: float | None = None) -> tuple[list[PointCost], list[str]]:
@@ -124,19 +128,15 @@ def plan_costs(sweep: str | Path, gpus: int, gpu: str, mfu: float | None = None)
               f"of token shards",
               "GPU-hours count the dense FLOPs a GPU executes (masked weights are dense matrices there); fine-tuning "
               "and exam points are not counted (small next to pre-training)."]
-    return costs, lines + _served_exam_lines(plan.points)
+    return costs, lines + _more_lines(plan.points)
 
 
-def _served_exam_lines(points) -> list[str]:
-    """The requests, tokens, time and cost of the sweep's exams of served models (`spdf_lib.exams.price`)."""
-    served = [p for p in points if p.experiment == "exams" and p.params.get("backend", "local") != "local"]
-    if not served:
-        return []
-    from spdf_lib.exams.params import ExamParams
-    from spdf_lib.exams.run import plan_exam
+def _more_lines(points) -> list[str]:
+    """The lines the experiment table adds to a plan (`Experiment.plan_lines_ref`): a served exam's requests,
+    tokens, time and money (`spdf_lib.exams.price`)."""
+    from spdf_lib.experiments import get
 
-    return [f"exam {p.id}: {line.removeprefix('plan: ')}" for p in served
-            for line in plan_exam(ExamParams(**p.params)).lines(ExamParams(**p.params), 1.0)]
+    return [line for p in points if (more := get(p.experiment).plan_lines_function()) for line in more(p)]
 
 
 # --- on this machine (CPU) ----------------------------------------------------------------------------------------
@@ -161,13 +161,13 @@ def _duration(seconds: float) -> str:
 
 def machine_plan(plan, workers: int, todo_only: bool = False, recalibrate: bool = False):
     """(point plans, simulated wall seconds, the printed lines) of a planned sweep (`spdf_lib.sweep.Plan`) run on
-    this machine with `workers` at a time (`spdf_lib.cost`); `todo_only`: leave out points already done;
+    this machine with `workers` at a time (`spdf_lib.unit_costs`); `todo_only`: leave out points already done;
     `recalibrate`: measure the unit costs again instead of reading the cache."""
     import time
 
-    from spdf_lib.cost import Calibration, Pricer, simulate
     from spdf_lib.precision import describe
     from spdf_lib.sweep import point_status
+    from spdf_lib.unit_costs import Calibration, Pricer, simulate
 
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
@@ -197,7 +197,9 @@ def machine_plan(plan, workers: int, todo_only: bool = False, recalibrate: bool 
     for pp in priced:
         by_stage.setdefault(pp.stage, []).append(pp)
     kinds = ("start", "train", "eval", "decode", "score")
-    lines.append(f"{'STAGE':<21} {'POINTS':>6} {'WORKER-S':>9} {'EACH':>11}   " + " ".join(f"{k.upper():>7}" for k in kinds))
+    lines.append(
+        f"{'STAGE':<21} {'POINTS':>6} {'WORKER-S':>9} {'EACH':>11}   " + " ".join(f"{k.upper():>7}" for k in kinds)
+    )
     for stage, pps in by_stage.items():
         s = [pp.seconds for pp in pps if pp.seconds is not None]
         each = f"{min(s):.0f}-{max(s):.0f} s" if s and len(s) > 1 and max(s) > 1.05 * min(s) else (

@@ -1,6 +1,6 @@
 """From per-question records to the paper's numbers: certification scores, passes, pass shares by field.
 
-The headline (papers.md §3) is the share of certifications passed, overall and by field. Every table puts the
+The headline (Noever & Ciolino 2023) is the share of certifications passed, overall and by field. Every table puts the
 baselines of `spdf_lib.exams.baselines` beside the model, computed on exactly the same questions.
 
 Pass shares are computed over *whole* certifications only: a certification counts when every one of its
@@ -70,7 +70,9 @@ def certification_table(
         "correct": g[correct].apply(lambda s: int(s.fillna(False).astype(bool).sum())),
     }).reset_index()
     out["score"] = out["correct"] / out["questions"]
-    out["passed"] = [passes(int(c), int(n), threshold, rule) for c, n in zip(out["correct"], out["questions"], strict=True)]
+    out["passed"] = [
+        passes(int(c), int(n), threshold, rule) for c, n in zip(out["correct"], out["questions"], strict=True)
+    ]
     return out
 
 
@@ -106,6 +108,36 @@ def _whole_only(records: list[dict], questions: list[Question], whole: set[str] 
             [q for q in questions if q.certification in whole])
 
 
+def _passed_shares(records: list[dict], column: str, threshold: float, rule: str,
+                   cert_field: pd.Series) -> dict[str, float]:
+    """Per field, the share of certifications passed when `column` (e.g. `circular_correct`) marks correctness."""
+    table = certification_table(records, column, threshold, rule).set_index("certification")
+    return _shares(table["passed"], cert_field)
+
+
+def _baseline_shares(records: list[dict], scored: list[Question], fields: dict[str, str], threshold: float,
+                     rule: str, answer_count: AnswerCount, reference: list[Question] | None,
+                     formulation: str) -> dict[str, dict[str, float]]:
+    """Baseline name -> per-field pass shares: the letter baselines for `mcf`, the option-text ones otherwise."""
+    if not scored:
+        return {}
+    if formulation == "mcf":
+        base_correct = baseline_correct(scored, answer_count, reference)
+    else:
+        from spdf_lib.exams.cloze import cf_baseline_correct
+
+        base_correct = cf_baseline_correct(scored, {r["qid"]: r["n_answers"] for r in records})
+    return {name: strategy_pass_shares(scored, c, fields, threshold, rule) for name, c in base_correct.items()}
+
+
+def _best_always(group: dict[str, dict[str, float]], f: str, model: dict[str, float]) -> tuple[str | None, float]:
+    """(letter, pass share) of the best always-X baseline of `group` in field `f` (ties: the earlier letter)."""
+    if not group or f not in model:
+        return None, float("nan")
+    name = max(group, key=lambda k: (group[k].get(f, 0.0), -ord(k[len("always_")])))
+    return name[len("always_")], group[name].get(f, 0.0)
+
+
 def headline_table(
     records: list[dict],
     questions: list[Question],
@@ -135,44 +167,28 @@ def headline_table(
     cert_field = certs.set_index("certification")["field"] if len(certs) else pd.Series(dtype=str)
     model = _shares(certs.set_index("certification")["passed"], cert_field) if len(certs) else {}
     has_circular = bool(records) and records[0].get("circular_correct") is not None
-    circ = {}
-    if has_circular and len(certs):
-        cc = certification_table(w_records, "circular_correct", threshold, rule).set_index("certification")
-        circ = _shares(cc["passed"], cert_field)
+    circ = (
+        _passed_shares(w_records, "circular_correct", threshold, rule, cert_field)
+        if has_circular and len(certs)
+        else {}
+    )
     rand = pd.Series(random_pass_probabilities(w_scored, threshold, rule, answer_count), dtype=float)
     rand_share = _shares(rand, cert_field.reindex(rand.index)) if len(rand) else {}
     has_pride = bool(records) and records[0].get("pride_correct") is not None
-    pride = {}
-    if has_pride and len(certs):
-        pc = certification_table(w_records, "pride_correct", threshold, rule).set_index("certification")
-        pride = _shares(pc["passed"], cert_field)
-    if formulation == "mcf":
-        base_correct = baseline_correct(w_scored, answer_count, reference) if w_scored else {}
-    else:
-        from spdf_lib.exams.cloze import cf_baseline_correct
-
-        base_correct = cf_baseline_correct(w_scored, {r["qid"]: r["n_answers"] for r in records})
-    base = {name: strategy_pass_shares(w_scored, c, fields, threshold, rule)
-            for name, c in base_correct.items()} if w_scored else {}
+    pride = _passed_shares(w_records, "pride_correct", threshold, rule, cert_field) if has_pride and len(certs) else {}
+    base = _baseline_shares(records, w_scored, fields, threshold, rule, answer_count, reference, formulation)
     keysize = {k: v for k, v in base.items() if k.startswith("always_") and not k.endswith("_strict")}
     strict = {k: v for k, v in base.items() if k.startswith("always_") and k.endswith("_strict")}
     rec = pd.DataFrame(records)
     all_fields = sorted({fields.get(q.certification, "") for q in scored})
     nan = float("nan")
-
-    def best(group: dict[str, dict[str, float]], f: str) -> tuple[str | None, float]:
-        if not group or f not in model:
-            return None, nan
-        name = max(group, key=lambda k: (group[k].get(f, 0.0), -ord(k[len("always_")])))
-        return name[len("always_")], group[name].get(f, 0.0)
-
     rows = []
     for f in [ALL, *all_fields]:
         in_f = rec if f == ALL else rec[rec["field"] == f]
         certs_f = {r for r in in_f["certification"]} if len(in_f) else set()
         whole_f = certs_f if whole is None else certs_f & whole
-        k_letter, k_share = best(keysize, f)
-        s_letter, s_share = best(strict, f)
+        k_letter, k_share = _best_always(keysize, f, model)
+        s_letter, s_share = _best_always(strict, f, model)
         rows.append({
             "field": f,
             "label": "all certifications" if f == ALL else (rules.label(f) if rules else f),

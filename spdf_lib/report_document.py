@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from spdf_lib import plots
-from spdf_lib.records import atomic_write_text
+from spdf_lib.atomic import atomic_write_text
 from spdf_lib.stats import Margins
 
 

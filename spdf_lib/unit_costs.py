@@ -61,13 +61,21 @@ class Arch:
     @classmethod
     def of(cls, p: dict[str, Any]) -> Arch:
         """The architecture of pre-training parameters `p` (a `PretrainParams` dump)."""
-        from spdf_lib.modeling_gpt import NAMED_CONFIGS
+        from spdf_lib.model_sizes import NAMED_SIZES
+        from spdf_lib.pretrain_params import GPT2_VOCAB
 
-        named = NAMED_CONFIGS[p["model_size"]]
-        vocab = 50257 + 2 if p.get("tokenizer") == "gpt2" else p["vocab_size"]
-        return cls(n_layer=p.get("n_layer") or named["n_layer"], n_embd=p.get("n_embd") or named["n_embd"],
-                   n_head=p.get("n_head") or named["n_head"], vocab_size=vocab, n_positions=p["seq_len"],
-                   activation=p.get("activation", "gelu"), mdha=bool(p.get("mdha")), mdha_kernel=p.get("mdha_kernel", 3))
+        named = NAMED_SIZES[p["model_size"]]
+        vocab = GPT2_VOCAB if p.get("tokenizer") == "gpt2" else p["vocab_size"]
+        return cls(
+            n_layer=p.get("n_layer") or named["n_layer"],
+            n_embd=p.get("n_embd") or named["n_embd"],
+            n_head=p.get("n_head") or named["n_head"],
+            vocab_size=vocab,
+            n_positions=p["seq_len"],
+            activation=p.get("activation", "gelu"),
+            mdha=bool(p.get("mdha")),
+            mdha_kernel=p.get("mdha_kernel", 3),
+        )
 
     def model(self):
         from spdf_lib.modeling_gpt import GPTConfig, GPTForCausalLM
@@ -224,14 +232,17 @@ def _timed(fn, reps: int = TIMED_STEPS) -> float:
 Parts = dict[str, float]  # seconds by kind of work: start, train, eval, decode, score
 
 
-def _add(total: Parts, more: Parts) -> Parts:
+def add_parts(total: Parts, more: Parts) -> Parts:
+    """The seconds of two pieces of work, kind by kind."""
     return {k: total.get(k, 0.0) + more.get(k, 0.0) for k in {**total, **more}}
 
 
 def pretrain_parts(p: dict[str, Any], cal: Calibration) -> Parts:
     """Training steps and evaluations (every `eval_every` steps and at the end) of one pre-training run."""
+    from spdf_lib.pretrain_params import steps_for
+
     arch = Arch.of(p)
-    steps = max(1, math.ceil(p["tokens"] / (p["batch_size"] * p["seq_len"])))
+    steps = steps_for(p["tokens"], p["batch_size"], p["seq_len"])
     evals = (steps // p["eval_every"] if p.get("eval_every") else 0) + 1
     micro = p.get("micro_batch_size") or p["batch_size"]
     eval_batches = math.ceil(p["eval_windows"] / micro)
@@ -240,46 +251,6 @@ def pretrain_parts(p: dict[str, Any], cal: Calibration) -> Parts:
     fast = choose_fast(None, "cpu", steps, p.get("compile", False))
     return {"train": steps * cal.train_step(arch, p["batch_size"], p["seq_len"], fast),
             "eval": evals * eval_batches * cal.forward(arch, min(micro, p["eval_windows"]), p["seq_len"])}
-
-
-def finetune_parts(p: dict[str, Any], arch: Arch, n_pairs: int, n_val: int, n_test: int, prompt_len: int,
-                   cal: Calibration) -> Parts:
-    """Fine-tuning to the epoch cap at `max_len`-padded batches; evaluation (the held-out loss at each validation,
-    the test loss at the end); decoding (greedy outputs of the held-out inputs at each validation, the test inputs
-    with `num_beams` and with the second decoding)."""
-    b, T = p["batch_size"], p["max_len"]
-    steps = max(1, math.ceil(p["epochs"] * n_pairs / b))
-    per_epoch = max(1, math.ceil(n_pairs / b))
-    evals = steps // (p.get("eval_every") or per_epoch) + 1 if n_val else 1
-    gen = p["max_new_tokens"]
-    from spdf_lib.train_step import choose_fast
-
-    parts = {"train": steps * cal.train_step(arch, b, T, choose_fast(None, "cpu", steps)),
-             "eval": evals * math.ceil(max(n_val, 1) / b) * cal.forward(arch, b, T)
-             + math.ceil(n_test / 64) * cal.forward(arch, min(64, n_test), T), "decode": 0.0}
-    if n_val:
-        vb = max(p["decode_batch_size"], 64)
-        parts["decode"] += evals * math.ceil(n_val / vb) * gen * cal.decode_step(arch, min(vb, n_val), prompt_len, 1)
-    for beams in (p["num_beams"], p.get("second_num_beams") or 0):
-        if beams:
-            db = p["decode_batch_size"]
-            parts["decode"] += math.ceil(n_test / db) * gen * cal.decode_step(arch, min(db, n_test), prompt_len, beams)
-    return parts
-
-
-def exam_parts(p: dict[str, Any], questions: list, formulation: str, cal: Calibration,
-               arch: Arch | None = None) -> Parts:
-    """Loading the model, then the scorer's tokens and forward calls (`spdf_lib.exams.cost`) at the unit costs
-    of SmolLM2's architecture, or of the kit's GPT (`arch`) when the point scores a pre-trained kit model."""
-    from spdf_lib.exams.cost import LOAD_S, scorer_work
-
-    work = scorer_work(p, questions, formulation, kit_model=arch is not None)
-    if arch is None:
-        per_token, per_call = cal.exam_prompt(p.get("batch_tokens", 2048)) / EXAM_PROMPT_TOKENS, 0.0
-        return {"start": LOAD_S["smollm2"], "score": work["tokens"] * per_token}
-    per_token = cal.forward(arch, 1, arch.n_positions) / arch.n_positions
-    per_call = cal.forward(arch, 1, 8)
-    return {"start": LOAD_S["kit"], "score": work["tokens"] * per_token + work["calls"] * per_call}
 
 
 @dataclass
@@ -295,15 +266,21 @@ class PointPlan:
         return None if self.parts is None else sum(self.parts.values())
 
 
+SHARDS_NOTE = "token shards: a GPU plan (`spdf plan --gpus N`)"  # why a streamed-corpus point is not priced
+
+
 class Pricer:
-    """Prices the points of one plan (`spdf_lib.sweep.Plan`), remembering what it loaded."""
+    """Prices the points of one plan (`spdf_lib.sweep.Plan`), remembering what it loaded (`memo`).
+
+    Each experiment prices its own points: the experiment table (`spdf_lib.experiments.Experiment.price_ref`)
+    names a function `price(pricer, point, start) -> PointPlan`; an experiment without one costs its start-up.
+    """
 
     def __init__(self, plan, cal: Calibration):
         self.plan, self.cal = plan, cal
-        self._tasks: dict[tuple, tuple[int, int, int]] = {}
-        self._loaded: dict[tuple, Any] = {}
+        self.memo: dict[tuple, Any] = {}  # what a price function loaded once per plan (task sizes, exam data)
 
-    def _pretrain_params_of(self, point) -> dict[str, Any] | None:
+    def pretrain_params_of(self, point) -> dict[str, Any] | None:
         """The pre-training parameters behind a fine-tuning or exam point's model: the point it needs."""
         for need in point.needs:
             q = self.plan.by_id.get(need)
@@ -317,72 +294,23 @@ class Pricer:
             return load("spdf_pretrain", preset_path("spdf_pretrain", ref.split(":", 1)[1])).model_dump()
         return None
 
-    def _task_sizes(self, p: dict[str, Any]) -> tuple[int, int, int]:
-        """(training pairs, held-out inputs, test inputs) of a fine-tuning point, from its data."""
-        from spdf_lib.data.encoding import training_pairs
-        from spdf_lib.data.tasks import load_task
-        from spdf_lib.spdf.finetune import held_out, training_subset
-
-        key = (p["task"], p["setup"], p.get("train_split"), p.get("eval_split"), p.get("max_eval_examples"),
-               p["val_inputs"], p["train_fraction"], p.get("max_train_pairs"), p.get("subset_seed"))
-        if key not in self._tasks:
-            data = load_task(p["task"], p["setup"], p.get("train_split"), p.get("eval_split"),
-                             max_eval=p.get("max_eval_examples"))
-            val, rest = held_out(data.train, p["val_inputs"], p["subset_seed"])
-            train = training_subset(rest, p["train_fraction"], p.get("max_train_pairs"), p["subset_seed"])
-            self._tasks[key] = (len(training_pairs(train)), len(val), len(data.eval))
-        return self._tasks[key]
-
     def price(self, point) -> PointPlan:
-        p, e = point.params, point.experiment
+        from spdf_lib.experiments import get
+
         start = {"start": STARTUP_S.get(point.launcher, STARTUP_S["process"])}
-        shards = "token shards: a GPU plan (`spdf plan --gpus N`)"
-        if e == "spdf_pretrain":
-            what = f"{p['model_size']} s={p['sparsity']:g}"
-            if p.get("tokenizer"):
-                return PointPlan(point.id, point.stage, what, None, shards)
-            return PointPlan(point.id, point.stage, what, _add(start, pretrain_parts(p, self.cal)))
-        if e == "primer":
-            from spdf_lib.primer.params import PrimerParams
-            from spdf_lib.primer.run import point_params
+        price = get(point.experiment).price_function()
+        if price is None:  # flops, report: start-up only (seconds of arithmetic)
+            return PointPlan(point.id, point.stage, point.experiment, start)
+        return price(self, point, start)
 
-            pp = PrimerParams(**p)
-            runs = [point_params(pp, size, v, seed).model_dump() for size in pp.sizes for v in pp.variants
-                    for seed in pp.seeds]
-            what = f"{len(runs)} runs ({', '.join(pp.sizes)})"
-            if any(r.get("tokenizer") for r in runs):
-                return PointPlan(point.id, point.stage, what, None, shards)
-            parts = start
-            for r in runs:
-                parts = _add(parts, pretrain_parts(r, self.cal))
-            return PointPlan(point.id, point.stage, what, parts)
-        if e == "spdf_finetune":
-            what = f"{p['task']} {p['mode']} seed {p['seed']}"
-            pre = self._pretrain_params_of(point)
-            if pre is None or pre.get("tokenizer"):
-                return PointPlan(point.id, point.stage, what, None, "its model is a folder, or GPU-scale")
-            n_pairs, n_val, n_test = self._task_sizes(p)
-            prompt = max(8, p["max_len"] // 2)
-            parts = _add(start, finetune_parts(p, Arch.of(pre), n_pairs, n_val, n_test, prompt, self.cal))
-            if str(p.get("checkpoint", "")).startswith("pretrain:"):
-                parts = _add(parts, pretrain_parts(pre, self.cal))
-            return PointPlan(point.id, point.stage, what, parts)
-        if e == "exams":
-            from spdf_lib.exams.params import ExamParams
-            from spdf_lib.exams.run import prepare, select
 
-            ep = ExamParams(**p)
-            if ep.backend == "api":
-                return PointPlan(point.id, point.stage, "exams (api)", None, "an API's speed is not measured here")
-            key = ("exams", ep.data_file, ep.fields_file)
-            if key not in self._loaded:  # parsing the certification data takes seconds: once per plan
-                self._loaded[key] = prepare(ep)
-            questions, _, _, fields = self._loaded[key]
-            chosen = [q for q in select(questions, ep, fields) if q.scored]
-            pre = self._pretrain_params_of(point) if ep.model not in ("smollm2",) else None
-            parts = exam_parts(p, chosen, ep.resolved_formulation, self.cal, Arch.of(pre) if pre else None)
-            return PointPlan(point.id, point.stage, f"exams {len(chosen)} questions", _add(start, parts))
-        return PointPlan(point.id, point.stage, e, start)  # flops, report: start-up only (seconds of arithmetic)
+def price_pretrain(pricer: Pricer, point, start: Parts) -> PointPlan:
+    """The price of one pre-training point (`spdf_pretrain`)."""
+    p = point.params
+    what = f"{p['model_size']} s={p['sparsity']:g}"
+    if p.get("tokenizer"):
+        return PointPlan(point.id, point.stage, what, None, SHARDS_NOTE)
+    return PointPlan(point.id, point.stage, what, add_parts(start, pretrain_parts(p, pricer.cal)))
 
 
 def simulate(points: list, seconds: dict[str, float], workers: int) -> float:

@@ -1,6 +1,7 @@
-"""SPDF's sparse pre-training (Thangarasa et al. 2023, §3): one GPT, dense or with static unstructured sparsity
-on the six SPDF matrices, trained by the kit's one training loop. The Primer ablation runs its points through
-`run_pretrain` too (the architecture options `activation` and `mdha`).
+"""Generic GPT pre-training, shared by both papers: one GPT, dense or with SPDF's static unstructured sparsity
+on the six SPDF matrices (Thangarasa et al. 2023, §3), trained by the kit's one training loop. The experiment
+`spdf_pretrain` runs it; the Primer ablation runs its points through it (the architecture options `activation`
+and `mdha`, So et al. 2021).
 
 `run_pretrain(params, run_dir)` writes the run records, checkpoints (resumable) and `<run_dir>/model`, a
 `save_pretrained` folder with the tokenizer that `spdf_finetune` and `from_pretrained` load.
@@ -19,11 +20,14 @@ from typing import Any
 
 import torch
 
+from spdf_lib.atomic import atomic_write_text
 from spdf_lib.checkpoints import load_tensors
 from spdf_lib.errors import CorruptFileError
+from spdf_lib.locations import new_run_dir
 from spdf_lib.params import ParamsError
-from spdf_lib.records import Run, atomic_write_text, ends_runs_on_error, new_run_dir
-from spdf_lib.spdf.params import PretrainParams
+from spdf_lib.pretrain_params import PretrainParams
+from spdf_lib.records import Run
+from spdf_lib.run_status import ends_runs_on_error
 from spdf_lib.train import is_main_process
 
 
@@ -135,8 +139,10 @@ def shard_corpus(p: PretrainParams):
     spec = resolve_tokenizer(p.tokenizer)
     folder = Path(p.shards) if p.shards else default_out(p.corpus, spec)
     shard_tokens = ShardSet.load(folder).shard_tokens if (folder / INDEX).is_file() else DEFAULT_SHARD_TOKENS
-    prepare = f"spdf data prepare {p.corpus} --tokenizer {p.tokenizer} --tokens {tokens_to_prepare(p, shard_tokens)}" + (
-        f" --out {folder}" if p.shards else "")
+    prepare = (
+        f"spdf data prepare {p.corpus} --tokenizer {p.tokenizer} --tokens {tokens_to_prepare(p, shard_tokens)}"
+        + (f" --out {folder}" if p.shards else "")
+    )
     if not (folder / INDEX).is_file():
         raise ParamsError(f"no token shards of {p.corpus!r} in {folder}; prepare them first: {prepare}")
     s = ShardSet.load(folder)
@@ -145,16 +151,18 @@ def shard_corpus(p: PretrainParams):
                           f"({s.tokenizer_hash}); this run asks for {p.corpus!r} with {p.tokenizer!r} ({spec.hash})")
     stream = ShardStream(s, p.seq_len, seed=p.seed, eval_windows=p.eval_windows)
     if not s.exhausted and stream.tokens_per_epoch < trained_tokens(p):
-        raise ParamsError(f"{folder} holds {s.train_tokens:,} training tokens of {p.corpus!r} ({stream.tokens_per_epoch:,}"
-                          f" in windows of {p.seq_len}), fewer than this run's {trained_tokens(p):,}, and the corpus "
-                          f"has more: prepare more first: {prepare}")
+        raise ParamsError(
+            f"{folder} holds {s.train_tokens:,} training tokens of {p.corpus!r} ({stream.tokens_per_epoch:,}"
+            f" in windows of {p.seq_len}), fewer than this run's {trained_tokens(p):,}, and the corpus "
+            f"has more: prepare more first: {prepare}"
+        )
     checksums = {**s.sources, **{f"{folder.name}/{sh.file}": f"sha256:{sh.sha256}" for sh in s.shards}}
     return stream, tokenizer_from_json(spec.json), stream.tokens_per_epoch, checksums
 
 
 def trained_tokens(p: PretrainParams) -> int:
     """The tokens a run trains on: whole steps of `batch_size` sequences of `seq_len` covering `p.tokens`."""
-    return max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len))) * p.batch_size * p.seq_len
+    return p.steps * p.batch_size * p.seq_len
 
 
 def tokens_to_prepare(p: PretrainParams, shard_tokens: int) -> int:
@@ -221,7 +229,7 @@ def run_pretrain(p: PretrainParams, run_dir: str | Path | None = None) -> dict[s
         corpus_tokens = len(train_ids)
     epochs = check_epochs(trained_tokens(p), corpus_tokens, p.corpus, p.max_epochs)  # before any training
     model = build_model(p, tok)
-    steps = max(1, math.ceil(p.tokens / (p.batch_size * p.seq_len)))
+    steps = p.steps
     cfg = TrainConfig(
         max_steps=steps, batch_size=p.batch_size, micro_batch_size=p.micro_batch_size, lr=p.lr,
         matrix_lr_scale=p.matrix_lr_scale, diagnostics=p.diagnostics,

@@ -21,7 +21,9 @@ from spdf_lib import params as P
 from spdf_lib.contain import inside
 from spdf_lib.damage import DAMAGED, damaged_file
 from spdf_lib.experiments import schema_for
-from spdf_lib.records import effective_status, read_json, runs_dir
+from spdf_lib.jsonio import read_json
+from spdf_lib.locations import runs_dir
+from spdf_lib.run_status import effective_status
 from spdf_lib.sweep.spec import DEFAULT_MODULE, Stage, SweepError, read_sweep
 
 _RENDEZVOUS = ("master_addr", "master_port", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "standalone")
@@ -62,7 +64,15 @@ class Point:
         """The command that runs this point (in the repository root)."""
         if self.launcher == "papermill":
             return [sys.executable, "-m", "spdf_lib.sweep.worker", str(self.dir)]
-        run = ["-m", self.module, self.experiment, "--params", str(self.dir / "params.yaml"), "--run-dir", str(self.dir)]
+        run = [
+            "-m",
+            self.module,
+            self.experiment,
+            "--params",
+            str(self.dir / "params.yaml"),
+            "--run-dir",
+            str(self.dir),
+        ]
         if self.launcher == "process":
             return [sys.executable, *run]
         return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(self.torchrun), *run]
@@ -334,7 +344,7 @@ def is_complete(run_dir: str | Path) -> bool:
         return False
 
 
-def _remote_rank(point: Point) -> bool:
+def remote_rank(point: Point) -> bool:
     """On nodes other than node 0 of a multi-node torchrun, records are written by node 0, not here."""
     return point.launcher == "torchrun" and str(point.torchrun.get("node_rank", 0)) != "0"
 
@@ -351,7 +361,7 @@ def point_status(point: Point) -> str:
         status = read_json(record).get("status") if record.is_file() else None
     except (OSError, ValueError):
         status = None
-    if status == "ok" and _remote_rank(point):
+    if status == "ok" and remote_rank(point):
         return "done"
     if status == "running" and effective_status(point.dir)[0] == "interrupted":  # its process is gone
         return "interrupted"
