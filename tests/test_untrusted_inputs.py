@@ -110,6 +110,11 @@ def test_model_folders_load_with_remote_code_off(tmp_path):
         "model_type": "evil_remote", "auto_map": {"AutoConfig": "evil.EvilConfig",
                                                   "AutoModelForCausalLM": "evil.EvilModel"}}))
     (tmp_path / "m" / "evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    # intact weights, so that the refusal is the remote code's (a folder without weights is refused before)
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "m" / "model.safetensors")
     with pytest.raises(ValueError, match="asks to run its own code.*trust_remote_code off"):
         LocalLM.load(str(tmp_path / "m"))
     assert not marker.exists()
