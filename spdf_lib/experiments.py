@@ -63,6 +63,13 @@ class Experiment:
     description: str
     has_notebook: bool = True  # notebooks/<name>.ipynb; without one, sweeps run it as a plain process
     check_ref: str | None = None  # "module:function" called as function(params) before a kernel starts
+    memory_ref: str | None = None  # "module:function(params)": refuses a run that cannot fit, before any compute
+
+    def check_memory(self, params: P.Params) -> None:
+        """The experiment's memory check alone: what a sweep runs on every point before any point starts."""
+        if self.memory_ref:
+            module, fn = self.memory_ref.split(":")
+            getattr(importlib.import_module(module), fn)(params)
 
     def check(self, params: P.Params) -> None:
         """The experiment's checks of its inputs (files it reads), before a kernel or any compute starts."""
@@ -95,7 +102,8 @@ class Experiment:
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("spdf_pretrain", "SPDF", "spdf_lib.spdf.params:PretrainParams", "spdf_lib.spdf.pretrain:run_pretrain",
-               "sparse (or dense) pre-training of a GPT", check_ref="spdf_lib.memory:check_gpt_training"),
+               "sparse (or dense) pre-training of a GPT", check_ref="spdf_lib.memory:check_gpt_training",
+               memory_ref="spdf_lib.memory:check_gpt_training"),
     Experiment("spdf_finetune", "SPDF", "spdf_lib.spdf.params:FinetuneParams", "spdf_lib.spdf.finetune:run_finetune",
                "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring",
                check_ref="spdf_lib.spdf.finetune:check_inputs"),

@@ -317,6 +317,26 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_its_estimate_before_a_k
     assert rc == 2 and capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "r").exists()
 
 
+def test_a_sweep_point_that_cannot_fit_is_refused_before_any_point_starts(tmp_path, capsys):
+    sweep = tmp_path / "big.yaml"
+    sweep.write_text("name: big\nstages:\n  pre:\n    notebook: spdf_pretrain\n    preset: smoke\n"
+                     "    grid: {batch_size: [4, 100000]}\n")
+    rc = cli.main(["sweep", str(sweep), "--root", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs about" in err and "GiB at its peak" in err, err
+    assert not list((tmp_path / "runs").glob("big/*/manifest.json"))  # not even the point that fits ran
+
+
+def test_a_fine_tuning_that_cannot_fit_is_refused_from_its_checkpoint_s_config():
+    from spdf_lib.experiments import load
+    from spdf_lib.memory import check_finetune
+
+    config = {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 256, "vocab_size": 1024}
+    check_finetune(load("spdf_finetune", None, {}), config)  # the smoke preset fits
+    with pytest.raises(ValueError, match=r"fine-tuning with micro-batches of 10000000 x .* needs about"):
+        check_finetune(load("spdf_finetune", None, {"batch_size": 10_000_000}), config)
+
+
 def test_the_memory_estimate_grows_with_each_dimension():
     from spdf_lib.memory import training_peak_bytes
 

@@ -20,7 +20,7 @@ import yaml
 from spdf_lib import params as P
 from spdf_lib.contain import inside
 from spdf_lib.damage import DAMAGED, damaged_file
-from spdf_lib.experiments import schema_for
+from spdf_lib.experiments import EXPERIMENTS, schema_for
 from spdf_lib.records import effective_status, read_json, runs_dir
 from spdf_lib.sweep.spec import DEFAULT_MODULE, Stage, SweepError, read_sweep
 
@@ -275,6 +275,8 @@ def plan_sweep(
             if (why := getattr(validated, "skip_reason", lambda: None)()) is not None:
                 skipped.setdefault(stage.name, []).append(why)  # cannot run here: left out, said once below
                 continue
+            if stage.experiment in EXPERIMENTS:  # a run that cannot fit is refused before any point starts
+                EXPERIMENTS[stage.experiment].check_memory(validated)
             dumped = json.loads(validated.model_dump_json())
             explicit = {k: dumped[k] for k in raw}
             identity = {"params": {k: (dumped[k] if ident[k] == real[k] else ident[k]) for k in raw},
