@@ -30,8 +30,8 @@ import torch
 
 from spdf_lib.checkpoints import verify_model_folder
 from spdf_lib.errors import CorruptFileError
-from spdf_lib.memory import check_finetune as check_memory
 from spdf_lib.experiments import load
+from spdf_lib.memory import check_finetune as check_memory
 from spdf_lib.params import ParamsError, preset_path
 from spdf_lib.records import Run, ends_runs_on_error, new_run_dir, read_json, read_jsonl, write_json
 from spdf_lib.rundir import claim
