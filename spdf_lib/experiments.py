@@ -72,6 +72,12 @@ class Experiment:
     # more lines of a GPU plan: "module:function" called as function(point) -> list[str] (a served exam's
     # requests, tokens and money); None: none
     plan_lines_ref: str | None = None
+    memory_ref: str | None = None  # "module:function(params)": refuses a run that cannot fit, before any compute
+
+    def check_memory(self, params: P.Params) -> None:
+        """The experiment's memory check alone: what a sweep runs on every point before any point starts."""
+        if self.memory_ref:
+            _resolve(self.memory_ref)(params)
 
     def check(self, params: P.Params) -> None:
         """The experiment's checks of its inputs (files it reads), before a kernel or any compute starts."""
@@ -120,7 +126,8 @@ def _resolve(ref: str) -> Any:
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("spdf_pretrain", "SPDF", "spdf_lib.pretrain_params:PretrainParams", "spdf_lib.pretrain:run_pretrain",
                "sparse (or dense) pre-training of a GPT", check_ref="spdf_lib.memory:check_gpt_training",
-               price_ref="spdf_lib.unit_costs:price_pretrain", gpu_cost_ref="spdf_lib.sweep_cost:pretrain_gpu_cost"),
+               memory_ref="spdf_lib.memory:check_gpt_training", price_ref="spdf_lib.unit_costs:price_pretrain",
+               gpu_cost_ref="spdf_lib.sweep_cost:pretrain_gpu_cost"),
     Experiment("spdf_finetune", "SPDF", "spdf_lib.spdf.params:FinetuneParams", "spdf_lib.spdf.finetune:run_finetune",
                "dense, sparse or from-scratch fine-tuning on E2E, WebNLG or DART, then decoding and scoring",
                check_ref="spdf_lib.spdf.finetune:check_inputs", price_ref="spdf_lib.spdf.cost:price"),

@@ -89,3 +89,17 @@ def check_gpt_training(p: Any) -> None:
     refuse_if_too_big(need, resolve_device(p.device), f"training {p.model_size} with micro-batches of {micro} x "
                       f"{p.seq_len} tokens", "lower micro_batch_size (the batch is then accumulated), seq_len or "
                       "the model size")
+
+
+def check_finetune(p: Any, config: dict[str, Any]) -> None:
+    """The memory check of a fine-tuning's parameters (`batch_size` / `micro_batch_size`, `max_len`,
+    `precision`, `device`) on the model its checkpoint's `config` describes."""
+    micro = p.micro_batch_size or p.batch_size
+    n_embd = config["n_embd"]
+    need = training_peak_bytes(config["n_layer"], n_embd, config["n_head"], config.get("n_inner") or 4 * n_embd,
+                               config["vocab_size"], max(config.get("n_positions", 0), p.max_len), p.max_len, micro,
+                               4 if getattr(p, "precision", "auto") == "fp32" else 2)
+    refuse_if_too_big(need, resolve_device(getattr(p, "device", "auto")), f"fine-tuning with micro-batches of "
+                      f"{micro} x {p.max_len} tokens",
+                      "lower micro_batch_size (the batch is then accumulated) or max_len")
+

@@ -110,11 +110,6 @@ def test_model_folders_load_with_remote_code_off(tmp_path):
         "model_type": "evil_remote", "auto_map": {"AutoConfig": "evil.EvilConfig",
                                                   "AutoModelForCausalLM": "evil.EvilModel"}}))
     (tmp_path / "m" / "evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
-    # intact weights, so that the refusal is the remote code's (a folder without weights is refused before)
-    import torch
-    from safetensors.torch import save_file
-
-    save_file({"w": torch.zeros(2)}, tmp_path / "m" / "model.safetensors")
     with pytest.raises(ValueError, match="asks to run its own code.*trust_remote_code off"):
         LocalLM.load(str(tmp_path / "m"))
     assert not marker.exists()
@@ -320,6 +315,26 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_its_estimate_before_a_k
     rc = cli.main(["run", "spdf_pretrain", "-p", "batch_size=100000", "-p", "max_epochs=10000",
                    "--run-dir", str(tmp_path / "r")])
     assert rc == 2 and capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_sweep_point_that_cannot_fit_is_refused_before_any_point_starts(tmp_path, capsys):
+    sweep = tmp_path / "big.yaml"
+    sweep.write_text("name: big\nstages:\n  pre:\n    notebook: spdf_pretrain\n    preset: smoke\n"
+                     "    grid: {batch_size: [4, 100000]}\n")
+    rc = cli.main(["sweep", str(sweep), "--root", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "needs about" in err and "GiB at its peak" in err, err
+    assert not list((tmp_path / "runs").glob("big/*/manifest.json"))  # not even the point that fits ran
+
+
+def test_a_fine_tuning_that_cannot_fit_is_refused_from_its_checkpoint_s_config():
+    from spdf_lib.experiments import load
+    from spdf_lib.memory import check_finetune
+
+    config = {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 256, "vocab_size": 1024}
+    check_finetune(load("spdf_finetune", None, {}), config)  # the smoke preset fits
+    with pytest.raises(ValueError, match=r"fine-tuning with micro-batches of 10000000 x .* needs about"):
+        check_finetune(load("spdf_finetune", None, {"batch_size": 10_000_000}), config)
 
 
 def test_the_memory_estimate_grows_with_each_dimension():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import json
 import os
 import shutil
 import tempfile
@@ -114,6 +115,20 @@ class LetterScores:
     logprobs: list[float]
 
 
+REMOTE_CODE = ("model folder {folder} asks to run its own code (an auto_map in its config); the kit loads models "
+               "with trust_remote_code off: use a standard transformers architecture or a folder the kit saved")
+
+
+def refuse_remote_code(folder: Path) -> None:
+    """One line, before any weight is read, for a model folder whose config asks to run its own code."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # no readable config: from_pretrained names that problem
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise ValueError(REMOTE_CODE.format(folder=folder))
+
+
 class LocalLM:
     """A local causal LM with its tokenizer, for log-likelihood scoring and greedy chat generation."""
 
@@ -145,6 +160,7 @@ class LocalLM:
         if threads:
             torch.set_num_threads(threads)
         folder = resolve_model(spec)
+        refuse_remote_code(folder)  # before anything else is read from the folder
         verify_model_folder(folder)  # a damaged weights file is named in one line, as fine-tuning does
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype in ("auto", "bfloat16"):  # the same rule (and warning) as the training runs' precision
@@ -157,9 +173,7 @@ class LocalLM:
         except ValueError as e:
             if "trust_remote_code" not in str(e):
                 raise
-            raise ValueError(f"model folder {folder} asks to run its own code (an auto_map in its config); the kit "
-                             f"loads models with trust_remote_code off: use a standard transformers architecture or "
-                             f"a folder the kit saved") from None
+            raise ValueError(REMOTE_CODE.format(folder=folder)) from None
         lm = cls(model.to(device), tok, name=spec if spec.lower() == SMOLLM2 else Path(spec).name)
         lm.folder = folder  # its weight files are part of the identity of its stored replies (`resume`)
         return lm

@@ -35,6 +35,7 @@ from spdf_lib.errors import CorruptFileError
 from spdf_lib.experiments import load
 from spdf_lib.jsonio import read_json, read_jsonl, write_json
 from spdf_lib.locations import new_run_dir
+from spdf_lib.memory import check_finetune as check_memory
 from spdf_lib.params import ParamsError, preset_path
 from spdf_lib.pretrain import run_pretrain, save_model
 from spdf_lib.records import Run
@@ -84,7 +85,7 @@ def check_inputs(p: FinetuneParams) -> None:
     """What `spdf run` checks before a kernel starts: the checkpoint folders named (not `pretrain:`) are intact."""
     if not p.checkpoint.startswith(PRETRAIN_PREFIX):
         for folder in candidates(p.checkpoint):
-            check_checkpoint(folder, p.max_len)
+            check_memory(p, check_checkpoint(folder, p.max_len))
 
 
 def candidates(checkpoint: str) -> list[Path]:

@@ -20,7 +20,7 @@ import yaml
 from spdf_lib import params as P
 from spdf_lib.contain import inside
 from spdf_lib.damage import DAMAGED, damaged_file
-from spdf_lib.experiments import schema_for
+from spdf_lib.experiments import EXPERIMENTS, schema_for
 from spdf_lib.jsonio import read_json
 from spdf_lib.locations import runs_dir
 from spdf_lib.run_status import effective_status
@@ -285,6 +285,8 @@ def plan_sweep(
             if (why := getattr(validated, "skip_reason", lambda: None)()) is not None:
                 skipped.setdefault(stage.name, []).append(why)  # cannot run here: left out, said once below
                 continue
+            if stage.experiment in EXPERIMENTS:  # a run that cannot fit is refused before any point starts
+                EXPERIMENTS[stage.experiment].check_memory(validated)
             dumped = json.loads(validated.model_dump_json())
             explicit = {k: dumped[k] for k in raw}
             identity = {"params": {k: (dumped[k] if ident[k] == real[k] else ident[k]) for k in raw},
@@ -308,8 +310,7 @@ def plan_sweep(
     selected = list(points.values())
     if stages is not None:
         wanted = set(stages)
-        missing = wanted - set(all_stages)
-        if missing:
+        if missing := wanted - set(all_stages):
             raise SweepError(f"{path}: no stage {sorted(missing)[0]!r}; stages: {', '.join(all_stages)}")
         keep = {p.id for p in selected if p.stage in wanted}
         for p in reversed(selected):  # dependencies come first, so walking backwards closes over them
