@@ -285,8 +285,6 @@ def plan_sweep(
             if (why := getattr(validated, "skip_reason", lambda: None)()) is not None:
                 skipped.setdefault(stage.name, []).append(why)  # cannot run here: left out, said once below
                 continue
-            if stage.experiment in EXPERIMENTS:  # a run that cannot fit is refused before any point starts
-                EXPERIMENTS[stage.experiment].check_memory(validated)
             dumped = json.loads(validated.model_dump_json())
             explicit = {k: dumped[k] for k in raw}
             identity = {"params": {k: (dumped[k] if ident[k] == real[k] else ident[k]) for k in raw},
@@ -383,3 +381,13 @@ def format_plan(plan: Plan) -> list[str]:
         needs = f"  needs {', '.join(p.needs)}" if p.needs else ""
         lines.append(f"{p.stage:<{w_stage}}  {p.id:<{w_id}}  {statuses[p.id]:<11}  {launch:<13}  {p.label}{needs}")
     return lines
+
+
+def check_memory(plan: Plan) -> None:
+    """Refuse, before any point starts, a sweep with a point to run that cannot fit in this machine's memory (the
+    experiment table's `memory_ref`). Planning (`spdf plan`, `--dry-run`, a GPU plan) does not check: it prices
+    runs for other machines too."""
+    for point in plan.points:
+        experiment = EXPERIMENTS.get(point.experiment)
+        if experiment is not None and experiment.memory_ref and point_status(point) != "done":
+            experiment.check_memory(P.validate(schema_for(point.experiment), point.params, source=point.label))

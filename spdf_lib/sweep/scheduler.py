@@ -22,7 +22,7 @@ from spdf_lib.locations import REPO_ROOT
 from spdf_lib.notebooks import last_line
 from spdf_lib.owner import Owner
 from spdf_lib.provenance import now
-from spdf_lib.sweep.points import Plan, Point, is_complete, point_status, remote_rank
+from spdf_lib.sweep.points import Plan, Point, check_memory, is_complete, point_status, remote_rank
 from spdf_lib.sweep.spec import SweepError
 
 INTERRUPT_GRACE_S = 20.0  # how long interrupted points get to shut their kernels down before being killed
@@ -142,6 +142,7 @@ def run_sweep(
     """
     if workers < 1:
         raise SweepError(f"--workers must be at least 1 (got {workers})")
+    check_memory(plan)  # a point that cannot fit is refused before any point starts
     # one sweep of a folder at a time: a second is refused here, before it reads or writes a point
     owner = Owner(plan.dir, "sweep folder", "wait for that sweep to end (or stop it), then re-run to resume")
     try:
