@@ -125,7 +125,13 @@ def refuse_remote_code(folder: Path) -> None:
         config = json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError):
         return  # no readable config: from_pretrained names that problem
-    if isinstance(config, dict) and config.get("auto_map"):
+    if not isinstance(config, dict) or not config.get("auto_map"):
+        return
+    from transformers import CONFIG_MAPPING
+
+    # an architecture transformers knows (the kit's GPT registers itself on import) loads without its code, as
+    # from_pretrained(trust_remote_code=False) does; any other asks to run the folder's code
+    if config.get("model_type") not in CONFIG_MAPPING:
         raise ValueError(REMOTE_CODE.format(folder=folder))
 
 
